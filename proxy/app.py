@@ -1,0 +1,162 @@
+"""The aiohttp application: the proxy handler, health, metrics and admin endpoints.
+
+Resources (client session, policy holder and its watcher, built-in mock upstream,
+background completion tasks) are created in one cleanup context and torn down in
+reverse order, after in-flight work has drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from proxy.errors import Forbidden, ProxyError, Unauthorized
+from proxy.exchange import Caller
+from proxy.handler import ProxyHandler, drain, error_response
+from proxy.headers import request_id_from
+from proxy.metrics import Metrics
+from proxy.policy.reload import PolicyHolder
+from proxy.policy.schema import Policy
+from proxy.protocols import PROTOCOLS
+from proxy.stages.auth import presented_credential
+from proxy.upstream import new_client_session
+
+POLICY = web.AppKey("policy", tuple)
+METRICS = web.AppKey("metrics", Metrics)
+HOLDER = web.AppKey("holder", PolicyHolder)
+HANDLER = web.AppKey("handler", ProxyHandler)
+STARTED = web.AppKey("started", float)
+
+
+class BuiltinMock:
+    """The built-in mock upstream, started in-process on a loopback port when a policy asks."""
+
+    def __init__(self) -> None:
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self._lock = asyncio.Lock()
+
+    async def url(self) -> str:
+        async with self._lock:
+            if self._url is None:
+                from proxy.mock_upstream import build_mock_app
+
+                self._runner = web.AppRunner(build_mock_app(), access_log=None)
+                await self._runner.setup()
+                site = web.TCPSite(self._runner, "127.0.0.1", 0)
+                await site.start()
+                port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+                self._url = f"http://127.0.0.1:{port}"
+            return self._url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def build_app(policy: Policy, path: Path | None = None, metrics: Metrics | None = None) -> web.Application:
+    app = web.Application()
+    app[POLICY] = (policy, path)
+    app[METRICS] = metrics or Metrics()
+    app[STARTED] = time.time()
+    app.cleanup_ctx.append(_resources)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/admin/status", admin_status)
+    app.router.add_route("*", "/{tail:.*}", proxy_entry)
+    return app
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    policy, path = app[POLICY]
+    metrics = app[METRICS]
+    mock = BuiltinMock()
+    session = new_client_session()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    holder = await PolicyHolder.create(policy, path, metrics, mock.url)
+    app[HOLDER] = holder
+    app[HANDLER] = ProxyHandler(holder, session, metrics, spawn)
+    watcher = asyncio.create_task(holder.watch()) if path is not None else None
+    try:
+        yield
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        await drain(tasks)
+        await session.close()
+        await mock.stop()
+
+
+async def proxy_entry(request: web.Request) -> web.StreamResponse:
+    return await request.app[HANDLER](request)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    holder = request.app.get(HOLDER)
+    if holder is None:
+        return web.json_response({"status": "starting"}, status=503)
+    return web.json_response({"status": "ready", "policy_loaded_at": holder.current.loaded_at})
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body, content_type = request.app[METRICS].render()
+    return web.Response(body=body, headers={"content-type": content_type})
+
+
+def require_admin(request: web.Request) -> Caller:
+    """Admin endpoints always need a key with the `admin` scope, whatever the routes say."""
+    verifier = request.app[HOLDER].current.verifier
+    credential = presented_credential(request.headers)
+    if credential is None:
+        raise Unauthorized("admin endpoints need an API key", code="missing_api_key")
+    caller = verifier.verify(credential)
+    if caller is None:
+        raise Unauthorized("the API key is not valid for this proxy", code="invalid_api_key")
+    if "admin" not in caller.scopes:
+        raise Forbidden("this key lacks the admin scope", code="admin_scope_required")
+    return caller
+
+
+async def admin_status(request: web.Request) -> web.Response:
+    try:
+        require_admin(request)
+    except ProxyError as err:
+        return error_response(PROTOCOLS["openai"], err, request_id_from(request.headers))
+    holder = request.app[HOLDER]
+    compiled = holder.current
+    status = {
+        "policy": {"source": compiled.source, "loaded_at": compiled.loaded_at, "last_reload_error": holder.last_error},
+        "started_at": request.app[STARTED],
+        "routes": [
+            {
+                "route": r.label,
+                "upstream": r.upstream.name,
+                "fallbacks": [f.name for f in r.fallbacks],
+                "protocol": r.protocol.name,
+                "stages": r.chain.names,
+            }
+            for r in compiled.routes
+        ],
+        "upstreams": {name: {"url": u.base_url, "protocol": u.protocol.name} for name, u in compiled.upstreams.items()},
+    }
+    return web.Response(body=orjson.dumps(status), content_type="application/json")

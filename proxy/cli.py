@@ -1,0 +1,107 @@
+"""The `agent-proxy` command: serve, check, schema, mock-upstream, keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import sys
+from pathlib import Path
+
+import orjson
+
+from proxy.policy.load import PolicyError, load_policy
+from proxy.policy.schema import Policy
+
+DEFAULT_POLICY = Path("policies/default.yaml")
+
+
+def _load_or_exit(path: Path) -> Policy:
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from proxy.logs import configure_logging
+    from proxy.server import run
+
+    configure_logging(args.log_level)
+    policy = _load_or_exit(args.policy)
+    run(policy, args.policy, args.host or policy.server.host, args.port or policy.server.port)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from proxy.policy.summary import summarise
+
+    policy = _load_or_exit(args.policy)
+    print(summarise(policy, str(args.policy)))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(orjson.dumps(Policy.model_json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def cmd_mock_upstream(args: argparse.Namespace) -> int:
+    from proxy.logs import configure_logging
+    from proxy.mock_upstream import run_mock_upstream
+
+    configure_logging("info")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_mock_upstream(args.host, args.port))
+    return 0
+
+
+def cmd_keys_hash(args: argparse.Namespace) -> int:
+    from proxy.stages.auth import sha256_hex
+
+    key = sys.stdin.readline().strip() if not sys.stdin.isatty() else getpass.getpass("key: ")
+    if not key:
+        print("no key given", file=sys.stderr)
+        return 2
+    print(sha256_hex(key))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agent-proxy", description="A sidecar proxy for LLM and tool traffic.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the proxy")
+    serve.add_argument("--policy", type=Path, default=DEFAULT_POLICY, help="policy file (default: %(default)s)")
+    serve.add_argument("--host", help="listen address (default: the policy's server.host)")
+    serve.add_argument("--port", type=int, help="listen port (default: the policy's server.port)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check", help="validate a policy and summarise it")
+    check.add_argument("--policy", type=Path, required=True)
+    check.set_defaults(func=cmd_check)
+
+    schema = sub.add_parser("schema", help="print the policy's JSON Schema")
+    schema.set_defaults(func=cmd_schema)
+
+    mock = sub.add_parser("mock-upstream", help="run the built-in mock LLM upstream")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=9999)
+    mock.set_defaults(func=cmd_mock_upstream)
+
+    keys = sub.add_parser("keys", help="caller keys").add_subparsers(dest="keys_command", required=True)
+    key_hash = keys.add_parser("hash", help="print the SHA-256 of a key read from stdin, for auth.static_keys")
+    key_hash.set_defaults(func=cmd_keys_hash)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""The one exception tree of the proxy.
+
+Every failure the proxy reports to a caller is a `ProxyError`. It carries the HTTP
+status, where the fault lies (`source`) and whether forwarding may try again
+(`retryable`). Protocol adapters render it once, in the route's own error shape, so
+SDKs raise their usual exceptions. Foreign exceptions are mapped at the boundary
+(upstream.py), never deep inside stages.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+Source = Literal["caller", "upstream", "internal"]
+
+
+class ProxyError(Exception):
+    """Base class; `kind` is the protocol-neutral error name adapters map to their own."""
+
+    status: ClassVar[int] = 500
+    kind: ClassVar[str] = "internal"
+    source: ClassVar[Source] = "internal"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.headers = headers or {}
+
+
+class BadRequest(ProxyError):
+    status, kind, source = 400, "invalid_request", "caller"
+
+
+class Unauthorized(ProxyError):
+    status, kind, source = 401, "authentication", "caller"
+
+
+class Forbidden(ProxyError):
+    status, kind, source = 403, "permission", "caller"
+
+
+class NotFound(ProxyError):
+    status, kind, source = 404, "not_found", "caller"
+
+
+class PayloadTooLarge(ProxyError):
+    status, kind, source = 413, "request_too_large", "caller"
+
+
+class UnsupportedMediaType(ProxyError):
+    status, kind, source = 415, "invalid_request", "caller"
+
+
+class RateLimited(ProxyError):
+    status, kind, source = 429, "rate_limit", "caller"
+
+
+class InternalError(ProxyError):
+    status, kind, source = 500, "internal", "internal"
+
+
+class UpstreamUnreachable(ProxyError):
+    """The upstream could not be connected to, or dropped the connection before answering."""
+
+    status, kind, source, retryable = 502, "upstream", "upstream", True
+
+
+class ServiceUnavailable(ProxyError):
+    status, kind, source, retryable = 503, "unavailable", "internal", True
+
+
+class UpstreamTimeout(ProxyError):
+    status, kind, source, retryable = 504, "timeout", "upstream", True
+
+
+class UpstreamStreamBroken(ProxyError):
+    """The upstream failed after the first byte went to the caller: only the stream can end."""
+
+    status, kind, source = 502, "upstream", "upstream"

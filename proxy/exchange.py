@@ -1,0 +1,121 @@
+"""The Exchange: everything one request carries through the chain, typed.
+
+Stages keep their per-request data here (or on their own per-request instance),
+never in a free-form dict. The request body is kept as the bytes that arrived and is
+parsed at most once, on first use; it is re-serialised only if a stage replaced it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.errors import BadRequest, ProxyError
+from proxy.protocols.base import Protocol, Usage
+
+if TYPE_CHECKING:
+    from proxy.policy.compile import CompiledRoute
+
+
+class Outcome(StrEnum):
+    """How an exchange ended, as `on_complete` and the log line see it."""
+
+    OK = "ok"
+    LOCAL_REPLY = "local_reply"
+    ERROR = "error"
+    CLIENT_GONE = "client_gone"
+    STREAM_BROKEN = "stream_broken"
+
+
+@dataclass(slots=True, frozen=True)
+class Caller:
+    """Who is calling: `name` picks the caller profile; `key_id` is safe to log."""
+
+    name: str
+    key_id: str
+    scopes: frozenset[str] = frozenset()
+    profile: str = "default"
+
+
+@dataclass(slots=True)
+class Reply:
+    """A local answer that ends the request phase (auth refusal, cache hit...)."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+
+
+_NOT_PARSED: Any = object()
+
+
+@dataclass(slots=True, eq=False)
+class Exchange:
+    request_id: str
+    method: str
+    path: str
+    query_string: str
+    headers: CIMultiDictProxy[str]
+    route: CompiledRoute
+    protocol: Protocol
+    body: bytes = b""
+    started: float = field(default_factory=time.perf_counter)
+    caller: Caller | None = None
+    # Response side, filled while forwarding.
+    upstream_name: str | None = None
+    status: int | None = None
+    response_headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
+    streaming: bool = False
+    model_served: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    first_byte_at: float | None = None
+    upstream_headers_at: float | None = None
+    error: ProxyError | None = None
+    outcome: Outcome | None = None
+    # What stages decided, as (stage, decision, mode), for metrics and the log line.
+    decisions: list[tuple[str, str, str]] = field(default_factory=list)
+    _json: Any = _NOT_PARSED
+    _body_replaced: bool = False
+
+    @property
+    def request_json(self) -> Any:
+        """The body parsed once with orjson; malformed JSON is the caller's 400."""
+        if self._json is _NOT_PARSED:
+            if not self.body:
+                raise BadRequest("the request body is empty; a JSON body is expected")
+            try:
+                self._json = orjson.loads(self.body)
+            except orjson.JSONDecodeError as exc:
+                raise BadRequest(f"the request body is not valid JSON: {exc.msg}", code="invalid_json") from None
+        return self._json
+
+    def replace_request_json(self, value: Any) -> None:
+        """Stages that rewrite the request call this; the body is re-serialised once, on forward."""
+        self._json = value
+        self._body_replaced = True
+
+    def body_to_send(self) -> bytes:
+        if self._body_replaced:
+            self.body = orjson.dumps(self._json)
+            self._body_replaced = False
+        return self.body
+
+    @property
+    def model_requested(self) -> str | None:
+        if not self.protocol.parses_json or self._json is _NOT_PARSED:
+            return None
+        return self.protocol.request_model(self._json)
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def ttfb_s(self) -> float | None:
+        return None if self.first_byte_at is None else self.first_byte_at - self.started

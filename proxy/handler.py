@@ -1,0 +1,289 @@
+"""The one proxy handler: match a route, run the chain, forward, stream back.
+
+This is the filter manager: it drives the stage hooks in order, owns the response
+writer, and guarantees that completion (stage `on_complete`, metrics, the log line)
+runs exactly once for every request, whether it succeeded, was answered locally,
+failed, or the caller went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from proxy.errors import (
+    BadRequest,
+    InternalError,
+    NotFound,
+    PayloadTooLarge,
+    ProxyError,
+    UnsupportedMediaType,
+    UpstreamStreamBroken,
+)
+from proxy.exchange import Exchange, Outcome, Reply
+from proxy.headers import caller_response_headers, request_id_from
+from proxy.logs import log_request
+from proxy.metrics import Metrics, status_class
+from proxy.pipeline import ChainRun
+from proxy.policy.reload import PolicyHolder
+from proxy.protocols import PROTOCOLS, Protocol
+from proxy.protocols.sse import SSEDecoder, SSEEvent, encode
+from proxy.upstream import is_event_stream, iter_body, open_upstream, read_whole_body
+
+log = logging.getLogger("agent_proxy.handler")
+
+JSON = "application/json"
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+def guess_protocol(request: web.Request) -> Protocol:
+    """For requests no route matched: answer in the shape the caller's SDK understands."""
+    if "anthropic-version" in request.headers or request.path.startswith("/v1/messages"):
+        return PROTOCOLS["anthropic"]
+    return PROTOCOLS["openai"]
+
+
+def error_response(protocol: Protocol, err: ProxyError, request_id: str) -> web.Response:
+    headers = {"x-request-id": request_id, **err.headers}
+    return web.Response(status=err.status, body=protocol.error_body(err), content_type=JSON, headers=headers)
+
+
+def _unsafe_path(path: str) -> bool:
+    """Dot segments would let a caller climb out of a route's prefix on the upstream."""
+    return any(segment in (".", "..") for segment in path.split("/"))
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+    if not request.body_exists:
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _is_json_content_type(request: web.Request) -> bool:
+    ctype = request.content_type
+    return ctype == JSON or ctype.endswith("+json")
+
+
+class ProxyHandler:
+    def __init__(self, holder: PolicyHolder, session: aiohttp.ClientSession, metrics: Metrics, spawn: Spawn):
+        self.holder = holder
+        self.session = session
+        self.metrics = metrics
+        self.spawn = spawn
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        policy = self.holder.current  # read once: an in-flight request keeps its policy
+        request_id = request_id_from(request.headers)
+        path = request.path
+        route = policy.match(path, request.method)
+        if route is None or _unsafe_path(path):
+            err = (
+                NotFound(f"no route for {request.method} {path}")
+                if route is None
+                else BadRequest("the request path may not contain '.' or '..' segments")
+            )
+            self.metrics.requests.labels("unmatched", "none", status_class(err.status)).inc()
+            return error_response(guess_protocol(request), err, request_id)
+
+        ex = Exchange(
+            request_id=request_id,
+            method=request.method,
+            path=path,
+            query_string=request.query_string,
+            headers=request.headers,
+            route=route,
+            protocol=route.protocol,
+        )
+        run = route.chain.start()
+        self.metrics.in_flight.inc()
+        try:
+            return await self._handle(request, ex, run, policy.max_body_bytes)
+        except asyncio.CancelledError:
+            ex.outcome = Outcome.CLIENT_GONE
+            raise
+        except Exception:  # a bug must not take the process down, nor leak details
+            log.exception("unexpected error", extra={"fields": {"request_id": request_id}})
+            ex.error, ex.outcome = InternalError("the proxy failed to handle this request"), Outcome.ERROR
+            ex.status = 500
+            return error_response(ex.protocol, ex.error, request_id)
+        finally:
+            self.metrics.in_flight.dec()
+            self._finish(ex, run)
+
+    async def _handle(self, request: web.Request, ex: Exchange, run: ChainRun, max_body: int) -> web.StreamResponse:
+        try:
+            reply = await run.request_headers(ex)
+            if reply is None:
+                ex.body = await read_body(request, max_body)
+                if ex.protocol.parses_json and ex.body:
+                    if not _is_json_content_type(request):
+                        raise UnsupportedMediaType("the request body must be JSON (content-type: application/json)")
+                    if not isinstance(ex.request_json, dict):
+                        raise BadRequest("the request body must be a JSON object")
+                reply = await run.request_body(ex)
+            if reply is not None:
+                return self._local_reply(ex, reply)
+            return await self._forward(request, ex, run)
+        except ProxyError as err:
+            ex.error, ex.outcome, ex.status = err, Outcome.ERROR, err.status
+            return error_response(ex.protocol, err, ex.request_id)
+
+    def _local_reply(self, ex: Exchange, reply: Reply) -> web.Response:
+        ex.status, ex.outcome = reply.status, Outcome.LOCAL_REPLY
+        headers = {"content-type": JSON, **reply.headers, "x-request-id": ex.request_id}
+        return web.Response(status=reply.status, body=reply.body, headers=headers)
+
+    async def _forward(self, request: web.Request, ex: Exchange, run: ChainRun) -> web.StreamResponse:
+        route = ex.route
+        upstream = route.upstream
+        ex.upstream_name = upstream.name
+        sent = time.perf_counter()
+        response = await open_upstream(self.session, ex, route, upstream)
+        try:
+            ex.upstream_headers_at = time.perf_counter()
+            self.metrics.upstream_seconds.labels(upstream.name).observe(ex.upstream_headers_at - sent)
+            ex.status = response.status
+            ex.streaming = is_event_stream(response)
+            ex.response_headers = caller_response_headers(response.headers)
+            ex.response_headers["x-request-id"] = ex.request_id
+            ex.response_headers["x-agent-proxy-upstream"] = upstream.name
+            run.response_headers(ex)
+            out = web.StreamResponse(status=response.status, headers=ex.response_headers)
+            idle = upstream.timeouts.idle_s
+            try:
+                if ex.streaming:
+                    await self._stream_events(request, ex, run, response, out, idle)
+                elif run.stages and route.chain.observes_response:
+                    body = run.response_body(ex, await read_whole_body(response, idle))
+                    out.content_length = len(body)
+                    await out.prepare(request)
+                    ex.first_byte_at = time.perf_counter()
+                    await out.write(body)
+                    await out.write_eof()
+                else:
+                    await self._pass_through(request, ex, response, out, idle)
+            except ConnectionResetError:  # the caller went away mid-response
+                ex.outcome = Outcome.CLIENT_GONE
+            if ex.outcome is None:
+                ex.outcome = Outcome.OK
+            return out
+        finally:
+            if ex.outcome is Outcome.OK:
+                response.release()
+            else:
+                response.close()
+
+    async def _pass_through(
+        self,
+        request: web.Request,
+        ex: Exchange,
+        response: aiohttp.ClientResponse,
+        out: web.StreamResponse,
+        idle: float,
+    ) -> None:
+        if response.content_length is not None and "content-encoding" not in response.headers:
+            out.content_length = response.content_length
+        await out.prepare(request)
+        try:
+            async for chunk in iter_body(response, idle):
+                if ex.first_byte_at is None:
+                    ex.first_byte_at = time.perf_counter()
+                await out.write(chunk)
+        except UpstreamStreamBroken as err:
+            ex.error, ex.outcome = err, Outcome.STREAM_BROKEN
+            self._log_broken(ex)
+            if request.transport is not None:  # a cut body can only be signalled by a cut connection
+                request.transport.close()
+            return
+        await out.write_eof()
+
+    async def _stream_events(
+        self,
+        request: web.Request,
+        ex: Exchange,
+        run: ChainRun,
+        response: aiohttp.ClientResponse,
+        out: web.StreamResponse,
+        idle: float,
+    ) -> None:
+        """SSE: whole events only, so a broken upstream never leaves half an event with the caller."""
+        out.content_length = None
+        await out.prepare(request)
+        decoder = SSEDecoder()
+        observed = bool(run.stages) and ex.route.chain.observes_response
+        try:
+            async for chunk in iter_body(response, idle):
+                events = decoder.feed(chunk)
+                if observed and events:
+                    events = run.response_events(ex, events)
+                if events:
+                    await self._write_events(ex, out, events)
+            tail = decoder.flush()
+            if tail and not ex.protocol.is_terminal_event(tail[0]):
+                raise UpstreamStreamBroken("the upstream stream ended mid-event", code="upstream_stream_broken")
+            if observed:
+                tail = run.response_events(ex, tail) + run.response_end(ex)
+            if tail:
+                await self._write_events(ex, out, tail)
+        except UpstreamStreamBroken as err:
+            ex.error, ex.outcome = err, Outcome.STREAM_BROKEN
+            self._log_broken(ex)
+            await self._write_events(ex, out, [ex.protocol.stream_error_event(err)])
+        await out.write_eof()
+
+    @staticmethod
+    async def _write_events(ex: Exchange, out: web.StreamResponse, events: list[SSEEvent]) -> None:
+        if ex.first_byte_at is None:
+            ex.first_byte_at = time.perf_counter()
+        await out.write(encode(events))
+
+    @staticmethod
+    def _log_broken(ex: Exchange) -> None:
+        log.warning(
+            "upstream broke mid-response",
+            extra={
+                "fields": {
+                    "request_id": ex.request_id,
+                    "upstream": ex.upstream_name,
+                    "code": ex.error.code if ex.error else None,
+                }
+            },
+        )
+
+    def _finish(self, ex: Exchange, run: ChainRun) -> None:
+        """Metrics and the log line now; stage completion off the request path."""
+        m = self.metrics
+        label = ex.route.label
+        m.requests.labels(label, ex.upstream_name or "none", status_class(ex.status)).inc()
+        m.request_seconds.labels(label).observe(ex.elapsed_s)
+        if ex.ttfb_s is not None:
+            m.ttfb_seconds.labels(label).observe(ex.ttfb_s)
+        if ex.error is not None:
+            m.errors.labels(ex.error.kind, ex.error.source).inc()
+        for stage, decision, mode in ex.decisions:
+            m.stage_decisions.labels(stage, decision, mode).inc()
+        log_request(ex)
+        if run.stages:
+            self.spawn(run.complete(ex))
+
+
+async def drain(tasks: set[asyncio.Task[None]]) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.gather(*tasks, return_exceptions=True)

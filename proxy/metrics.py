@@ -1,0 +1,69 @@
+"""Every Prometheus collector of the proxy, declared in one place.
+
+Label values come only from names the policy defines (routes, upstreams, stages,
+decision codes) or small fixed sets (status classes), never from raw request input,
+so cardinality stays bounded whatever callers send.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "agent_proxy_requests",
+            "Requests handled, by route, upstream and status class.",
+            ["route", "upstream", "status_class"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "agent_proxy_request_duration_seconds",
+            "Time from request start to the last byte sent.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttfb_seconds = Histogram(
+            "agent_proxy_time_to_first_byte_seconds",
+            "Time from request start to the first body byte sent.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "agent_proxy_upstream_response_seconds",
+            "Time until an upstream's response head arrived.",
+            ["upstream"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("agent_proxy_requests_in_flight", "Requests being handled now.", registry=r)
+        self.errors = Counter(
+            "agent_proxy_errors", "Errors the proxy produced, by kind and source.", ["kind", "source"], registry=r
+        )
+        self.stage_decisions = Counter(
+            "agent_proxy_stage_decisions",
+            "What stages decided; mode=shadow means it was only recorded.",
+            ["stage", "decision", "mode"],
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            "agent_proxy_policy_reloads", "Policy reload attempts by result.", ["result"], registry=r
+        )
+        self.policy_loaded = Gauge(
+            "agent_proxy_policy_loaded_timestamp_seconds", "When the serving policy was loaded.", registry=r
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def status_class(status: int | None) -> str:
+    return f"{status // 100}xx" if status else "none"

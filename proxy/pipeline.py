@@ -1,0 +1,172 @@
+"""Stages and the chain runner.
+
+A stage's factory is built once per policy load from its slice of the policy; it
+makes a fresh `Stage` per request, so a reload never touches an in-flight request.
+Request hooks run in chain order, response hooks in reverse (usage sees the
+upstream's events first, redaction rewrites them, the cache stores the result).
+
+Shadow mode is handled here, once, for every stage: a shadow stage's local reply or
+refusal is recorded as a decision and ignored, and the events it returns are
+discarded in favour of the ones it was given.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import ClassVar
+
+from proxy.errors import ProxyError
+from proxy.exchange import Exchange, Reply
+from proxy.policy.schema import Mode
+from proxy.protocols.sse import SSEEvent
+
+log = logging.getLogger("agent_proxy.pipeline")
+
+
+class Stage:
+    """Pass-through hooks; a stage overrides only the ones it needs."""
+
+    name: ClassVar[str] = "stage"
+
+    def __init__(self, mode: Mode = "enforce"):
+        self.mode = mode
+
+    @property
+    def enforcing(self) -> bool:
+        return self.mode == "enforce"
+
+    def decide(self, ex: Exchange, decision: str) -> None:
+        """Record what this stage did (or, in shadow mode, would have done)."""
+        ex.decisions.append((self.name, decision, self.mode))
+
+    async def on_request_headers(self, ex: Exchange) -> Reply | None:
+        """Before the body is read: identity and admission. A Reply ends the request phase."""
+        return None
+
+    async def on_request_body(self, ex: Exchange) -> Reply | None:
+        """The body has arrived (`ex.request_json` parses it once): rewrite it or answer locally."""
+        return None
+
+    def on_response_headers(self, ex: Exchange) -> None:
+        """The upstream's status and headers are known; nothing has gone to the caller yet."""
+
+    def on_response_event(self, ex: Exchange, event: SSEEvent) -> list[SSEEvent]:
+        """One streamed event; return what goes on ([] holds it back, several emit several)."""
+        return [event]
+
+    def on_response_body(self, ex: Exchange, body: bytes) -> bytes:
+        """The whole body of a response that is not a stream."""
+        return body
+
+    def on_response_end(self, ex: Exchange) -> list[SSEEvent]:
+        """The stream ended: flush whatever was held back."""
+        return []
+
+    async def on_complete(self, ex: Exchange) -> None:
+        """Always runs, after the caller has its answer or went away: accounting, stores."""
+
+
+class StageFactory:
+    """Compiled once per policy load; `create()` is called once per request."""
+
+    name: ClassVar[str] = "stage"
+    observes_response: ClassVar[bool] = False
+    """True if the stage reads or rewrites response bodies or events."""
+
+    def __init__(self, mode: Mode = "enforce"):
+        self.mode = mode
+
+    def create(self) -> Stage:
+        raise NotImplementedError
+
+
+class Chain:
+    """The enabled factories of one route, in the proxy's fixed order."""
+
+    __slots__ = ("factories", "observes_response")
+
+    def __init__(self, factories: Sequence[StageFactory]):
+        self.factories = tuple(f for f in factories if f.mode != "off")
+        self.observes_response = any(f.observes_response for f in self.factories)
+
+    def start(self) -> ChainRun:
+        return ChainRun([f.create() for f in self.factories])
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{f.name}({f.mode})" if f.mode != "enforce" else f.name for f in self.factories]
+
+
+class ChainRun:
+    """The per-request stages of one chain, and the order their hooks run in."""
+
+    __slots__ = ("stages",)
+
+    def __init__(self, stages: list[Stage]):
+        self.stages = stages
+
+    async def request_headers(self, ex: Exchange) -> Reply | None:
+        for stage in self.stages:
+            if (reply := await self._guard(stage, ex, stage.on_request_headers)) is not None:
+                return reply
+        return None
+
+    async def request_body(self, ex: Exchange) -> Reply | None:
+        for stage in self.stages:
+            if (reply := await self._guard(stage, ex, stage.on_request_body)) is not None:
+                return reply
+        return None
+
+    @staticmethod
+    async def _guard(stage: Stage, ex: Exchange, hook) -> Reply | None:  # type: ignore[no-untyped-def]
+        try:
+            reply = await hook(ex)
+        except ProxyError as err:
+            stage.decide(ex, f"refused:{err.code or err.kind}")
+            if stage.enforcing:
+                raise
+            return None
+        if reply is None:
+            return None
+        stage.decide(ex, f"replied:{reply.reason or reply.status}")
+        return reply if stage.enforcing else None
+
+    def response_headers(self, ex: Exchange) -> None:
+        for stage in reversed(self.stages):
+            stage.on_response_headers(ex)
+
+    def response_events(self, ex: Exchange, events: list[SSEEvent]) -> list[SSEEvent]:
+        for stage in reversed(self.stages):
+            out: list[SSEEvent] = []
+            for event in events:
+                out.extend(stage.on_response_event(ex, event))
+            if stage.enforcing:
+                events = out
+        return events
+
+    def response_end(self, ex: Exchange) -> list[SSEEvent]:
+        """Flush each stage in turn; what a stage flushes still passes the stages outside it."""
+        events: list[SSEEvent] = []
+        for stage in reversed(self.stages):
+            out: list[SSEEvent] = []
+            for event in events:
+                out.extend(stage.on_response_event(ex, event))
+            flushed = stage.on_response_end(ex)
+            if stage.enforcing:
+                events = out + flushed
+        return events
+
+    def response_body(self, ex: Exchange, body: bytes) -> bytes:
+        for stage in reversed(self.stages):
+            out = stage.on_response_body(ex, body)
+            if stage.enforcing:
+                body = out
+        return body
+
+    async def complete(self, ex: Exchange) -> None:
+        for stage in reversed(self.stages):
+            try:
+                await stage.on_complete(ex)
+            except Exception:
+                log.exception("stage %s failed in on_complete", stage.name)

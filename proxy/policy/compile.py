@@ -1,0 +1,140 @@
+"""A validated `Policy` compiled into what the hot path reads: routes, upstreams, chains.
+
+Everything a request needs is looked up here once per policy load, so handling a
+request is a route match and attribute reads. A compiled policy is immutable; a
+reload builds a new one and swaps a single reference.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proxy.pipeline import Chain, StageFactory
+from proxy.policy.schema import Policy, Route, Timeouts, Upstream
+from proxy.protocols import PROTOCOLS, Protocol
+from proxy.stages.auth import AuthFactory, StaticKeyVerifier
+
+BUILTIN_MOCK = "builtin://mock"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledUpstream:
+    name: str
+    base_url: str
+    protocol: Protocol
+    inject_headers: tuple[tuple[str, str], ...]
+    timeouts: Timeouts
+    config: Upstream
+
+    def __repr__(self) -> str:  # never show injected credentials
+        return f"CompiledUpstream({self.name!r}, {self.base_url!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    label: str
+    path: str | None
+    prefix: str | None
+    methods: frozenset[str] | None
+    upstream: CompiledUpstream
+    fallbacks: tuple[CompiledUpstream, ...]
+    chain: Chain
+    rewrite_prefix: str | None
+    tool: str | None
+    auth_required: bool
+
+    @property
+    def protocol(self) -> Protocol:
+        return self.upstream.protocol
+
+    def matches(self, path: str, method: str) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
+        if self.path is not None:
+            return path == self.path
+        return path.startswith(self.prefix)  # type: ignore[arg-type]
+
+    def upstream_path(self, path: str) -> str:
+        """The path forwarded: the route's rewrite applied, then below the upstream URL's own path."""
+        if self.rewrite_prefix is not None and self.prefix is not None:
+            path = self.rewrite_prefix + path[len(self.prefix) :]
+            if not path.startswith("/"):
+                path = "/" + path
+        return path
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    policy: Policy
+    routes: tuple[CompiledRoute, ...]
+    upstreams: dict[str, CompiledUpstream]
+    verifier: StaticKeyVerifier
+    source: str = "<policy>"
+    loaded_at: float = field(default_factory=time.time)
+
+    def match(self, path: str, method: str) -> CompiledRoute | None:
+        for route in self.routes:
+            if route.matches(path, method):
+                return route
+        return None
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.policy.server.max_body_bytes
+
+
+def uses_builtin_mock(policy: Policy) -> bool:
+    return any(u.url == BUILTIN_MOCK for u in policy.upstreams.values())
+
+
+def _compile_upstream(name: str, upstream: Upstream, builtin_mock_url: str | None) -> CompiledUpstream:
+    url = upstream.url
+    if url == BUILTIN_MOCK:
+        if builtin_mock_url is None:
+            raise ValueError(f"upstream '{name}' uses {BUILTIN_MOCK}, which is not running")
+        url = builtin_mock_url
+    headers = list(upstream.headers.items())
+    if upstream.credentials is not None:
+        headers.append((upstream.credentials.header, upstream.credentials.value.get_secret_value()))
+    return CompiledUpstream(
+        name=name,
+        base_url=url,
+        protocol=PROTOCOLS[upstream.protocol],
+        inject_headers=tuple(headers),
+        timeouts=upstream.timeouts,
+        config=upstream,
+    )
+
+
+def _stage_factories(policy: Policy, route: Route, auth: AuthFactory | None) -> list[StageFactory]:
+    """The proxy's fixed stage order; later stages slot in at their place."""
+    factories: list[StageFactory] = []
+    if route.auth == "required" and auth is not None:
+        factories.append(auth)
+    return factories
+
+
+def compile_policy(
+    policy: Policy, source: str | Path = "<policy>", builtin_mock_url: str | None = None
+) -> CompiledPolicy:
+    upstreams = {name: _compile_upstream(name, u, builtin_mock_url) for name, u in policy.upstreams.items()}
+    verifier = StaticKeyVerifier(policy.auth.static_keys, policy.callers)
+    auth = AuthFactory(policy.auth.mode, verifier) if policy.auth.mode != "off" else None
+    routes = tuple(
+        CompiledRoute(
+            label=route.label,
+            path=route.path,
+            prefix=route.prefix,
+            methods=frozenset(route.methods) if route.methods else None,
+            upstream=upstreams[route.upstream],
+            fallbacks=tuple(upstreams[name] for name in route.fallbacks),
+            chain=Chain(_stage_factories(policy, route, auth)),
+            rewrite_prefix=route.rewrite_prefix,
+            tool=route.tool,
+            auth_required=route.auth == "required" and policy.auth.mode != "off",
+        )
+        for route in policy.routes
+    )
+    return CompiledPolicy(policy=policy, routes=routes, upstreams=upstreams, verifier=verifier, source=str(source))

@@ -1,0 +1,36 @@
+"""The readable summary `agent-proxy check` prints: what a policy will do, never its secrets."""
+
+from __future__ import annotations
+
+from proxy.policy.compile import compile_policy
+from proxy.policy.schema import Policy
+
+
+def summarise(policy: Policy, source: str) -> str:
+    compiled = compile_policy(policy, source, builtin_mock_url="builtin://mock")
+    lines = [f"policy {source}: valid", "", "routes (first match wins):"]
+    for route in compiled.routes:
+        match = f"path {route.path}" if route.path else f"prefix {route.prefix}"
+        methods = f" [{','.join(sorted(route.methods))}]" if route.methods else ""
+        fallbacks = f" then {', '.join(f.name for f in route.fallbacks)}" if route.fallbacks else ""
+        auth = "" if route.auth_required else "  (auth: none)"
+        stages = ", ".join(route.chain.names) or "none"
+        lines.append(f"  {route.label:<28} {match}{methods} -> {route.upstream.name}{fallbacks}{auth}")
+        lines.append(f"  {'':<28} stages: {stages}")
+    lines += ["", "upstreams:"]
+    for name, upstream in policy.upstreams.items():
+        credential = f", injects {upstream.credentials.header}" if upstream.credentials else ""
+        lines.append(f"  {name:<20} {upstream.protocol:<9} {upstream.url}{credential}")
+    lines += ["", "callers:"]
+    keys_by_caller: dict[str, int] = {}
+    for key in policy.auth.static_keys:
+        keys_by_caller[key.caller] = keys_by_caller.get(key.caller, 0) + 1
+    for name in sorted(set(policy.callers) | set(keys_by_caller)):
+        profile = policy.callers.get(name)
+        detail = f"models {', '.join(profile.models)}" if profile else "uses the default profile"
+        lines.append(f"  {name:<20} {keys_by_caller.get(name, 0)} static key(s); {detail}")
+    lines += [
+        "",
+        f"auth: {policy.auth.mode}; state: {policy.state.backend}; max body: {policy.server.max_body_bytes} bytes",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""Running the proxy as a process: listen, reload on SIGHUP, drain on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy.app import HOLDER, build_app
+from proxy.logs import log_event
+from proxy.policy.schema import Policy
+
+log = logging.getLogger("agent_proxy.server")
+
+
+def make_runner(app: web.Application, shutdown_timeout: float = 30.0) -> web.AppRunner:
+    """handler_cancellation: a caller that disconnects cancels its upstream request at once."""
+    return web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout)
+
+
+async def serve(policy: Policy, path: Path | None, host: str, port: int) -> None:
+    app = build_app(policy, path)
+    runner = make_runner(app, policy.server.shutdown_timeout_s)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    holder = app[HOLDER]
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(holder.reload("SIGHUP"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log_event(
+        log, "listening", host=host, port=port, policy=str(path) if path else None, routes=len(holder.current.routes)
+    )
+    await stop.wait()
+    log_event(log, "stopping: draining in-flight requests")
+    await runner.cleanup()
+    log_event(log, "stopped")
+
+
+def run(policy: Policy, path: Path | None, host: str, port: int) -> None:
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(serve(policy, path, host, port))
+
+
+def _loop_factory():  # type: ignore[no-untyped-def]
+    """uvloop when installed: a faster event loop for the same code."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
