@@ -25,11 +25,13 @@ from proxy.metrics import Metrics
 from proxy.policy.reload import PolicyHolder
 from proxy.policy.schema import Policy
 from proxy.protocols import PROTOCOLS
+from proxy.services import Services
 from proxy.stages.auth import presented_credential
 from proxy.upstream import new_client_session
 
 POLICY = web.AppKey("policy", tuple)
 METRICS = web.AppKey("metrics", Metrics)
+SERVICES = web.AppKey("services", Services)
 HOLDER = web.AppKey("holder", PolicyHolder)
 HANDLER = web.AppKey("handler", ProxyHandler)
 STARTED = web.AppKey("started", float)
@@ -87,7 +89,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    holder = await PolicyHolder.create(policy, path, metrics, mock.url)
+    services = Services(metrics=metrics)
+    app[SERVICES] = services
+    holder = await PolicyHolder.create(policy, path, services, mock.url)
     app[HOLDER] = holder
     app[HANDLER] = ProxyHandler(holder, session, metrics, spawn)
     watcher = asyncio.create_task(holder.watch()) if path is not None else None

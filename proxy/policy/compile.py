@@ -11,10 +11,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proxy.pipeline import Chain, StageFactory
-from proxy.policy.schema import Policy, Route, Timeouts, Upstream
+from proxy.pipeline import Chain
+from proxy.policy.schema import Policy, Timeouts, Upstream
 from proxy.protocols import PROTOCOLS, Protocol
-from proxy.stages.auth import AuthFactory, StaticKeyVerifier
+from proxy.services import Services
+from proxy.stages.auth import StaticKeyVerifier, verifier_for
+from proxy.stages.registry import STAGE_BUILDERS, BuildContext
 
 BUILTIN_MOCK = "builtin://mock"
 
@@ -108,20 +110,15 @@ def _compile_upstream(name: str, upstream: Upstream, builtin_mock_url: str | Non
     )
 
 
-def _stage_factories(policy: Policy, route: Route, auth: AuthFactory | None) -> list[StageFactory]:
-    """The proxy's fixed stage order; later stages slot in at their place."""
-    factories: list[StageFactory] = []
-    if route.auth == "required" and auth is not None:
-        factories.append(auth)
-    return factories
-
-
 def compile_policy(
-    policy: Policy, source: str | Path = "<policy>", builtin_mock_url: str | None = None
+    policy: Policy,
+    source: str | Path = "<policy>",
+    builtin_mock_url: str | None = None,
+    services: Services | None = None,
 ) -> CompiledPolicy:
     upstreams = {name: _compile_upstream(name, u, builtin_mock_url) for name, u in policy.upstreams.items()}
-    verifier = StaticKeyVerifier(policy.auth.static_keys, policy.callers)
-    auth = AuthFactory(policy.auth.mode, verifier) if policy.auth.mode != "off" else None
+    ctx = BuildContext(policy, services or Services())
+    verifier = ctx.shared("verifier", lambda: verifier_for(policy))
     routes = tuple(
         CompiledRoute(
             label=route.label,
@@ -130,7 +127,7 @@ def compile_policy(
             methods=frozenset(route.methods) if route.methods else None,
             upstream=upstreams[route.upstream],
             fallbacks=tuple(upstreams[name] for name in route.fallbacks),
-            chain=Chain(_stage_factories(policy, route, auth)),
+            chain=Chain([f for build in STAGE_BUILDERS if (f := build(ctx, route)) is not None]),
             rewrite_prefix=route.rewrite_prefix,
             tool=route.tool,
             auth_required=route.auth == "required" and policy.auth.mode != "off",

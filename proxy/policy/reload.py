@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from proxy.logs import log_event
-from proxy.metrics import Metrics
 from proxy.policy.compile import CompiledPolicy, compile_policy, uses_builtin_mock
 from proxy.policy.load import PolicyError, load_policy
 from proxy.policy.schema import Policy
+from proxy.services import Services
 
 log = logging.getLogger("agent_proxy.policy")
 
@@ -27,18 +27,21 @@ MockStarter = Callable[[], Awaitable[str]]
 
 
 class PolicyHolder:
-    def __init__(self, current: CompiledPolicy, path: Path | None, metrics: Metrics, start_mock: MockStarter):
+    def __init__(self, current: CompiledPolicy, path: Path | None, services: Services, start_mock: MockStarter):
         self.current = current
         self.path = path
-        self._metrics = metrics
+        self._services = services
+        self._metrics = services.metrics
         self._start_mock = start_mock
         self._seen = self._stat()
         self.last_error: str | None = None
-        metrics.policy_loaded.set(current.loaded_at)
+        self._metrics.policy_loaded.set(current.loaded_at)
 
     @classmethod
-    async def create(cls, policy: Policy, path: Path | None, metrics: Metrics, start_mock: MockStarter) -> PolicyHolder:
-        return cls(await compile_with_mock(policy, path, start_mock), path, metrics, start_mock)
+    async def create(
+        cls, policy: Policy, path: Path | None, services: Services, start_mock: MockStarter
+    ) -> PolicyHolder:
+        return cls(await compile_with_mock(policy, path, services, start_mock), path, services, start_mock)
 
     def _stat(self) -> tuple[int, int, int] | None:
         if self.path is None:
@@ -55,7 +58,7 @@ class PolicyHolder:
         self._seen = self._stat()
         try:
             policy = load_policy(self.path)
-            compiled = await compile_with_mock(policy, self.path, self._start_mock)
+            compiled = await compile_with_mock(policy, self.path, self._services, self._start_mock)
         except PolicyError as exc:
             self.last_error = "; ".join(exc.problems)
             self._metrics.policy_reloads.labels("invalid").inc()
@@ -83,9 +86,11 @@ class PolicyHolder:
                 await self.reload("file changed")
 
 
-async def compile_with_mock(policy: Policy, path: Path | None, start_mock: MockStarter) -> CompiledPolicy:
+async def compile_with_mock(
+    policy: Policy, path: Path | None, services: Services, start_mock: MockStarter
+) -> CompiledPolicy:
     mock_url = await start_mock() if uses_builtin_mock(policy) else None
     try:
-        return compile_policy(policy, path or "<policy>", builtin_mock_url=mock_url)
+        return compile_policy(policy, path or "<policy>", builtin_mock_url=mock_url, services=services)
     except ValueError as exc:
         raise PolicyError(str(path), [str(exc)]) from None

@@ -80,6 +80,13 @@ class Upstream(Strict):
         return url.rstrip("/")
 
 
+class StagesConfig(Strict):
+    """Stage settings: under `stages:` the defaults for every route, under a route its overrides.
+
+    Each field is one stage's slice of the policy; a route's value replaces the default whole.
+    """
+
+
 class Route(Strict):
     name: Name | None = Field(None, description="Label in metrics and logs; defaults to the path or prefix.")
     path: str | None = Field(None, description="Exact request path to match.")
@@ -90,6 +97,7 @@ class Route(Strict):
     rewrite_prefix: str | None = Field(None, description="Replaces the matched prefix in the forwarded path.")
     tool: Name | None = Field(None, description="Tool name for tool allowlists.")
     auth: Literal["required", "none"] = Field("required", description="`none` only for trusted local traffic.")
+    stages: StagesConfig | None = Field(None, description="Overrides of the `stages:` defaults for this route.")
 
     @model_validator(mode="after")
     def _one_matcher(self) -> Route:
@@ -143,10 +151,6 @@ class Pricing(Strict):
     output: float = Field(ge=0, description="USD per 1M output tokens.")
     cached_input: float | None = Field(None, ge=0)
     cache_write: float | None = Field(None, ge=0)
-
-
-class StagesConfig(Strict):
-    """Defaults for every route. Stages configured here but built by later components are rejected."""
 
 
 class Policy(Strict):

@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from proxy.errors import Unauthorized
 from proxy.exchange import Caller, Exchange, Reply
 from proxy.pipeline import Stage, StageFactory
-from proxy.policy.schema import Mode, StaticKey
+from proxy.policy.schema import Mode, Policy, Route, StaticKey
+
+if TYPE_CHECKING:
+    from proxy.stages.registry import BuildContext
 
 MAX_CREDENTIAL_LENGTH = 8192
 
@@ -92,3 +95,13 @@ class AuthFactory(StageFactory):
 
     def create(self) -> Stage:
         return AuthStage(self.mode, self.verifier)
+
+
+def verifier_for(policy: Policy) -> StaticKeyVerifier:
+    return StaticKeyVerifier(policy.auth.static_keys, policy.callers)
+
+
+def build(ctx: BuildContext, route: Route) -> StageFactory | None:
+    if route.auth == "none" or ctx.policy.auth.mode == "off":
+        return None
+    return ctx.shared("auth", lambda: AuthFactory(ctx.policy.auth.mode, verifier_for(ctx.policy)))

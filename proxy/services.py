@@ -1,0 +1,18 @@
+"""Process-wide resources that outlive a policy reload.
+
+Stage factories are rebuilt on every reload, but what they count or write into
+(shared state, the ledger, circuit breakers, metrics) must not be: those live here,
+created once at startup and closed at shutdown. `agent-proxy check` compiles a
+policy with empty services, so a builder must not depend on them at build time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proxy.metrics import Metrics
+
+
+@dataclass(slots=True)
+class Services:
+    metrics: Metrics = field(default_factory=Metrics)
