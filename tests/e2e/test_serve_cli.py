@@ -1,0 +1,82 @@
+"""`agent-proxy serve` as a real process: the offline demo, SIGHUP reload, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anthropic
+import openai
+import pytest
+
+from tests.fixtures.servers import free_port
+from tests.fixtures.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _ready(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def demo(tmp_path):
+    policy = tmp_path / "demo.yaml"
+    shutil.copy(ROOT / "policies" / "demo.yaml", policy)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "serve", "--policy", str(policy), "--port", str(port)],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait_for(lambda: _ready(port) or process.poll() is not None, timeout=20)
+        assert process.poll() is None, process.stderr.read().decode()
+        yield process, port, policy
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+def test_offline_demo_serves_both_sdks_then_stops_gracefully(demo):
+    process, port, policy = demo
+    chat = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="demo-key-1", max_retries=0)
+    answer = chat.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
+    assert answer.choices[0].message.content
+    claude = anthropic.Anthropic(base_url=f"http://127.0.0.1:{port}", api_key="demo-key-1", max_retries=0)
+    assert (
+        claude.messages.create(model="claude-mock-1", max_tokens=20, messages=[{"role": "user", "content": "hello"}])
+        .content[0]
+        .text
+    )
+
+    # SIGHUP reloads: an edit that drops the demo key takes effect.
+    policy.write_text(policy.read_text().replace("- {caller: demo, id: demo-1", "# removed"))
+    process.send_signal(signal.SIGHUP)
+
+    def refused() -> bool:
+        try:
+            chat.models.list()
+        except openai.AuthenticationError:
+            return True
+        return False
+
+    wait_for(refused, timeout=10)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(15) == 0
+    log = process.stderr.read().decode()
+    assert '"msg":"policy reloaded"' in log and '"msg":"stopped"' in log
+    assert "demo-key-1" not in log
