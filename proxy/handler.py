@@ -40,6 +40,7 @@ from proxy.upstream import is_event_stream, iter_body, open_upstream, read_whole
 log = logging.getLogger("agent_proxy.handler")
 
 JSON = "application/json"
+WHOLE_BODY_LIMIT = 256 * 1024
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 
@@ -74,6 +75,12 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _small(response: aiohttp.ClientResponse) -> bool:
+    """A short body is read whole and written once: fewer writes, same memory bound."""
+    length = response.content_length
+    return length is not None and length <= WHOLE_BODY_LIMIT
 
 
 def _is_json_content_type(request: web.Request) -> bool:
@@ -167,11 +174,14 @@ class ProxyHandler:
             run.response_headers(ex)
             out = web.StreamResponse(status=response.status, headers=ex.response_headers)
             idle = upstream.timeouts.idle_s
+            observed = bool(run.stages) and route.chain.observes_response
             try:
                 if ex.streaming:
                     await self._stream_events(request, ex, run, response, out, idle)
-                elif run.stages and route.chain.observes_response:
-                    body = run.response_body(ex, await read_whole_body(response, idle))
+                elif observed or _small(response):
+                    body = await read_whole_body(response, idle)
+                    if observed:
+                        body = run.response_body(ex, body)
                     out.content_length = len(body)
                     await out.prepare(request)
                     ex.first_byte_at = time.perf_counter()
