@@ -16,9 +16,13 @@ from proxy.policy.schema import Policy
 log = logging.getLogger("agent_proxy.server")
 
 
+# handler_cancellation: a caller that disconnects cancels its upstream request at once.
+# access_log: the proxy writes its own structured line per request.
+RUNNER_OPTIONS = {"handler_cancellation": True, "access_log": None}
+
+
 def make_runner(app: web.Application, shutdown_timeout: float = 30.0) -> web.AppRunner:
-    """handler_cancellation: a caller that disconnects cancels its upstream request at once."""
-    return web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout)
+    return web.AppRunner(app, shutdown_timeout=shutdown_timeout, **RUNNER_OPTIONS)
 
 
 async def serve(policy: Policy, path: Path | None, host: str, port: int) -> None:
