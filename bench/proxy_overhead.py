@@ -126,6 +126,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--words", type=int, default=50, help="answer length (stream events)")
+    parser.add_argument(
+        "--ttfb-words", type=int, nargs="+", default=[10, 4000], help="stream lengths for the time-to-first-byte check"
+    )
     args = parser.parse_args()
 
     import hashlib
@@ -179,6 +182,16 @@ def main() -> None:
                         f"{r['p50']:>9.2f}{r['p99']:>9.2f}{r['ttfb50']:>9.2f}"
                         + (f"{added:>11.3f}{added_ttfb:>11.3f}" if name == "proxy" else "")
                     )
+        print("\ntime to first byte of a stream, 1 connection, by answer length (ms, p50)")
+        for words in args.ttfb_words:
+            row = {}
+            for name, (url, hdrs) in targets.items():
+                hdrs = {**hdrs, "x-mock-reply-words": str(words)}
+                row[name] = asyncio.run(run_load(url, body(True, words), hdrs, 1, max(50, args.requests // 10)))
+            print(
+                f"  {words:>6} events: direct {row['direct']['ttfb50']:.2f}  proxy {row['proxy']['ttfb50']:.2f}"
+                f"  added {row['proxy']['ttfb50'] - row['direct']['ttfb50']:.3f}"
+            )
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)

@@ -17,10 +17,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.errors import Forbidden, ProxyError, Unauthorized
+from proxy.errors import BadRequest, Forbidden, NotFound, ProxyError, Unauthorized
 from proxy.exchange import Caller
 from proxy.handler import ProxyHandler, drain, error_response
 from proxy.headers import request_id_from
+from proxy.ledger import Ledger
 from proxy.metrics import Metrics
 from proxy.policy.reload import PolicyHolder
 from proxy.policy.schema import Policy
@@ -73,6 +74,7 @@ def build_app(policy: Policy, path: Path | None = None, metrics: Metrics | None 
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/admin/status", admin_status)
+    app.router.add_get("/admin/usage", admin_usage)
     app.router.add_route("*", "/{tail:.*}", proxy_entry)
     return app
 
@@ -80,6 +82,10 @@ def build_app(policy: Policy, path: Path | None = None, metrics: Metrics | None 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     policy, path = app[POLICY]
     metrics = app[METRICS]
+    ledger = None
+    if policy.ledger.path:  # first, and fatal if it fails: records must not vanish silently
+        interval_s = policy.ledger.flush_interval_ms / 1000
+        ledger = await asyncio.to_thread(Ledger.open, policy.ledger.path, interval_s, metrics)
     mock = BuiltinMock()
     session = new_client_session()
     tasks: set[asyncio.Task[None]] = set()
@@ -89,7 +95,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    services = Services(metrics=metrics)
+    services = Services(metrics=metrics, ledger=ledger)
     app[SERVICES] = services
     holder = await PolicyHolder.create(policy, path, services, mock.url)
     app[HOLDER] = holder
@@ -102,7 +108,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        await drain(tasks)
+        while tasks:  # completions (ledger records among them) before the ledger closes
+            await drain(set(tasks))
+        if services.ledger is not None:
+            await services.ledger.close()
         await session.close()
         await mock.stop()
 
@@ -164,3 +173,27 @@ async def admin_status(request: web.Request) -> web.Response:
         "upstreams": {name: {"url": u.base_url, "protocol": u.protocol.name} for name, u in compiled.upstreams.items()},
     }
     return web.Response(body=orjson.dumps(status), content_type="application/json")
+
+
+async def admin_usage(request: web.Request) -> web.Response:
+    """Usage and spend from the ledger: `?since=24h&by=caller|model|route|day`."""
+    from proxy.usage_report import GROUPS, parse_since, report
+
+    request_id = request_id_from(request.headers)
+    try:
+        require_admin(request)
+        ledger = request.app[SERVICES].ledger
+        if ledger is None:
+            raise NotFound("the ledger is disabled: set `ledger.path` in the policy", code="ledger_disabled")
+        by = request.query.get("by", "caller")
+        if by not in GROUPS:
+            raise BadRequest(f"`by` must be one of {', '.join(GROUPS)}", code="invalid_group")
+        try:
+            since_s = parse_since(request.query.get("since", "24h"))
+        except ValueError as exc:
+            raise BadRequest(str(exc), code="invalid_since") from None
+    except ProxyError as err:
+        return error_response(PROTOCOLS["openai"], err, request_id)
+    await ledger.flush()
+    data = await asyncio.to_thread(report, ledger.path, since_s, by)
+    return web.Response(body=orjson.dumps(data), content_type="application/json")

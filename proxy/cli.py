@@ -1,4 +1,4 @@
-"""The `agent-proxy` command: serve, check, schema, mock-upstream, keys."""
+"""The `agent-proxy` command: serve, check, schema, usage, mock-upstream, keys."""
 
 from __future__ import annotations
 
@@ -26,12 +26,17 @@ def _load_or_exit(path: Path) -> Policy:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from proxy.ledger import LedgerError
     from proxy.logs import configure_logging
     from proxy.server import run
 
     configure_logging(args.log_level)
     policy = _load_or_exit(args.policy)
-    run(policy, args.policy, args.host or policy.server.host, args.port or policy.server.port)
+    try:
+        run(policy, args.policy, args.host or policy.server.host, args.port or policy.server.port)
+    except LedgerError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     return 0
 
 
@@ -69,6 +74,25 @@ def cmd_keys_hash(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from proxy.usage_report import parse_since, render_table, report
+
+    try:
+        since_s = parse_since(args.since)
+        data = report(args.ledger, since_s, args.by)
+    except (ValueError, FileNotFoundError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    title = f"usage by {args.by}" + ("" if since_s is None else f", last {args.since}")
+    Console(width=args.width).print(render_table(data, title))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agent-proxy", description="A sidecar proxy for LLM and tool traffic.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=9999)
     mock.set_defaults(func=cmd_mock_upstream)
+
+    usage = sub.add_parser("usage", help="tokens and spend from a ledger file, as a table")
+    usage.add_argument("--ledger", type=Path, required=True, help="the policy's ledger.path")
+    usage.add_argument("--since", default="24h", help="90s, 30m, 24h, 7d, 2w or all (default: %(default)s)")
+    usage.add_argument("--by", default="caller", choices=["caller", "model", "route", "day"])
+    usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    usage.add_argument("--width", type=int, default=None, help="table width (default: the terminal's)")
+    usage.set_defaults(func=cmd_usage)
 
     keys = sub.add_parser("keys", help="caller keys").add_subparsers(dest="keys_command", required=True)
     key_hash = keys.add_parser("hash", help="print the SHA-256 of a key read from stdin, for auth.static_keys")

@@ -74,7 +74,12 @@ class Exchange:
     streaming: bool = False
     model_served: str | None = None
     usage: Usage = field(default_factory=Usage)
+    # Accounting, filled by the usage stage; `cache_hit` by the cache stage when it answered.
+    usage_estimated: bool = False
+    cost_usd: float | None = None
+    cache_hit: bool = False
     first_byte_at: float | None = None
+    finished_at: float | None = None
     upstream_headers_at: float | None = None
     error: ProxyError | None = None
     outcome: Outcome | None = None
@@ -114,7 +119,9 @@ class Exchange:
 
     @property
     def elapsed_s(self) -> float:
-        return time.perf_counter() - self.started
+        """Until the handler finished (`finished_at`), or until now while it runs."""
+        end = self.finished_at if self.finished_at is not None else time.perf_counter()
+        return end - self.started
 
     @property
     def ttfb_s(self) -> float | None:

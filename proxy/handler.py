@@ -278,7 +278,8 @@ class ProxyHandler:
         )
 
     def _finish(self, ex: Exchange, run: ChainRun) -> None:
-        """Metrics and the log line now; stage completion off the request path."""
+        """Metrics now; stage completion, then the log line (it carries tokens and cost), off the request path."""
+        ex.finished_at = time.perf_counter()
         m = self.metrics
         label = ex.route.label
         m.requests.labels(label, ex.upstream_name or "none", status_class(ex.status)).inc()
@@ -289,9 +290,15 @@ class ProxyHandler:
             m.errors.labels(ex.error.kind, ex.error.source).inc()
         for stage, decision, mode in ex.decisions:
             m.stage_decisions.labels(stage, decision, mode).inc()
-        log_request(ex)
         if run.stages:
-            self.spawn(run.complete(ex))
+            self.spawn(self._complete(ex, run))
+        else:
+            log_request(ex)
+
+    @staticmethod
+    async def _complete(ex: Exchange, run: ChainRun) -> None:
+        await run.complete(ex)
+        log_request(ex)
 
 
 async def drain(tasks: set[asyncio.Task[None]]) -> None:

@@ -34,18 +34,23 @@ NOT_FORWARDED = HOP_BY_HOP | CALLER_CREDENTIALS | RECOMPUTED
 
 NOT_RETURNED = HOP_BY_HOP | frozenset({"content-length", "content-encoding", "x-request-id", "server", "date"})
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def _connection_named(headers: Mapping[str, str]) -> set[str]:
-    value = headers.get("connection")
-    return {token.strip().lower() for token in value.split(",")} if value else set()
+    """Every header a `Connection` field names; the field may be repeated, and a plain dict is case-sensitive."""
+    return {
+        token.strip().lower()
+        for name, value in headers.items()
+        if name.lower() == "connection"
+        for token in value.split(",")
+    }
 
 
 def request_id_from(headers: Mapping[str, str]) -> str:
     """The caller's x-request-id when it is a sane token, otherwise a new one."""
     given = headers.get("x-request-id")
-    return given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+    return given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 def upstream_request_headers(

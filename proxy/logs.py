@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -65,6 +66,10 @@ def request_fields(ex: Exchange) -> dict[str, Any]:
         ]
     if ex.error is not None:
         fields["error"] = {"kind": ex.error.kind, "code": ex.error.code, "source": ex.error.source}
+    if ex.usage.known:
+        fields["tokens"] = {k: v for k, v in asdict(ex.usage).items() if v is not None}
+        fields["cost_usd"] = ex.cost_usd
+        fields["usage_estimated"] = ex.usage_estimated
     return fields
 
 

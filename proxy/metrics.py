@@ -61,6 +61,36 @@ class Metrics:
             "agent_proxy_policy_loaded_timestamp_seconds", "When the serving policy was loaded.", registry=r
         )
 
+        # ---- usage and cost (proxy/stages/usage.py, proxy/ledger.py)
+        # caller = caller profile; model = the price-table name it matched, or "other".
+        self.tokens = Counter(
+            "agent_proxy_tokens",
+            "Tokens by caller profile, priced model and kind (input, cached_input, cache_write, output, reasoning).",
+            ["caller", "model", "kind"],
+            registry=r,
+        )
+        self.cost_usd = Counter(
+            "agent_proxy_cost_usd", "Cost in USD by caller profile and priced model.", ["caller", "model"], registry=r
+        )
+        self.unpriced = Counter(
+            "agent_proxy_unpriced_requests",
+            "Requests with token usage whose model is in no price table (cost recorded as null).",
+            ["caller", "upstream"],
+            registry=r,
+        )
+        self.usage_estimated = Counter(
+            "agent_proxy_usage_estimated_requests",
+            "Requests whose token counts were estimated locally (no usage from the upstream, or cut short).",
+            ["caller", "upstream"],
+            registry=r,
+        )
+        self.ledger_records = Counter(
+            "agent_proxy_ledger_records", "Ledger records by result (written, dropped).", ["result"], registry=r
+        )
+        self.ledger_errors = Counter(
+            "agent_proxy_ledger_errors", "Ledger storage errors by operation (open, write).", ["op"], registry=r
+        )
+
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 

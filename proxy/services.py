@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from proxy.ledger import Ledger
 from proxy.metrics import Metrics
 
 
 @dataclass(slots=True)
 class Services:
     metrics: Metrics = field(default_factory=Metrics)
+    ledger: Ledger | None = None  # opened at startup when `ledger.path` is set; closed after requests drain

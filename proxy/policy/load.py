@@ -36,20 +36,40 @@ class PolicyError(Exception):
 class _LineLoader(yaml.SafeLoader):
     """A safe loader that remembers the line of every mapping key and sequence item."""
 
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.checked: set[int] = set()  # mappings already checked for duplicate keys (aliases revisit them)
+
+
+def _key(loader: _LineLoader, key_node: yaml.Node) -> Any:
+    key = loader.construct_object(key_node, deep=True)
+    if not isinstance(key, str | int | bool | float):
+        raise yaml.MarkedYAMLError(problem="mapping keys must be plain scalars", problem_mark=key_node.start_mark)
+    return key
+
+
+def _reject_duplicates(loader: _LineLoader, node: yaml.MappingNode) -> None:
+    """Before `<<` merges are applied: a key written twice is an error, a merged key is overridable."""
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = _key(loader, key_node)
+        if key in seen:
+            raise yaml.MarkedYAMLError(problem=f"duplicate key '{key}'", problem_mark=key_node.start_mark)
+        seen.add(key)
+
 
 def _construct(loader: _LineLoader, node: yaml.Node, path: Location, lines: dict[Location, int]) -> Any:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)
+        if id(node) not in loader.checked:
+            loader.checked.add(id(node))
+            _reject_duplicates(loader, node)
+        loader.flatten_mapping(node)  # merged keys come first, so the mapping's own keys override them
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | bool | float) or key is None:
-                raise yaml.MarkedYAMLError(
-                    problem="mapping keys must be plain scalars", problem_mark=key_node.start_mark
-                )
-            if key in result:
-                raise yaml.MarkedYAMLError(problem=f"duplicate key '{key}'", problem_mark=key_node.start_mark)
+            key = _key(loader, key_node)
             result[key] = _construct(loader, value_node, (*path, key), lines)
             lines[(*path, key)] = key_node.start_mark.line + 1
         return result
@@ -119,9 +139,14 @@ def _validation_problems(err: ValidationError, lines: dict[Location, int]) -> li
     for item in err.errors(include_input=False, include_url=False):
         # Pydantic adds the name of a union member or validator kind to loc; keep real keys only.
         loc = tuple(p for p in item["loc"] if isinstance(p, int) or not str(p).startswith(("function-", "literal[")))
+        # A cross-field check names the field it is about in its context, since its own loc is the whole model.
+        loc += tuple((item.get("ctx") or {}).get("field", ()))
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field"
+        if "[key]" in loc:  # pydantic's marker for a mapping key that failed, rather than its value
+            loc = tuple(p for p in loc if p != "[key]")
+            message = f"invalid name: {message}"
         problems.append(f"{_where(loc, lines)}: {message}")
     return problems
 

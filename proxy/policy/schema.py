@@ -9,6 +9,7 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 Mode = Literal["enforce", "shadow", "off"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -45,7 +46,9 @@ class StateConfig(Strict):
 
 class LedgerConfig(Strict):
     path: str | None = Field(None, description="SQLite file of per-request usage records; none disables it.")
-    flush_interval_ms: int = Field(200, ge=10, le=60_000)
+    flush_interval_ms: int = Field(
+        200, ge=10, le=60_000, description="Records are committed in one batch this often; a kill -9 loses at most one."
+    )
 
 
 class Credentials(Strict):
@@ -80,11 +83,25 @@ class Upstream(Strict):
         return url.rstrip("/")
 
 
+class UsageConfig(Strict):
+    """Token and cost accounting: metrics, the ledger record and the log line's figures."""
+
+    mode: Mode = Field("enforce", description="`off` stops accounting on a route; `shadow` never asks for usage.")
+    stream_usage: bool = Field(
+        True,
+        description="Ask OpenAI-style upstreams for usage on streams (stream_options.include_usage) and remove "
+        "it again from what the caller receives, when the caller did not ask for it.",
+    )
+    estimate: bool = Field(True, description="Count tokens locally (marked estimated) when the upstream reports none.")
+
+
 class StagesConfig(Strict):
     """Stage settings: under `stages:` the defaults for every route, under a route its overrides.
 
     Each field is one stage's slice of the policy; a route's value replaces the default whole.
     """
+
+    usage: UsageConfig = Field(default_factory=UsageConfig, description="Token and cost accounting.")
 
 
 class Route(Strict):
@@ -149,8 +166,8 @@ class CallerProfile(Strict):
 class Pricing(Strict):
     input: float = Field(ge=0, description="USD per 1M input tokens.")
     output: float = Field(ge=0, description="USD per 1M output tokens.")
-    cached_input: float | None = Field(None, ge=0)
-    cache_write: float | None = Field(None, ge=0)
+    cached_input: float | None = Field(None, ge=0, description="USD per 1M cached input tokens; default: input.")
+    cache_write: float | None = Field(None, ge=0, description="USD per 1M cache-write tokens; default: input.")
 
 
 class Policy(Strict):
@@ -163,15 +180,28 @@ class Policy(Strict):
     auth: AuthConfig = AuthConfig()
     callers: dict[Name, CallerProfile] = Field(default_factory=lambda: {"default": CallerProfile()})
     stages: StagesConfig = StagesConfig()
-    pricing: dict[str, Pricing] = Field(default_factory=dict)
+    pricing: dict[str, Pricing] = Field(
+        default_factory=dict,
+        description="USD per 1M tokens by model name, over the shipped default table; dated variants match their base.",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> Policy:
+        # ctx["field"] points the loader at the offending field; messages never echo the (maybe interpolated) value.
         for index, route in enumerate(self.routes):
-            for name in (route.upstream, *route.fallbacks):
+            named = [(("upstream",), route.upstream), *((("fallbacks", i), n) for i, n in enumerate(route.fallbacks))]
+            for field, name in named:
                 if name not in self.upstreams:
-                    raise ValueError(f"routes[{index}] names upstream '{name}', which is not defined in upstreams")
-        for key in self.auth.static_keys:
+                    raise PydanticCustomError(
+                        "unknown_upstream",
+                        "names an upstream that is not defined in `upstreams` (defined: {defined})",
+                        {"defined": ", ".join(self.upstreams), "field": ("routes", index, *field)},
+                    )
+        for index, key in enumerate(self.auth.static_keys):
             if key.caller not in self.callers and "default" not in self.callers:
-                raise ValueError(f"static key for '{key.caller}' has no caller profile and no `default`")
+                raise PydanticCustomError(
+                    "unknown_caller",
+                    "names a caller that has no profile in `callers`, and `callers` has no `default`",
+                    {"field": ("auth", "static_keys", index, "caller")},
+                )
         return self

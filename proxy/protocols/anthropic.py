@@ -81,3 +81,11 @@ class AnthropicProtocol(Protocol):
 
     def is_terminal_event(self, event: SSEEvent) -> bool:
         return event.event == "message_stop"
+
+    def event_model(self, event: SSEEvent) -> str | None:
+        if event.event != "message_start":
+            return None
+        payload = event.json()
+        message = payload.get("message") if isinstance(payload, dict) else None
+        model = message.get("model") if isinstance(message, dict) else None
+        return model if isinstance(model, str) else None

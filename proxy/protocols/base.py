@@ -18,7 +18,13 @@ from proxy.protocols.sse import SSEEvent
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts by kind; None means the upstream did not say."""
+    """Token counts by kind; None means the upstream did not say.
+
+    Input kinds are disjoint, whatever the provider's convention: `input_tokens` are the
+    uncached prompt tokens, `cached_input_tokens` the ones read from a prompt cache and
+    `cache_write_tokens` the ones written to it (OpenAI's `prompt_tokens` includes its
+    cached tokens; the adapter subtracts them). `reasoning_tokens` are part of `output_tokens`.
+    """
 
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -36,6 +42,16 @@ class Usage:
     @property
     def known(self) -> bool:
         return self.input_tokens is not None or self.output_tokens is not None
+
+    @property
+    def total_tokens(self) -> int:
+        """Every token the request consumed: all input kinds plus output."""
+        return (
+            (self.input_tokens or 0)
+            + (self.cached_input_tokens or 0)
+            + (self.cache_write_tokens or 0)
+            + (self.output_tokens or 0)
+        )
 
 
 def _int(value: Any) -> int | None:
@@ -66,6 +82,14 @@ class Protocol:
     def request_messages(self, body: Any) -> list[dict[str, Any]]:
         return []
 
+    def system_prompt(self, body: Any) -> str | list[Any] | None:
+        """Instructions given outside the messages (Anthropic `system`, Responses `instructions`)."""
+        return None
+
+    def request_input_text(self, body: Any) -> str:
+        """Prompt text of a request that has no messages (legacy completions, embeddings)."""
+        return ""
+
     def is_stream_request(self, body: Any) -> bool:
         return isinstance(body, dict) and body.get("stream") is True
 
@@ -85,6 +109,18 @@ class Protocol:
 
     def event_usage(self, event: SSEEvent) -> Usage | None:
         return None
+
+    def event_model(self, event: SSEEvent) -> str | None:
+        """The model the upstream says it served, from a streamed event that carries it."""
+        return None
+
+    def ask_stream_usage(self, body: Any) -> dict[str, Any] | None:
+        """For a streamed request that would get no usage: the body that asks for it, else None."""
+        return None
+
+    def strip_stream_usage(self, event: SSEEvent) -> SSEEvent | None:
+        """Undo `ask_stream_usage` on one event: the event as it would have been, or None to drop it."""
+        return event
 
     def is_terminal_event(self, event: SSEEvent) -> bool:
         """True for the event that ends a successful stream."""

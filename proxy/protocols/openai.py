@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from proxy.errors import ProxyError
@@ -33,17 +34,25 @@ _DEFAULT_CODES = {
 }
 
 
+# `"usage":null` can only be the key itself: inside a JSON string its quotes would be escaped.
+_USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?\s*')
+
+
 def _usage(raw: Any) -> Usage | None:
+    """Chat/completions (`prompt_tokens`), Responses (`input_tokens`) and embeddings (input only)."""
     if not isinstance(raw, dict):
         return None
-    prompt = raw.get("prompt_tokens", raw.get("input_tokens"))
-    completion = raw.get("completion_tokens", raw.get("output_tokens"))
+    prompt = _int(raw.get("prompt_tokens", raw.get("input_tokens")))
+    completion = _int(raw.get("completion_tokens", raw.get("output_tokens")))
     in_details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details") or {}
     out_details = raw.get("completion_tokens_details") or raw.get("output_tokens_details") or {}
+    cached = _int(in_details.get("cached_tokens")) if isinstance(in_details, dict) else None
+    if prompt is not None and cached:  # OpenAI counts cached tokens inside the prompt
+        prompt = max(0, prompt - cached)
     return Usage(
-        input_tokens=_int(prompt),
-        output_tokens=_int(completion) if completion is not None else (0 if _int(prompt) is not None else None),
-        cached_input_tokens=_int(in_details.get("cached_tokens")) if isinstance(in_details, dict) else None,
+        input_tokens=prompt,
+        output_tokens=completion if completion is not None else (0 if prompt is not None else None),
+        cached_input_tokens=cached,
         reasoning_tokens=_int(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else None,
     )
 
@@ -79,20 +88,39 @@ class OpenAIProtocol(Protocol):
             return [m for m in items if isinstance(m, dict)]
         return []
 
+    def system_prompt(self, body: Any) -> str | list[Any] | None:
+        instructions = body.get("instructions") if isinstance(body, dict) else None
+        return instructions if isinstance(instructions, str) else None
+
+    def request_input_text(self, body: Any) -> str:
+        if not isinstance(body, dict):
+            return ""
+        raw = body.get("prompt", body.get("input"))
+        if isinstance(raw, str):
+            return raw
+        if isinstance(raw, list):
+            return "\n".join(item for item in raw if isinstance(item, str))
+        return ""
+
     def body_text(self, body: Any) -> str:
         if not isinstance(body, dict):
             return ""
         parts: list[str] = []
-        for choice in body.get("choices") or ():
-            message = choice.get("message") or {}
-            if isinstance(message.get("content"), str):
+        choices = body.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                continue
+            message = choice.get("message")
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
                 parts.append(message["content"])
             elif isinstance(choice.get("text"), str):
                 parts.append(choice["text"])
-        for item in body.get("output") or ():
-            for content in item.get("content") or () if isinstance(item, dict) else ():
-                if isinstance(content, dict) and isinstance(content.get("text"), str):
-                    parts.append(content["text"])
+        output = body.get("output")
+        for item in output if isinstance(output, list) else ():
+            content = item.get("content") if isinstance(item, dict) else None
+            for block in content if isinstance(content, list) else ():
+                if isinstance(block, dict) and isinstance(block.get("text"), str):
+                    parts.append(block["text"])
         return "".join(parts)
 
     def event_text(self, event: SSEEvent) -> str | None:
@@ -103,7 +131,7 @@ class OpenAIProtocol(Protocol):
             delta = payload.get("delta")
             return delta if isinstance(delta, str) else None
         choices = payload.get("choices")
-        if not choices or not isinstance(choices[0], dict):
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return None
         choice = choices[0]
         delta = choice.get("delta")
@@ -126,3 +154,43 @@ class OpenAIProtocol(Protocol):
 
     def is_terminal_event(self, event: SSEEvent) -> bool:
         return event.data == "[DONE]" or event.event == "response.completed"
+
+    def event_model(self, event: SSEEvent) -> str | None:
+        payload = event.json()
+        if not isinstance(payload, dict):
+            return None
+        model = payload.get("model")
+        if model is None and isinstance(payload.get("response"), dict):
+            model = payload["response"].get("model")
+        return model if isinstance(model, str) else None
+
+    def ask_stream_usage(self, body: Any) -> dict[str, Any] | None:
+        """Chat and legacy completions stream usage only when asked; the Responses API always does."""
+        if not isinstance(body, dict) or body.get("stream") is not True:
+            return None
+        if "messages" not in body and "prompt" not in body:
+            return None
+        options = body.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            return None
+        if options and options.get("include_usage") is True:
+            return None
+        return {**body, "stream_options": {**(options or {}), "include_usage": True}}
+
+    def strip_stream_usage(self, event: SSEEvent) -> SSEEvent | None:
+        """Drop the usage-only chunk and the `"usage":null` the option adds to every other chunk.
+
+        The key is cut from the raw bytes, so the rest of the event stays byte for byte as sent;
+        only if it cannot be found exactly once is the payload re-serialised.
+        """
+        payload = event.json()
+        if not isinstance(payload, dict) or "usage" not in payload:
+            return event
+        if payload["usage"] is not None and not payload.get("choices"):
+            return None
+        if payload["usage"] is None:
+            raw, found = _USAGE_NULL.subn(b"", event.raw)
+            if found == 1:
+                return SSEEvent(raw)
+        rest = {key: value for key, value in payload.items() if key != "usage"}
+        return SSEEvent.from_json(rest, event=event.event)

@@ -84,20 +84,22 @@ class SSEEvent:
 class SSEDecoder:
     """Feed bytes, get whole events; `flush()` returns a trailing event without its blank line."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_after_cr", "_buffer")
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._after_cr = False  # the last chunk ended with CR: a LF opening the next one completes that CRLF
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if not chunk:
+            return []
+        if self._after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._after_cr = chunk.endswith(b"\r")
+        if b"\r" in chunk:
+            # A CR is a whole line ending at once, so an event ended by CR CR goes out without waiting for more.
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer + chunk if self._buffer else chunk
-        if b"\r" in buffer:
-            held_cr = buffer.endswith(b"\r")
-            if held_cr:
-                buffer = buffer[:-1]
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            if held_cr:
-                buffer += b"\r"
         events: list[SSEEvent] = []
         start = 0
         while (end := buffer.find(b"\n\n", start)) != -1:
@@ -108,8 +110,9 @@ class SSEDecoder:
 
     def flush(self) -> list[SSEEvent]:
         """What is left when the stream ends; an incomplete event is still returned."""
-        rest = self._buffer.replace(b"\r", b"\n")
+        rest = self._buffer
         self._buffer = b""
+        self._after_cr = False
         if not rest.strip(b"\n"):
             return []
         return [SSEEvent(rest.rstrip(b"\n") + b"\n\n")]
@@ -117,7 +120,7 @@ class SSEDecoder:
     @property
     def pending(self) -> bool:
         """True when bytes of an unfinished event are held."""
-        return bool(self._buffer.strip(b"\r\n"))
+        return bool(self._buffer.strip(b"\n"))
 
 
 def encode(events: list[SSEEvent]) -> bytes:

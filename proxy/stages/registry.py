@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from proxy.pipeline import StageFactory
 from proxy.policy.schema import Policy, Route
 from proxy.services import Services
-from proxy.stages import auth
+from proxy.stages import auth, usage
 
 T = TypeVar("T")
 
@@ -49,5 +49,5 @@ STAGE_BUILDERS: tuple[Builder, ...] = (
     # cache
     # tool-call governance
     # redaction
-    # usage
+    usage.build,
 )

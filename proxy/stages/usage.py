@@ -1,0 +1,228 @@
+"""Usage: the tokens every response used, what they cost, and the ledger record.
+
+Last in the chain, so its response hooks run first and see the upstream's own events.
+The protocol adapter reads usage from bodies and events. OpenAI-style streams report
+usage only when asked: if the caller did not ask, this stage asks upstream and removes
+the answer from the stream again, so the caller receives the stream it asked for.
+When the upstream reports nothing, or a stream was cut short (caller gone, upstream
+broke), the tokens are counted locally and the record is marked estimated.
+
+`on_complete` (after the caller has its answer) prices the usage, counts the metrics and
+enqueues the ledger record; the log line is written after it and carries the same figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, ClassVar
+
+import orjson
+
+from proxy.exchange import Exchange, Outcome, Reply
+from proxy.ledger import Record
+from proxy.pipeline import Stage, StageFactory
+from proxy.policy.schema import Pricing, Route, UsageConfig
+from proxy.pricing import OTHER, price, resolve
+from proxy.protocols.base import Usage
+from proxy.protocols.sse import SSEEvent
+from proxy.services import Services
+from proxy.tokens import count_messages, count_tokens
+
+if TYPE_CHECKING:
+    from proxy.stages.registry import BuildContext
+
+SESSION_HEADER = "x-session-id"
+MAX_SESSION_ID = 128
+TOKEN_KINDS = (
+    ("input", "input_tokens"),
+    ("cached_input", "cached_input_tokens"),
+    ("cache_write", "cache_write_tokens"),
+    ("output", "output_tokens"),
+    ("reasoning", "reasoning_tokens"),
+)
+
+
+class UsageStage(Stage):
+    name: ClassVar[str] = "usage"
+
+    def __init__(self, factory: UsageFactory):
+        super().__init__(factory.mode)
+        self._factory = factory
+        self._strip = False  # we asked for stream usage: remove it from what the caller gets
+        self._texts: list[str] = []  # generated text, for an estimate if no final usage comes
+        self._complete = False  # the response was seen whole (terminal event or full body)
+
+    async def on_request_body(self, ex: Exchange) -> Reply | None:
+        if self.enforcing and self._factory.config.stream_usage and ex.protocol.parses_json and ex.body:
+            asked = ex.protocol.ask_stream_usage(ex.request_json)
+            if asked is not None:
+                ex.replace_request_json(asked)
+                self._strip = True
+        return None
+
+    def on_response_event(self, ex: Exchange, event: SSEEvent) -> list[SSEEvent]:
+        protocol = ex.protocol
+        if not protocol.parses_json:
+            return [event]
+        if ex.model_served is None:
+            ex.model_served = protocol.event_model(event)
+        if (usage := protocol.event_usage(event)) is not None:
+            ex.usage.update(usage)
+        if text := protocol.event_text(event):
+            self._texts.append(text)
+        if protocol.is_terminal_event(event):
+            self._complete = True
+        if self._strip:
+            kept = protocol.strip_stream_usage(event)
+            return [] if kept is None else [kept]
+        return [event]
+
+    def on_response_body(self, ex: Exchange, body: bytes) -> bytes:
+        if not ex.protocol.parses_json or not _success(ex) or not body:
+            return body
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return body
+        ex.model_served = ex.protocol.response_model(payload) or ex.model_served
+        if (usage := ex.protocol.body_usage(payload)) is not None:
+            ex.usage.update(usage)
+        elif self._factory.config.estimate:
+            self._texts.append(ex.protocol.body_text(payload))
+        self._complete = True
+        return body
+
+    async def on_complete(self, ex: Exchange) -> None:
+        factory = self._factory
+        if factory.config.estimate and self._needs_estimate(ex):
+            estimate = await asyncio.to_thread(self._estimate, ex)
+            _merge_estimate(ex.usage, estimate, cut_short=not self._complete)
+            ex.usage_estimated = True
+        found = resolve(ex.model_served, factory.pricing) or resolve(ex.model_requested, factory.pricing)
+        if ex.cache_hit:
+            ex.cost_usd = 0.0
+        elif found is not None and ex.usage.known:
+            ex.cost_usd = price(ex.usage, found[1])
+        self._count(ex, found[0] if found else OTHER)
+        ledger = factory.services.ledger
+        if ledger is not None:
+            ledger.record(self._record(ex, found[0] if found else None))
+
+    # ---- estimates
+
+    def _needs_estimate(self, ex: Exchange) -> bool:
+        if not ex.protocol.parses_json or not _success(ex) or ex.outcome is Outcome.LOCAL_REPLY:
+            return False
+        usage = ex.usage
+        return usage.input_tokens is None or usage.output_tokens is None or not self._complete
+
+    def _estimate(self, ex: Exchange) -> Usage:
+        """Blocking (tiktoken, and its first load): runs in a thread."""
+        model = ex.model_served or ex.model_requested
+        protocol = ex.protocol
+        body = ex.request_json if ex.body else None
+        messages = protocol.request_messages(body)
+        if messages:
+            system = protocol.system_prompt(body)
+            tools = body.get("tools") if isinstance(body, dict) else None
+            prompt = count_messages(messages, model, system=system, tools=tools)
+        else:
+            prompt = count_tokens(protocol.request_input_text(body), model)
+        return Usage(input_tokens=prompt, output_tokens=count_tokens("".join(self._texts), model))
+
+    # ---- metrics and the record
+
+    def _count(self, ex: Exchange, model_label: str) -> None:
+        metrics = self._factory.services.metrics
+        caller = ex.caller.profile if ex.caller else "none"
+        upstream = ex.upstream_name or "none"
+        usage = ex.usage
+        if ex.usage_estimated:
+            metrics.usage_estimated.labels(caller, upstream).inc()
+        if ex.cache_hit or not usage.known:
+            return
+        for kind, attr in TOKEN_KINDS:
+            if value := getattr(usage, attr):
+                metrics.tokens.labels(caller, model_label, kind).inc(value)
+        if ex.cost_usd is not None:
+            metrics.cost_usd.labels(caller, model_label).inc(ex.cost_usd)
+        elif usage.total_tokens:
+            metrics.unpriced.labels(caller, upstream).inc()
+
+    @staticmethod
+    def _record(ex: Exchange, model_priced: str | None) -> Record:
+        caller, usage = ex.caller, ex.usage
+        session = ex.headers.get(SESSION_HEADER)
+        ttfb = ex.ttfb_s
+        return Record(
+            request_id=ex.request_id,
+            ts=time.time() - (time.perf_counter() - ex.started),
+            caller=caller.name if caller else None,
+            key_id=caller.key_id if caller else None,
+            profile=caller.profile if caller else None,
+            route=ex.route.label,
+            upstream=ex.upstream_name,
+            model_requested=ex.model_requested,
+            model_served=ex.model_served,
+            model_priced=model_priced,
+            status=ex.status,
+            outcome=ex.outcome.value if ex.outcome else None,
+            stream=ex.streaming,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost_usd=ex.cost_usd,
+            latency_ms=round(ex.elapsed_s * 1000, 3),
+            ttfb_ms=round(ttfb * 1000, 3) if ttfb is not None else None,
+            cache_hit=ex.cache_hit,
+            estimated=ex.usage_estimated,
+            session_id=session[:MAX_SESSION_ID] if session else None,
+        )
+
+
+def _success(ex: Exchange) -> bool:
+    return ex.status is not None and 200 <= ex.status < 300
+
+
+def _merge_estimate(usage: Usage, estimate: Usage, cut_short: bool) -> None:
+    """Fill what the upstream did not report; a cut stream's output is at least what was seen."""
+    if usage.input_tokens is None:
+        usage.input_tokens = estimate.input_tokens
+    if usage.output_tokens is None:
+        usage.output_tokens = estimate.output_tokens
+    elif cut_short:  # e.g. Anthropic's message_start carries a placeholder output count
+        usage.output_tokens = max(usage.output_tokens, estimate.output_tokens or 0)
+
+
+class UsageFactory(StageFactory):
+    name: ClassVar[str] = "usage"
+    observes_response: ClassVar[bool] = True
+
+    def __init__(self, config: UsageConfig, pricing: Mapping[str, Pricing], services: Services):
+        super().__init__(config.mode)
+        self.config = config
+        self.pricing = pricing
+        self.services = services
+
+    def create(self) -> Stage:
+        return UsageStage(self)
+
+
+class RecordOnlyFactory(UsageFactory):
+    """Tool routes (http, mcp) carry no tokens: a ledger record without reading their bodies."""
+
+    observes_response: ClassVar[bool] = False
+
+
+def build(ctx: BuildContext, route: Route) -> StageFactory | None:
+    from proxy.stages.registry import stage_config
+
+    config: UsageConfig = stage_config(ctx, route, "usage")
+    if config.mode == "off":
+        return None
+    llm = ctx.policy.upstreams[route.upstream].protocol in ("openai", "anthropic")
+    return (UsageFactory if llm else RecordOnlyFactory)(config, ctx.policy.pricing, ctx.services)

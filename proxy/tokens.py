@@ -1,0 +1,175 @@
+"""Token counting for requests and responses whose upstream reported no usage.
+
+Works offline: the o200k_base and cl100k_base encodings ship in proxy/data as
+xz-compressed copies of OpenAI's tiktoken files (checked against tiktoken's published
+SHA-256), loaded with `tiktoken.Encoding` on first use, once per process. tiktoken's
+own loader would download them. If an encoding cannot be loaded, counts fall back to
+a characters/4 estimate, so accounting degrades but never fails a request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import lzma
+import math
+import threading
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from typing import Any
+
+log = logging.getLogger("agent_proxy.tokens")
+
+ENDOFTEXT = "<|endoftext|>"
+ENDOFPROMPT = "<|endofprompt|>"
+# Split patterns and special tokens as in tiktoken_ext/openai_public.py (MIT, see proxy/data/TIKTOKEN-LICENSE).
+_O200K_PATTERN = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
+_CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+ENCODINGS: dict[str, dict[str, Any]] = {
+    "o200k_base": {
+        "pat_str": _O200K_PATTERN,
+        "special_tokens": {ENDOFTEXT: 199999, ENDOFPROMPT: 200018},
+        "sha256": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    },
+    "cl100k_base": {
+        "pat_str": _CL100K_PATTERN,
+        "special_tokens": {
+            ENDOFTEXT: 100257,
+            "<|fim_prefix|>": 100258,
+            "<|fim_middle|>": 100259,
+            "<|fim_suffix|>": 100260,
+            ENDOFPROMPT: 100276,
+        },
+        "sha256": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    },
+}
+# OpenAI's chat format: every message costs a few tokens of framing, and the reply is primed with 3.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+
+_lock = threading.Lock()
+_loaded: dict[str, Any] = {}  # name -> tiktoken.Encoding, or None once loading failed
+
+
+def encoding_name(model: str | None) -> str:
+    """cl100k_base for the GPT-4/3.5 generation and embeddings; o200k_base for the rest.
+
+    Other providers' models (Claude, local models) have tokenizers of their own that are
+    not public; o200k_base is the estimate for them.
+    """
+    name = (model or "").lower().rsplit("/", 1)[-1]
+    if name.startswith(("gpt-4o", "gpt-4.1", "gpt-4.5", "chatgpt-4o")):
+        return "o200k_base"
+    if name.startswith(("gpt-4", "gpt-3.5", "text-embedding-", "davinci-002", "babbage-002")):
+        return "cl100k_base"
+    return "o200k_base"
+
+
+def _read_ranks(name: str) -> dict[bytes, int]:
+    blob = lzma.decompress(resources.files("proxy").joinpath("data", f"{name}.tiktoken.xz").read_bytes())
+    if hashlib.sha256(blob).hexdigest() != ENCODINGS[name]["sha256"]:
+        raise ValueError(f"{name}.tiktoken does not match the published hash")
+    ranks: dict[bytes, int] = {}
+    for line in blob.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+def _build(name: str) -> Any:
+    import tiktoken
+
+    spec = ENCODINGS[name]
+    return tiktoken.Encoding(
+        name, pat_str=spec["pat_str"], mergeable_ranks=_read_ranks(name), special_tokens=spec["special_tokens"]
+    )
+
+
+def get_encoding(name: str) -> Any:
+    """The encoding, loaded once per process; None if it cannot be loaded (counts fall back to chars/4)."""
+    if name in _loaded:
+        return _loaded[name]
+    with _lock:
+        if name not in _loaded:
+            try:
+                _loaded[name] = _build(name)
+            except Exception:
+                log.exception("could not load the %s encoding; token counts fall back to characters/4", name)
+                _loaded[name] = None
+    return _loaded[name]
+
+
+def chars_estimate(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+def count_tokens(text: str, model: str | None = None) -> int:
+    """Tokens in `text` for `model`'s encoding; special-token strings count as plain text."""
+    if not text:
+        return 0
+    encoding = get_encoding(encoding_name(model))
+    if encoding is None:
+        return chars_estimate(text)
+    return len(encoding.encode_ordinary(text))
+
+
+def content_text(content: Any) -> str:
+    """The text of a message content in any protocol's shape: a string, parts or blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(content_text(part) for part in content)
+    if isinstance(content, dict):
+        for key in ("text", "input_text", "output", "arguments", "thinking"):
+            value = content.get(key)
+            if isinstance(value, str):
+                return value
+        if "content" in content:
+            return content_text(content["content"])
+        if isinstance(content.get("input"), dict | list):  # a tool_use block's arguments
+            import orjson
+
+            return orjson.dumps(content["input"]).decode()
+    return ""
+
+
+def count_messages(
+    messages: Iterable[Mapping[str, Any]], model: str | None = None, system: Any = None, tools: Any = None
+) -> int:
+    """Prompt tokens of a chat request, the way OpenAI's cookbook estimates them.
+
+    Tool definitions are counted as their JSON text, which is close to what providers bill.
+    """
+    total = REPLY_PRIMING
+    if system:
+        total += TOKENS_PER_MESSAGE + count_tokens(content_text(system), model)
+    for message in messages:
+        total += TOKENS_PER_MESSAGE
+        for key, value in message.items():
+            if key == "content":
+                total += count_tokens(content_text(value), model)
+            elif key == "tool_calls" and isinstance(value, list):
+                total += sum(count_tokens(content_text(call.get("function") or {}), model) for call in value)
+            elif isinstance(value, str):
+                total += count_tokens(value, model) + (TOKENS_PER_NAME if key == "name" else 0)
+    if tools:
+        import orjson
+
+        total += count_tokens(orjson.dumps(tools).decode(), model)
+    return total

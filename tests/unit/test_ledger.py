@@ -1,0 +1,113 @@
+"""The ledger's writer: batches, flushes, durability across close, and disk errors that never raise."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+
+import pytest
+
+from proxy.ledger import COLUMNS, Ledger, LedgerError, Record, connect
+from proxy.metrics import Metrics
+from tests.fixtures.waiting import wait_for
+
+
+def record(n: int, **changes) -> Record:
+    base = Record(
+        request_id=f"req-{n}", ts=1_700_000_000.0 + n, caller="demo", key_id="k1", profile="default", route="openai",
+        upstream="up", model_requested="gpt-4o", model_served="gpt-4o-2024-08-06", model_priced="gpt-4o", status=200,
+        outcome="ok", stream=True, input_tokens=4, output_tokens=12, cached_input_tokens=0, cache_write_tokens=None,
+        reasoning_tokens=0, cost_usd=0.00013, latency_ms=3.5, ttfb_ms=1.25, cache_hit=False, estimated=False,
+        session_id="s-1",
+    )  # fmt: skip
+    return dataclasses.replace(base, **changes)
+
+
+def rows(path) -> list[tuple]:
+    conn = connect(path, readonly=True)
+    try:
+        return conn.execute(f"SELECT {', '.join(COLUMNS)} FROM requests ORDER BY ts").fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_records_round_trip_and_the_file_is_wal(tmp_path, metrics):
+    path = tmp_path / "sub" / "ledger.db"
+    ledger = Ledger.open(str(path), 60, metrics)
+    ledger.record(record(1))
+    ledger.record(record(2, cost_usd=None, model_priced=None, estimated=True, session_id=None))
+    await ledger.flush()
+    stored = rows(path)
+    assert dict(zip(COLUMNS, stored[0], strict=True)) == dataclasses.asdict(record(1))
+    assert stored[1][COLUMNS.index("cost_usd")] is None and stored[1][COLUMNS.index("estimated")] == 1
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert sample(metrics, "agent_proxy_ledger_records_total", result="written") == 2
+    await ledger.close()
+
+
+async def test_the_writer_commits_each_interval_without_being_asked(tmp_path, metrics):
+    path = tmp_path / "ledger.db"
+    ledger = Ledger.open(str(path), 0.02, metrics)
+    for n in range(50):
+        ledger.record(record(n))
+    wait_for(lambda: len(rows(path)) == 50)
+    await ledger.close()
+
+
+async def test_close_writes_what_is_queued_and_later_records_are_counted_as_dropped(tmp_path, metrics):
+    path = tmp_path / "ledger.db"
+    ledger = Ledger.open(str(path), 60, metrics)
+    for n in range(100):
+        ledger.record(record(n))
+    await ledger.close()
+    assert len(rows(path)) == 100
+    ledger.record(record(101))
+    assert sample(metrics, "agent_proxy_ledger_records_total", result="dropped") == 1
+    await ledger.flush()  # a no-op after close, never a hang
+
+
+async def test_a_failed_write_is_counted_kept_and_retried(tmp_path, metrics, caplog):
+    path = tmp_path / "ledger.db"
+    ledger = Ledger.open(str(path), 60, metrics)
+    other = sqlite3.connect(path)
+    other.execute("DROP TABLE requests")
+    other.commit()
+    ledger.record(record(1))
+    await ledger.flush()  # the write fails inside the writer; nothing raises here
+    assert sample(metrics, "agent_proxy_ledger_errors_total", op="write") == 1
+    assert "ledger write failed" in caplog.text
+    connect(path).close()  # the table is back
+    ledger.record(record(2))
+    await ledger.flush()
+    assert [r[0] for r in rows(path)] == ["req-1", "req-2"]
+    await ledger.close()
+
+
+async def test_beyond_max_pending_the_oldest_failed_records_are_dropped(tmp_path, metrics):
+    path = tmp_path / "ledger.db"
+    ledger = Ledger.open(str(path), 60, metrics)
+    ledger.max_pending = 3
+    sqlite3.connect(path, isolation_level=None).execute("DROP TABLE requests")
+    for n in range(5):
+        ledger.record(record(n))
+    await ledger.flush()
+    assert sample(metrics, "agent_proxy_ledger_records_total", result="dropped") == 2
+    connect(path).close()
+    await ledger.close()
+    assert [r[0] for r in rows(path)] == ["req-2", "req-3", "req-4"]
+
+
+def test_an_unopenable_ledger_raises_and_is_counted(tmp_path, metrics):
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(LedgerError, match="cannot open the ledger"):
+        Ledger.open(str(tmp_path / "dir"), 1, metrics)
+    assert sample(metrics, "agent_proxy_ledger_errors_total", op="open") == 1
