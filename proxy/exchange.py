@@ -60,10 +60,13 @@ class Exchange:
     request_id: str
     method: str
     path: str
+    """Percent-decoded: what routes match and logs show."""
     query_string: str
     headers: CIMultiDictProxy[str]
     route: CompiledRoute
     protocol: Protocol
+    raw_path: str = ""
+    """As the caller encoded it: what is forwarded, so `%2F` or `%3F` keep their meaning upstream."""
     body: bytes = b""
     started: float = field(default_factory=time.perf_counter)
     caller: Caller | None = None

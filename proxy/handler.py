@@ -113,6 +113,7 @@ class ProxyHandler:
             request_id=request_id,
             method=request.method,
             path=path,
+            raw_path=request.rel_url.raw_path,
             query_string=request.query_string,
             headers=request.headers,
             route=route,

@@ -91,6 +91,36 @@ class Metrics:
             "agent_proxy_ledger_errors", "Ledger storage errors by operation (open, write).", ["op"], registry=r
         )
 
+        # ---- resilient forwarding (proxy/resilience/, proxy/upstream.py)
+        # endpoint = an upstream URL from the policy, without user info; reason and kind are small fixed sets.
+        self.circuit_state = Gauge(
+            "agent_proxy_circuit_state",
+            "Circuit breaker state per upstream endpoint: 0 closed, 1 half-open, 2 open.",
+            ["upstream", "endpoint"],
+            registry=r,
+        )
+        self.circuit_transitions = Counter(
+            "agent_proxy_circuit_transitions",
+            "Circuit breaker state changes, by the state entered.",
+            ["upstream", "endpoint", "to"],
+            registry=r,
+        )
+        self.upstream_retries = Counter(
+            "agent_proxy_upstream_retries",
+            "Attempts repeated on the same upstream, by what failed (a status code, connect_error, timeout).",
+            ["upstream", "reason"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "agent_proxy_fallbacks", "Requests sent on to a fallback upstream.", ["route", "upstream"], registry=r
+        )
+        self.degraded_replies = Counter(
+            "agent_proxy_degraded_replies",
+            "Fixed assistant replies given because every upstream failed, by kind.",
+            ["route", "kind"],
+            registry=r,
+        )
+
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 

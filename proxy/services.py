@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 
 from proxy.ledger import Ledger
 from proxy.metrics import Metrics
+from proxy.resilience.registry import EndpointRegistry
 
 
 @dataclass(slots=True)
 class Services:
     metrics: Metrics = field(default_factory=Metrics)
     ledger: Ledger | None = None  # opened at startup when `ledger.path` is set; closed after requests drain
+    # Circuit breakers and in-flight counts per upstream endpoint, kept across reloads (proxy/resilience/).
+    endpoints: EndpointRegistry = field(default_factory=EndpointRegistry)

@@ -36,7 +36,7 @@ async def open_upstream(
 ) -> aiohttp.ClientResponse:
     """Send the request and wait for the response head; the body is read by the caller."""
     timeouts = upstream.timeouts
-    url = upstream.base_url + route.upstream_path(ex.path)
+    url = upstream.base_url + route.upstream_path(ex.raw_path or ex.path, ex.path)
     if ex.query_string:
         url += "?" + ex.query_string
     headers = upstream_request_headers(ex.headers, upstream.inject_headers, ex.request_id)

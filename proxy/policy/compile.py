@@ -10,10 +10,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from proxy.pipeline import Chain
-from proxy.policy.schema import Policy, Timeouts, Upstream
+from proxy.policy.schema import DegradedReplies, Policy, Timeouts, Upstream
 from proxy.protocols import PROTOCOLS, Protocol
+from proxy.resilience.balancer import Balancer
+from proxy.resilience.targets import RetryPolicy, Target, build_balancer
 from proxy.services import Services
 from proxy.stages.auth import StaticKeyVerifier, verifier_for
 from proxy.stages.registry import STAGE_BUILDERS, BuildContext
@@ -29,6 +32,9 @@ class CompiledUpstream:
     inject_headers: tuple[tuple[str, str], ...]
     timeouts: Timeouts
     config: Upstream
+    balancer: Balancer  # its endpoints (breaker, in-flight count) are process-wide, from `Services.endpoints`
+    retry: RetryPolicy
+    failure_statuses: frozenset[int]  # response statuses that count against an endpoint's breaker
 
     def __repr__(self) -> str:  # never show injected credentials
         return f"CompiledUpstream({self.name!r}, {self.base_url!r})"
@@ -46,6 +52,9 @@ class CompiledRoute:
     rewrite_prefix: str | None
     tool: str | None
     auth_required: bool
+    targets: tuple[Target, ...] = ()  # the upstream, then the fallbacks, each with its model rewrite
+    retry_unsafe: bool = False
+    degraded: DegradedReplies | None = None
 
     @property
     def protocol(self) -> Protocol:
@@ -58,13 +67,14 @@ class CompiledRoute:
             return path == self.path
         return path.startswith(self.prefix)  # type: ignore[arg-type]
 
-    def upstream_path(self, path: str) -> str:
-        """The path forwarded: the route's rewrite applied, then below the upstream URL's own path."""
-        if self.rewrite_prefix is not None and self.prefix is not None:
-            path = self.rewrite_prefix + path[len(self.prefix) :]
-            if not path.startswith("/"):
-                path = "/" + path
-        return path
+    def upstream_path(self, raw_path: str, path: str) -> str:
+        """The path forwarded, still percent-encoded as the caller sent it, with the route's rewrite applied."""
+        if self.rewrite_prefix is None or self.prefix is None:
+            return raw_path
+        if not raw_path.startswith(self.prefix):  # the caller encoded characters of the prefix itself
+            raw_path = quote(path, safe="/:@!$&'()*+,;=-._~")
+        forwarded = self.rewrite_prefix + raw_path[len(self.prefix) :]
+        return forwarded if forwarded.startswith("/") else "/" + forwarded
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,25 +98,30 @@ class CompiledPolicy:
 
 
 def uses_builtin_mock(policy: Policy) -> bool:
-    return any(u.url == BUILTIN_MOCK for u in policy.upstreams.values())
+    return any(url == BUILTIN_MOCK for u in policy.upstreams.values() for url in u.urls)
 
 
-def _compile_upstream(name: str, upstream: Upstream, builtin_mock_url: str | None) -> CompiledUpstream:
-    url = upstream.url
-    if url == BUILTIN_MOCK:
+def _compile_upstream(
+    name: str, upstream: Upstream, builtin_mock_url: str | None, services: Services
+) -> CompiledUpstream:
+    urls = upstream.urls
+    if BUILTIN_MOCK in urls:
         if builtin_mock_url is None:
             raise ValueError(f"upstream '{name}' uses {BUILTIN_MOCK}, which is not running")
-        url = builtin_mock_url
+        urls = [builtin_mock_url if url == BUILTIN_MOCK else url for url in urls]
     headers = list(upstream.headers.items())
     if upstream.credentials is not None:
         headers.append((upstream.credentials.header, upstream.credentials.value.get_secret_value()))
     return CompiledUpstream(
         name=name,
-        base_url=url,
+        base_url=urls[0],
         protocol=PROTOCOLS[upstream.protocol],
         inject_headers=tuple(headers),
         timeouts=upstream.timeouts,
         config=upstream,
+        balancer=build_balancer(services.endpoints, name, urls, upstream.circuit_breaker, services.metrics),
+        retry=RetryPolicy.from_config(upstream.retries),
+        failure_statuses=frozenset(upstream.circuit_breaker.failure_statuses),
     )
 
 
@@ -116,8 +131,9 @@ def compile_policy(
     builtin_mock_url: str | None = None,
     services: Services | None = None,
 ) -> CompiledPolicy:
-    upstreams = {name: _compile_upstream(name, u, builtin_mock_url) for name, u in policy.upstreams.items()}
-    ctx = BuildContext(policy, services or Services())
+    services = services or Services()
+    upstreams = {name: _compile_upstream(name, u, builtin_mock_url, services) for name, u in policy.upstreams.items()}
+    ctx = BuildContext(policy, services)
     verifier = ctx.shared("verifier", lambda: verifier_for(policy))
     routes = tuple(
         CompiledRoute(
@@ -126,11 +142,17 @@ def compile_policy(
             prefix=route.prefix,
             methods=frozenset(route.methods) if route.methods else None,
             upstream=upstreams[route.upstream],
-            fallbacks=tuple(upstreams[name] for name in route.fallbacks),
+            fallbacks=tuple(upstreams[name] for name in route.fallback_names),
             chain=Chain([f for build in STAGE_BUILDERS if (f := build(ctx, route)) is not None]),
             rewrite_prefix=route.rewrite_prefix,
             tool=route.tool,
             auth_required=route.auth == "required" and policy.auth.mode != "off",
+            targets=(
+                Target(upstreams[route.upstream]),
+                *(Target(upstreams[f.upstream], f.model) for f in route.fallbacks),
+            ),
+            retry_unsafe=route.retry_unsafe,
+            degraded=route.degraded,
         )
         for route in policy.routes
     )

@@ -63,24 +63,126 @@ class Timeouts(Strict):
     total_s: float = Field(600.0, gt=0, le=86400)
 
 
+# ---- resilience (proxy/resilience/, proxy/upstream.py) ----------------------------------------------------------
+
+RetryOn = Annotated[int, Field(ge=400, le=599)] | Literal["connect_error", "timeout"]
+_RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
+class Retries(Strict):
+    """Retries of one upstream, with capped exponential backoff and full jitter, before any byte reached the caller."""
+
+    attempts: int = Field(3, ge=1, le=10, description="Tries in all, the first included; 1 means no retry.")
+    backoff_base_s: float = Field(0.25, gt=0, le=60, description="Backoff ceiling after the first failure.")
+    backoff_max_s: float = Field(8.0, gt=0, le=300, description="Cap of the backoff ceiling, which doubles per try.")
+    on: list[RetryOn] = Field(
+        default_factory=lambda: [429, 500, 502, 503, 504, "connect_error", "timeout"],
+        max_length=64,
+        description="What is retried: response statuses (408, 425, 429, 5xx), `connect_error` (refused or reset "
+        "before the response head), `timeout` (no response head in time). Also what sends a request to the fallbacks.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on_key(cls, data: object) -> object:
+        """YAML 1.1 reads a bare `on:` key as the boolean true."""
+        if isinstance(data, dict) and True in data and "on" not in data:
+            data = {("on" if key is True else key): value for key, value in data.items()}
+        return data
+
+    @field_validator("on")
+    @classmethod
+    def _statuses(cls, on: list[int | str]) -> list[int | str]:
+        for item in on:
+            if isinstance(item, int) and item < 500 and item not in _RETRYABLE_4XX:
+                raise ValueError(f"{item} is the caller's error and is never retried (4xx allowed: 408, 425, 429)")
+        return on
+
+
+class CircuitBreakerConfig(Strict):
+    """A breaker per endpoint: opens after consecutive failures, probes again after the recovery time."""
+
+    enabled: bool = Field(True, description="`false` forwards whatever happens.")
+    failure_threshold: int = Field(5, ge=1, le=1000, description="Consecutive failures that open the breaker.")
+    recovery_timeout_s: float = Field(30.0, gt=0, le=3600, description="How long it stays open before probing.")
+    half_open_max_calls: int = Field(1, ge=1, le=100, description="Probes let through at once while half-open.")
+    failure_statuses: list[Annotated[int, Field(ge=408, le=599)]] = Field(
+        default_factory=lambda: [500, 502, 503, 504],
+        max_length=64,
+        description="Response statuses that count as failures (5xx, 408, 429); connection errors, timeouts and "
+        "streams that break mid-way always do, a caller's 4xx never does.",
+    )
+
+    @field_validator("failure_statuses")
+    @classmethod
+    def _no_caller_errors(cls, statuses: list[int]) -> list[int]:
+        for status in statuses:
+            if status < 500 and status not in (408, 429):
+                raise ValueError(f"{status} is the caller's error and never counts against an upstream")
+        return statuses
+
+
+def _check_url(url: str) -> str:
+    if url == "builtin://mock":
+        return url
+    if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", url):
+        raise ValueError("must be an http:// or https:// URL without query or fragment, or builtin://mock")
+    return url.rstrip("/")
+
+
 class Upstream(Strict):
-    url: str = Field(
-        description="Base URL (http or https). `builtin://mock` starts the built-in mock upstream in-process."
+    url: str | None = Field(
+        None,
+        description="Base URL (http or https). `builtin://mock` starts the built-in mock upstream in-process. "
+        "Give `url` or `endpoints`.",
+    )
+    endpoints: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Several base URLs serving the same API, balanced by least requests in flight, each with its "
+        "own circuit breaker. Give `url` or `endpoints`.",
     )
     protocol: Literal["openai", "anthropic", "http", "mcp"] = "openai"
     credentials: Credentials | None = Field(None, description="Injected into every request to this upstream.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers sent upstream.")
     timeouts: Timeouts = Timeouts()
+    retries: Retries = Field(
+        default_factory=lambda: Retries(attempts=1),
+        description="Omitted: one attempt (callers' SDKs retry already; retrying in both multiplies load in an "
+        "outage). `retries: {}` turns on 3 attempts with the defaults.",
+    )
+    circuit_breaker: CircuitBreakerConfig = Field(
+        default_factory=CircuitBreakerConfig, description="One breaker per endpoint, on by default."
+    )
     sign_requests: bool = Field(False, description="Sign requests with the caller identity (tool servers).")
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, url: str) -> str:
-        if url == "builtin://mock":
-            return url
-        if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", url):
-            raise ValueError("must be an http:// or https:// URL without query or fragment, or builtin://mock")
-        return url.rstrip("/")
+    def _http_url(cls, url: str | None) -> str | None:
+        return None if url is None else _check_url(url)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _http_urls(cls, urls: list[str] | None) -> list[str] | None:
+        if urls is None:
+            return None
+        checked = [_check_url(url) for url in urls]
+        if len(set(checked)) != len(checked):
+            raise ValueError("lists the same endpoint twice")
+        return checked
+
+    @model_validator(mode="after")
+    def _one_address(self) -> Upstream:
+        if (self.url is None) == (self.endpoints is None):
+            raise ValueError("an upstream needs exactly one of `url` or `endpoints`")
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        return self.endpoints if self.endpoints is not None else [self.url]  # type: ignore[list-item]
+
+# ---- end resilience -----------------------------------------------------------------------------------------------
 
 
 class UsageConfig(Strict):
@@ -104,13 +206,43 @@ class StagesConfig(Strict):
     usage: UsageConfig = Field(default_factory=UsageConfig, description="Token and cost accounting.")
 
 
+class Fallback(Strict):
+    upstream: str = Field(description="An upstream defined in `upstreams`.")
+    model: str | None = Field(
+        None, min_length=1, max_length=256, description="Model name the request is sent with to this upstream."
+    )
+
+
+class DegradedReplies(Strict):
+    """Per error kind, a message returned as a normal assistant reply (openai and anthropic routes)."""
+
+    rate_limited: str | None = Field(None, max_length=8000, description="When the upstreams answered 429.")
+    timeout: str | None = Field(None, max_length=8000, description="When the upstreams did not answer in time.")
+    upstream_error: str | None = Field(
+        None, max_length=8000, description="When the upstreams failed (5xx, connection errors, open breakers)."
+    )
+
+
 class Route(Strict):
     name: Name | None = Field(None, description="Label in metrics and logs; defaults to the path or prefix.")
     path: str | None = Field(None, description="Exact request path to match.")
     prefix: str | None = Field(None, description="Path prefix to match.")
     methods: list[Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]] | None = None
     upstream: str
-    fallbacks: list[str] = Field(default_factory=list)
+    fallbacks: list[Fallback] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Upstreams tried in order when the primary's breakers are open or its retries are spent: "
+        "names, or {upstream, model} to rewrite the model for that upstream. Same protocol as the primary.",
+    )
+    retry_unsafe: bool = Field(
+        False,
+        description="http/mcp routes: also retry (and fall back) non-idempotent methods such as POST. "
+        "LLM protocols always may.",
+    )
+    degraded: DegradedReplies | None = Field(
+        None, description="Answer as the assistant, with a fixed message, instead of an error when everything failed."
+    )
     rewrite_prefix: str | None = Field(None, description="Replaces the matched prefix in the forwarded path.")
     tool: Name | None = Field(None, description="Tool name for tool allowlists.")
     auth: Literal["required", "none"] = Field("required", description="`none` only for trusted local traffic.")
@@ -126,6 +258,17 @@ class Route(Strict):
         if self.rewrite_prefix is not None and self.prefix is None:
             raise ValueError("`rewrite_prefix` goes with `prefix`")
         return self
+
+    @field_validator("fallbacks", mode="before")
+    @classmethod
+    def _fallback_names(cls, fallbacks: object) -> object:
+        if isinstance(fallbacks, list):
+            return [{"upstream": item} if isinstance(item, str) else item for item in fallbacks]
+        return fallbacks
+
+    @property
+    def fallback_names(self) -> list[str]:
+        return [fallback.upstream for fallback in self.fallbacks]
 
     @property
     def label(self) -> str:
@@ -189,7 +332,8 @@ class Policy(Strict):
     def _references(self) -> Policy:
         # ctx["field"] points the loader at the offending field; messages never echo the (maybe interpolated) value.
         for index, route in enumerate(self.routes):
-            named = [(("upstream",), route.upstream), *((("fallbacks", i), n) for i, n in enumerate(route.fallbacks))]
+            fallbacks = enumerate(route.fallback_names)
+            named = [(("upstream",), route.upstream), *((("fallbacks", i), n) for i, n in fallbacks)]
             for field, name in named:
                 if name not in self.upstreams:
                     raise PydanticCustomError(
@@ -203,5 +347,35 @@ class Policy(Strict):
                     "unknown_caller",
                     "names a caller that has no profile in `callers`, and `callers` has no `default`",
                     {"field": ("auth", "static_keys", index, "caller")},
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _fallbacks_speak_the_route_protocol(self) -> Policy:
+        """A fallback answers in the primary's shape; model rewrites and degraded replies need an LLM protocol."""
+        for index, route in enumerate(self.routes):
+            primary = self.upstreams.get(route.upstream)
+            if primary is None:
+                continue
+            llm = primary.protocol in ("openai", "anthropic")
+            for i, fallback in enumerate(route.fallbacks):
+                other = self.upstreams.get(fallback.upstream)
+                if other is not None and other.protocol != primary.protocol:
+                    raise PydanticCustomError(
+                        "fallback_protocol",
+                        "a fallback must speak the primary upstream's protocol ({protocol})",
+                        {"protocol": primary.protocol, "field": ("routes", index, "fallbacks", i)},
+                    )
+                if fallback.model is not None and not llm:
+                    raise PydanticCustomError(
+                        "fallback_model",
+                        "a model rewrite needs an openai or anthropic upstream",
+                        {"field": ("routes", index, "fallbacks", i, "model")},
+                    )
+            if route.degraded is not None and not llm:
+                raise PydanticCustomError(
+                    "degraded_protocol",
+                    "degraded replies need an openai or anthropic upstream",
+                    {"field": ("routes", index, "degraded")},
                 )
         return self

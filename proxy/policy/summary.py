@@ -20,7 +20,7 @@ def summarise(policy: Policy, source: str) -> str:
     lines += ["", "upstreams:"]
     for name, upstream in policy.upstreams.items():
         credential = f", injects {upstream.credentials.header}" if upstream.credentials else ""
-        lines.append(f"  {name:<20} {upstream.protocol:<9} {upstream.url}{credential}")
+        lines.append(f"  {name:<20} {upstream.protocol:<9} {', '.join(upstream.urls)}{credential}")
     lines += ["", "callers:"]
     keys_by_caller: dict[str, int] = {}
     for key in policy.auth.static_keys:

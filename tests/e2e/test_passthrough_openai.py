@@ -112,3 +112,14 @@ def test_hop_by_hop_headers_are_not_forwarded(proxy, fake_upstream):
     seen = fake_upstream.last("/v1/chat/completions").headers
     assert "x-private-hop" not in seen and "proxy-authorization" not in seen and "te" not in seen
     assert seen["x-end-to-end"] == "kept"
+
+
+def test_percent_encoded_paths_keep_their_meaning_upstream(proxy, fake_upstream):
+    from tests.fixtures.http import request
+
+    response = request(
+        "GET", proxy.openai_base_url + "/models/ft%3Amodel%3Fx=1%2Fy", headers={"authorization": f"Bearer {DEMO_KEY}"}
+    )
+    assert response.status == 404  # the mock knows no such model; what matters is what it was asked
+    seen = fake_upstream.last()
+    assert seen.path == "/v1/models/ft:model?x=1/y" and seen.query == {}

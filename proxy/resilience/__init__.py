@@ -1,0 +1,1 @@
+"""Resilient forwarding: circuit breakers, backoff, endpoint balancing, degraded replies."""

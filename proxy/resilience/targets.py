@@ -1,0 +1,60 @@
+"""The resilience settings of a policy, compiled into what forwarding reads per attempt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from proxy.policy.schema import CircuitBreakerConfig, Retries
+from proxy.resilience.balancer import Balancer
+from proxy.resilience.breaker import BreakerSettings
+from proxy.resilience.registry import EndpointRegistry
+
+if TYPE_CHECKING:
+    from proxy.metrics import Metrics
+    from proxy.policy.compile import CompiledUpstream
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int
+    base_s: float
+    max_s: float
+    statuses: frozenset[int]
+    on_connect_error: bool
+    on_timeout: bool
+
+    @classmethod
+    def from_config(cls, config: Retries) -> RetryPolicy:
+        return cls(
+            attempts=config.attempts,
+            base_s=config.backoff_base_s,
+            max_s=config.backoff_max_s,
+            statuses=frozenset(item for item in config.on if isinstance(item, int)),
+            on_connect_error="connect_error" in config.on,
+            on_timeout="timeout" in config.on,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One upstream a route may be served by, in order: the primary, then the fallbacks."""
+
+    upstream: CompiledUpstream
+    model: str | None = None  # sent instead of the caller's model
+
+
+def breaker_settings(config: CircuitBreakerConfig) -> BreakerSettings:
+    return BreakerSettings(
+        enabled=config.enabled,
+        failure_threshold=config.failure_threshold,
+        recovery_timeout_s=config.recovery_timeout_s,
+        half_open_max_calls=config.half_open_max_calls,
+    )
+
+
+def build_balancer(
+    registry: EndpointRegistry, upstream: str, urls: list[str], config: CircuitBreakerConfig, metrics: Metrics | None
+) -> Balancer:
+    settings = breaker_settings(config)
+    return Balancer(tuple(registry.endpoint(upstream, url, settings, metrics) for url in urls))

@@ -1,0 +1,110 @@
+"""The `agent-proxy` command: check, schema and keys hash, called in-process."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import orjson
+import pytest
+
+from proxy.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "policies" / "demo.yaml"
+
+
+def test_check_summarises_the_demo_policy(capsys):
+    assert main(["check", "--policy", str(DEMO)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert f"policy {DEMO}: valid" in out
+    for expected in (
+        "routes (first match wins):",
+        "anthropic",
+        "prefix /v1/messages -> mock-anthropic",
+        "prefix /v1/ -> mock-openai",
+        "stages: auth, usage",
+        "upstreams:",
+        "mock-openai",
+        "builtin://mock, injects Authorization",
+        "mock-anthropic",
+        "injects x-api-key",
+        "callers:",
+        "demo",
+        "ops",
+        "1 static key(s)",
+    ):
+        assert expected in out, expected
+    assert "mock-provider-key" not in out  # injected credentials are never printed
+
+
+def test_check_default_policy_never_prints_its_secrets(capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-SECRET-openai")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-SECRET-ant")
+    monkeypatch.setenv("AGENT_PROXY_KEY_SHA256", "a" * 64)
+    assert main(["check", "--policy", str(ROOT / "policies" / "default.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "api.openai.com" in out and "SECRET" not in out
+
+
+def test_check_an_invalid_policy_exits_2_naming_field_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "version: 1\n"
+        "upstreams:\n"
+        "  up:\n"
+        "    url: ftp://example.com\n"
+        "routes:\n"
+        "  - prefix: /v1/\n"
+        "    upstream: up\n"
+        "    retries: 3\n"
+    )
+    with pytest.raises(SystemExit) as info:
+        main(["check", "--policy", str(bad)])
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"{bad}: invalid policy" in err
+    assert "upstreams.up.url (line 4): must be an http:// or https:// URL" in err
+    assert "routes[0].retries (line 8): unknown field" in err
+
+
+def test_check_a_yaml_error_and_a_missing_file(tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("version: 1\nupstreams: [\n")
+    with pytest.raises(SystemExit) as info:
+        main(["check", "--policy", str(broken)])
+    assert info.value.code == 2 and "line 3, column 1: YAML syntax" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["check", "--policy", str(tmp_path / "nope.yaml")])
+    assert info.value.code == 2 and "cannot read the file" in capsys.readouterr().err
+
+
+def test_schema_prints_the_json_schema(capsys):
+    assert main(["schema"]) == 0
+    schema = orjson.loads(capsys.readouterr().out)
+    assert schema["type"] == "object" and schema["title"] == "Policy"
+    assert {"upstreams", "routes", "auth", "callers", "stages"} <= set(schema["properties"])
+    assert schema["additionalProperties"] is False
+    assert "Upstream" in schema["$defs"]
+
+
+def test_keys_hash_reads_stdin(capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("demo-key-1\n"))
+    assert main(["keys", "hash"]) == 0
+    assert capsys.readouterr().out.strip() == hashlib.sha256(b"demo-key-1").hexdigest()
+
+
+def test_keys_hash_refuses_an_empty_key(capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert main(["keys", "hash"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "no key given" in err
+
+
+def test_a_command_is_required(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
