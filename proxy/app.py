@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy.errors import BadRequest, Forbidden, NotFound, ProxyError, Unauthorized
+from proxy.errors import BadRequest, NotFound, ProxyError
 from proxy.exchange import Caller
 from proxy.handler import ProxyHandler, drain, error_response
 from proxy.headers import request_id_from
@@ -27,7 +27,7 @@ from proxy.policy.reload import PolicyHolder
 from proxy.policy.schema import Policy
 from proxy.protocols import PROTOCOLS
 from proxy.services import Services
-from proxy.stages.auth import presented_credential
+from proxy.state import open_store
 from proxy.upstream import new_client_session
 
 POLICY = web.AppKey("policy", tuple)
@@ -75,6 +75,7 @@ def build_app(policy: Policy, path: Path | None = None, metrics: Metrics | None 
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/admin/status", admin_status)
     app.router.add_get("/admin/usage", admin_usage)
+    app.router.add_route("*", "/admin/{tail:.*}", admin_unknown)  # never forwarded; admin endpoints go above
     app.router.add_route("*", "/{tail:.*}", proxy_entry)
     return app
 
@@ -95,7 +96,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    services = Services(metrics=metrics, ledger=ledger)
+    services = Services(metrics=metrics, ledger=ledger, state=open_store(policy.state, metrics))
     app[SERVICES] = services
     holder = await PolicyHolder.create(policy, path, services, mock.url)
     app[HOLDER] = holder
@@ -114,6 +115,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await services.ledger.close()
         await session.close()
         await mock.stop()
+        if services.state is not None:  # last: completions above released their slots into it
+            await services.state.close()
 
 
 async def proxy_entry(request: web.Request) -> web.StreamResponse:
@@ -128,7 +131,15 @@ async def readyz(request: web.Request) -> web.Response:
     holder = request.app.get(HOLDER)
     if holder is None:
         return web.json_response({"status": "starting"}, status=503)
-    return web.json_response({"status": "ready", "policy_loaded_at": holder.current.loaded_at})
+    body: dict[str, Any] = {"status": "ready", "policy_loaded_at": holder.current.loaded_at}
+    store = request.app[SERVICES].state
+    if store is not None:  # limits' shared state: with fail_closed, unreachable means limited routes answer 503
+        reachable = await store.ping()
+        body["state"] = {"backend": store.backend, "reachable": reachable}
+        if not reachable and holder.current.policy.state.on_backend_error == "fail_closed":
+            body["status"] = "state_unreachable"
+            return web.json_response(body, status=503)
+    return web.json_response(body)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -136,23 +147,26 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"content-type": content_type})
 
 
-def require_admin(request: web.Request) -> Caller:
-    """Admin endpoints always need a key with the `admin` scope, whatever the routes say."""
-    verifier = request.app[HOLDER].current.verifier
-    credential = presented_credential(request.headers)
-    if credential is None:
-        raise Unauthorized("admin endpoints need an API key", code="missing_api_key")
-    caller = verifier.verify(credential)
-    if caller is None:
-        raise Unauthorized("the API key is not valid for this proxy", code="invalid_api_key")
-    if "admin" not in caller.scopes:
-        raise Forbidden("this key lacks the admin scope", code="admin_scope_required")
-    return caller
+async def require_admin(request: web.Request) -> Caller:
+    """Admin endpoints always need a key with the `admin` scope, whatever the routes say.
+
+    The same verifiers as the auth stage (static, HMAC, JWT), with the same refusal metrics.
+    """
+    return await request.app[HOLDER].current.verifier.require_scope(request.headers, "admin")
+
+
+async def admin_unknown(request: web.Request) -> web.Response:
+    """Anything else under /admin: the admin scope first, then 404."""
+    try:
+        await require_admin(request)
+        raise NotFound(f"no admin endpoint {request.method} {request.path}")
+    except ProxyError as err:
+        return error_response(PROTOCOLS["openai"], err, request_id_from(request.headers))
 
 
 async def admin_status(request: web.Request) -> web.Response:
     try:
-        require_admin(request)
+        await require_admin(request)
     except ProxyError as err:
         return error_response(PROTOCOLS["openai"], err, request_id_from(request.headers))
     holder = request.app[HOLDER]
@@ -171,6 +185,7 @@ async def admin_status(request: web.Request) -> web.Response:
             for r in compiled.routes
         ],
         "upstreams": {name: {"url": u.base_url, "protocol": u.protocol.name} for name, u in compiled.upstreams.items()},
+        "circuit_breakers": request.app[SERVICES].endpoints.status(),
     }
     return web.Response(body=orjson.dumps(status), content_type="application/json")
 
@@ -181,7 +196,7 @@ async def admin_usage(request: web.Request) -> web.Response:
 
     request_id = request_id_from(request.headers)
     try:
-        require_admin(request)
+        await require_admin(request)
         ledger = request.app[SERVICES].ledger
         if ledger is None:
             raise NotFound("the ledger is disabled: set `ledger.path` in the policy", code="ledger_disabled")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 
+from proxy.auth.keys_cli import add_key_commands
 from proxy.policy.load import PolicyError, load_policy
 from proxy.policy.schema import Policy
 
@@ -44,7 +45,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from proxy.policy.summary import summarise
 
     policy = _load_or_exit(args.policy)
-    print(summarise(policy, str(args.policy)))
+    try:
+        print(summarise(policy, str(args.policy)))
+    except ValueError as exc:  # found while compiling, e.g. an unreadable auth.jwt key file
+        print(f"{args.policy}: invalid policy\n  - {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -127,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="caller keys").add_subparsers(dest="keys_command", required=True)
     key_hash = keys.add_parser("hash", help="print the SHA-256 of a key read from stdin, for auth.static_keys")
     key_hash.set_defaults(func=cmd_keys_hash)
+    add_key_commands(keys)  # mint, inspect
     return parser
 
 

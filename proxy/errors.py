@@ -57,6 +57,12 @@ class RateLimited(ProxyError):
     status, kind, source = 429, "rate_limit", "caller"
 
 
+class QuotaExceeded(RateLimited):
+    """Over a spend budget: providers call it `insufficient_quota`, and waiting a minute does not help."""
+
+    kind = "insufficient_quota"
+
+
 class InternalError(ProxyError):
     status, kind, source = 500, "internal", "internal"
 

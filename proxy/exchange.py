@@ -88,6 +88,8 @@ class Exchange:
     outcome: Outcome | None = None
     # What stages decided, as (stage, decision, mode), for metrics and the log line.
     decisions: list[tuple[str, str, str]] = field(default_factory=list)
+    # Values redacted, by (direction, detector): counts for metrics and the log line, never the values.
+    redactions: dict[tuple[str, str], int] = field(default_factory=dict)
     _json: Any = _NOT_PARSED
     _body_replaced: bool = False
 

@@ -35,7 +35,7 @@ from proxy.pipeline import ChainRun
 from proxy.policy.reload import PolicyHolder
 from proxy.protocols import PROTOCOLS, Protocol
 from proxy.protocols.sse import SSEDecoder, SSEEvent, encode
-from proxy.upstream import is_event_stream, iter_body, open_upstream, read_whole_body
+from proxy.upstream import forward, is_event_stream, iter_body, read_whole_body
 
 log = logging.getLogger("agent_proxy.handler")
 
@@ -160,10 +160,13 @@ class ProxyHandler:
 
     async def _forward(self, request: web.Request, ex: Exchange, run: ChainRun) -> web.StreamResponse:
         route = ex.route
-        upstream = route.upstream
-        ex.upstream_name = upstream.name
         sent = time.perf_counter()
-        response = await open_upstream(self.session, ex, route, upstream)
+        # Retries, breakers and fallbacks happen in `forward`, before anything reaches the caller.
+        forwarded = await forward(self.session, ex, route, self.metrics)
+        if isinstance(forwarded, Reply):  # a degraded reply: every upstream failed
+            return self._local_reply(ex, forwarded)
+        response, upstream = forwarded.response, forwarded.upstream
+        broken = False  # a body that breaks before anything was sent still counts against the endpoint
         try:
             ex.upstream_headers_at = time.perf_counter()
             self.metrics.upstream_seconds.labels(upstream.name).observe(ex.upstream_headers_at - sent)
@@ -195,7 +198,11 @@ class ProxyHandler:
             if ex.outcome is None:
                 ex.outcome = Outcome.OK
             return out
+        except UpstreamStreamBroken:
+            broken = True
+            raise
         finally:
+            forwarded.finish(ex, broken)  # the breaker's verdict and the endpoint's in-flight slot
             if ex.outcome is Outcome.OK:
                 response.release()
             else:

@@ -64,6 +64,11 @@ def request_fields(ex: Exchange) -> dict[str, Any]:
         fields["decisions"] = [
             f"{stage}:{decision}" + ("" if mode == "enforce" else f"({mode})") for stage, decision, mode in ex.decisions
         ]
+    if ex.redactions:
+        redactions: dict[str, dict[str, int]] = {}
+        for (direction, detector), count in ex.redactions.items():
+            redactions.setdefault(direction, {})[detector] = count
+        fields["redactions"] = redactions
     if ex.error is not None:
         fields["error"] = {"kind": ex.error.kind, "code": ex.error.code, "source": ex.error.source}
     if ex.usage.known:

@@ -121,6 +121,54 @@ class Metrics:
             registry=r,
         )
 
+        # ---- auth (proxy/stages/auth.py): reason is the fixed set of proxy/auth/refusals.py.
+        self.auth_failures = Counter(
+            "agent_proxy_auth_failures",
+            "Refused callers by reason: 401s (missing, expired, bad_signature...) and 403s (model_not_allowed...).",
+            ["reason"],
+            registry=r,
+        )
+
+        # ---- content safety (proxy/stages/redact.py): detector = a built-in or policy-defined name;
+        # direction = output (what callers receive) or input (prompts before they leave). Counts, never values.
+        self.redactions = Counter(
+            "agent_proxy_redactions",
+            "Values redacted, by detector, route and direction.",
+            ["detector", "route", "direction"],
+            registry=r,
+        )
+
+        # ---- limits (proxy/stages/ratelimit.py, proxy/stages/runs.py, proxy/state/): caller = caller profile;
+        # how and reason are the fixed sets of proxy/limits/limiter.py; backend = memory | redis.
+        self.limit_admissions = Counter(
+            "agent_proxy_limit_admissions",
+            "Requests admitted by the limits, by caller profile and how (direct, waited, fail_open).",
+            ["caller", "how"],
+            registry=r,
+        )
+        self.limit_refusals = Counter(
+            "agent_proxy_limit_refusals",
+            "Requests refused (or, in shadow mode, that would have been), by caller profile and reason.",
+            ["caller", "reason", "mode"],
+            registry=r,
+        )
+        self.budget_remaining_usd = Gauge(
+            "agent_proxy_budget_remaining_usd",
+            "USD left in the period (day, month) for the caller of this profile seen last.",
+            ["caller", "period"],
+            registry=r,
+        )
+        self.state_backend_errors = Counter(
+            "agent_proxy_state_backend_errors",
+            "Calls to the shared-state backend that failed or timed out, by operation (acquire, adjust).",
+            ["backend", "op"],
+            registry=r,
+        )
+        self.state_backend_up = Gauge(
+            "agent_proxy_state_backend_up", "1 when the last state backend call succeeded.", ["backend"], registry=r
+        )
+        # ---- end limits
+
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from proxy.auth.jwks import JwksRegistry
 from proxy.ledger import Ledger
 from proxy.metrics import Metrics
 from proxy.resilience.registry import EndpointRegistry
+from proxy.state.base import Store
 
 
 @dataclass(slots=True)
@@ -21,3 +23,7 @@ class Services:
     ledger: Ledger | None = None  # opened at startup when `ledger.path` is set; closed after requests drain
     # Circuit breakers and in-flight counts per upstream endpoint, kept across reloads (proxy/resilience/).
     endpoints: EndpointRegistry = field(default_factory=EndpointRegistry)
+    # JWKS URL key sets, cached across reloads (proxy/auth/jwks.py).
+    jwks: JwksRegistry = field(default_factory=JwksRegistry)
+    # Counters of rate limits, budgets and agent runs (proxy/state/): opened at startup from `state:`, closed last.
+    state: Store | None = None

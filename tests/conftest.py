@@ -9,6 +9,8 @@ import pytest
 
 from tests.fixtures.fake_upstream import FakeUpstream
 from tests.fixtures.proxy_server import ProxyServer
+from tests.fixtures.redis_server import REDIS_SERVER, RedisServer
+from tests.fixtures.redis_server import SKIP_REASON as REDIS_SKIP_REASON
 
 # ---- fake upstream -------------------------------------------------------------------
 
@@ -41,3 +43,26 @@ def proxy_factory() -> Iterator[Callable[..., ProxyServer]]:
 
 
 # ---- end proxy -----------------------------------------------------------------------
+
+# ---- redis (rate limits' shared state) -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests keep apart by key prefix. Skipped if not installed."""
+    if REDIS_SERVER is None:
+        pytest.skip(REDIS_SKIP_REASON)
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to kill or freeze. Skipped if not installed."""
+    if REDIS_SERVER is None:
+        pytest.skip(REDIS_SKIP_REASON)
+    with RedisServer() as server:
+        yield server
+
+
+# ---- end redis -----------------------------------------------------------------------

@@ -11,14 +11,12 @@ from aiohttp import web
 from .text import (
     TOOL_ARGS,
     TOOL_ARGS_PIECES,
-    answer_words,
     content_text,
     count_tokens,
     last_user_text,
     wants_tool_call,
-    word_deltas,
 )
-from .wire import WORDS_KEY, behaviour_of, read_json, require, respond_json, respond_sse, sse_frame
+from .wire import answer_pieces, behaviour_of, read_json, require, respond_json, respond_sse, sse_frame
 
 
 async def _parse(request: web.Request) -> tuple[dict[str, Any], str, list[Any], int]:
@@ -52,7 +50,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         block["input"] = orjson.loads(TOOL_ARGS)
         pieces, stop = list(TOOL_ARGS_PIECES), "tool_use"
     else:
-        pieces, stop = word_deltas(answer_words(user, request[WORDS_KEY])), "end_turn"
+        pieces, stop = answer_pieces(request, user), "end_turn"
         block = {"type": "text", "text": "".join(pieces)}
     usage = None if behaviour_of(request).omit_usage else _usage(prompt, len(pieces))
     message: dict[str, Any] = {

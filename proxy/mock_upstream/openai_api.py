@@ -11,14 +11,12 @@ from aiohttp import web
 from .text import (
     TOOL_ARGS,
     TOOL_ARGS_PIECES,
-    answer_words,
     content_text,
     count_tokens,
     last_user_text,
     wants_tool_call,
-    word_deltas,
 )
-from .wire import WORDS_KEY, MockBadRequest, behaviour_of, read_json, require, respond_json, respond_sse, sse_frame
+from .wire import MockBadRequest, answer_pieces, behaviour_of, read_json, require, respond_json, respond_sse, sse_frame
 
 DONE = sse_frame("[DONE]")
 
@@ -56,7 +54,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if wants_tool_call(tools, user):
         pieces, message = _chat_tool_message(tools[0], n)
     else:
-        pieces = word_deltas(answer_words(user, request[WORDS_KEY]))
+        pieces = answer_pieces(request, user)
         message = {"role": "assistant", "content": "".join(pieces), "refusal": None, "annotations": []}
     base = {"id": f"chatcmpl-mock{n:06d}", "created": int(time.time()), "model": model, "system_fingerprint": "fp_mock"}
     usage = None if behaviour_of(request).omit_usage else chat_usage(prompt, len(pieces))
@@ -112,7 +110,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
         raise MockBadRequest("Missing or invalid parameter: 'prompt' must be a string or a list of strings.")
-    pieces = word_deltas(answer_words(prompts[0] if prompts else "", request[WORDS_KEY]))
+    pieces = answer_pieces(request, prompts[0] if prompts else "")
     base = {"id": f"cmpl-mock{n:06d}", "object": "text_completion", "created": int(time.time()), "model": model}
     usage = None if behaviour_of(request).omit_usage else chat_usage(count_tokens(prompts), len(pieces))
     if usage is not None:

@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp import web
 
 from .openai_api import parse
-from .text import answer_words, content_text, count_tokens, last_user_text, word_deltas
-from .wire import WORDS_KEY, MockBadRequest, behaviour_of, require, respond_json, respond_sse, sse_frame
+from .text import content_text, count_tokens, last_user_text
+from .wire import MockBadRequest, answer_pieces, behaviour_of, require, respond_json, respond_sse, sse_frame
 
 EMBEDDING_DIM = 8
 MODELS: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "mock-model")
@@ -39,7 +39,7 @@ async def responses(request: web.Request) -> web.StreamResponse:
     items = _input_messages(body)
     instructions = body.get("instructions")
     texts = ([instructions] if isinstance(instructions, str) else []) + [_item_text(i) for i in items]
-    pieces = word_deltas(answer_words(last_user_text(items), request[WORDS_KEY]))
+    pieces = answer_pieces(request, last_user_text(items))
     usage = None if behaviour_of(request).omit_usage else _responses_usage(count_tokens(texts), len(pieces))
     final = _response_object(body, model, n, "".join(pieces), usage)
     if body.get("stream"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import struct
 from collections.abc import Iterable
@@ -12,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from .behaviour import MockBehaviour
+from .text import answer_words, word_deltas
 
 BEHAVIOUR_KEY: web.AppKey[MockBehaviour] = web.AppKey("mock_behaviour", MockBehaviour)
 FAULT_KEY: web.RequestKey[str | None] = web.RequestKey("mock_fault", str)
@@ -43,6 +45,26 @@ _ANTHROPIC_ERRORS: dict[int, str] = {
 
 class MockBadRequest(Exception):
     """Raised by handlers for malformed input; rendered as a protocol-shaped 400."""
+
+
+REPLY_TEXT_HEADER = "x-mock-reply-text"
+
+
+def answer_pieces(request: web.Request, prompt: str) -> list[str]:
+    """A text answer's streamed pieces: from `x-mock-reply-text` if sent (a JSON string, split at words, or a JSON
+    list of the exact deltas), else the usual echo of the prompt."""
+    raw = request.headers.get(REPLY_TEXT_HEADER)
+    if raw is None:
+        return word_deltas(answer_words(prompt, request[WORDS_KEY]))
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MockBadRequest(f"Header {REPLY_TEXT_HEADER} must be JSON: a string or a list of strings.") from None
+    if isinstance(value, str):
+        return re.findall(r"\s*\S+|\s+$", value)
+    if isinstance(value, list) and all(isinstance(piece, str) for piece in value):
+        return value
+    raise MockBadRequest(f"Header {REPLY_TEXT_HEADER} must be a JSON string or a list of strings.")
 
 
 def behaviour_of(request: web.Request) -> MockBehaviour:

@@ -18,7 +18,7 @@ from proxy.protocols import PROTOCOLS, Protocol
 from proxy.resilience.balancer import Balancer
 from proxy.resilience.targets import RetryPolicy, Target, build_balancer
 from proxy.services import Services
-from proxy.stages.auth import StaticKeyVerifier, verifier_for
+from proxy.stages.auth import Authenticator, authenticator_for
 from proxy.stages.registry import STAGE_BUILDERS, BuildContext
 
 BUILTIN_MOCK = "builtin://mock"
@@ -82,7 +82,7 @@ class CompiledPolicy:
     policy: Policy
     routes: tuple[CompiledRoute, ...]
     upstreams: dict[str, CompiledUpstream]
-    verifier: StaticKeyVerifier
+    verifier: Authenticator  # the auth stage's verifiers, also used by /admin
     source: str = "<policy>"
     loaded_at: float = field(default_factory=time.time)
 
@@ -104,11 +104,10 @@ def uses_builtin_mock(policy: Policy) -> bool:
 def _compile_upstream(
     name: str, upstream: Upstream, builtin_mock_url: str | None, services: Services
 ) -> CompiledUpstream:
-    urls = upstream.urls
-    if BUILTIN_MOCK in urls:
-        if builtin_mock_url is None:
-            raise ValueError(f"upstream '{name}' uses {BUILTIN_MOCK}, which is not running")
-        urls = [builtin_mock_url if url == BUILTIN_MOCK else url for url in urls]
+    written = upstream.urls
+    if BUILTIN_MOCK in written and builtin_mock_url is None:
+        raise ValueError(f"upstream '{name}' uses {BUILTIN_MOCK}, which is not running")
+    urls = [builtin_mock_url if url == BUILTIN_MOCK else url for url in written]
     headers = list(upstream.headers.items())
     if upstream.credentials is not None:
         headers.append((upstream.credentials.header, upstream.credentials.value.get_secret_value()))
@@ -119,7 +118,9 @@ def _compile_upstream(
         inject_headers=tuple(headers),
         timeouts=upstream.timeouts,
         config=upstream,
-        balancer=build_balancer(services.endpoints, name, urls, upstream.circuit_breaker, services.metrics),
+        balancer=build_balancer(
+            services.endpoints, name, list(zip(urls, written, strict=True)), upstream.circuit_breaker, services.metrics
+        ),
         retry=RetryPolicy.from_config(upstream.retries),
         failure_statuses=frozenset(upstream.circuit_breaker.failure_statuses),
     )
@@ -134,7 +135,7 @@ def compile_policy(
     services = services or Services()
     upstreams = {name: _compile_upstream(name, u, builtin_mock_url, services) for name, u in policy.upstreams.items()}
     ctx = BuildContext(policy, services)
-    verifier = ctx.shared("verifier", lambda: verifier_for(policy))
+    verifier = authenticator_for(ctx)
     routes = tuple(
         CompiledRoute(
             label=route.label,

@@ -6,10 +6,13 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
+from proxy.limits.config import Budget, RateLimit, RateLimitStageConfig, RunsConfig
+from proxy.safety.config import InputConfig, RedactionConfig
 
 Mode = Literal["enforce", "shadow", "off"]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -36,6 +39,16 @@ class StateConfig(Strict):
     on_backend_error: Literal["fail_open", "fail_closed"] = Field(
         "fail_open", description="fail_open admits and counts it; fail_closed answers 503."
     )
+    # ---- limits (proxy/state/, proxy/limits/)
+    redis_timeout_ms: int = Field(
+        250, ge=1, le=10_000, description="Longest wait for one Redis call; then `on_backend_error` decides."
+    )
+    key_prefix: str = Field(
+        "agent-proxy:",
+        pattern=r"^[A-Za-z0-9_.:{}-]{0,64}$",
+        description="Prefix of every Redis key, so several proxies (or policies) can share one Redis apart.",
+    )
+    # ---- end limits
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> StateConfig:
@@ -61,6 +74,21 @@ class Timeouts(Strict):
     first_byte_s: float = Field(60.0, gt=0, le=3600, description="Until the response headers arrive.")
     idle_s: float = Field(30.0, gt=0, le=3600, description="Longest gap between two chunks of a response.")
     total_s: float = Field(600.0, gt=0, le=86400)
+
+
+# ---- auth: shared secrets (proxy/auth/) -----------------------------------------------------------------------
+
+
+class HmacKey(Strict):
+    """A named HMAC-SHA256 secret: the id travels with what it signs, so several can be listed while rotating."""
+
+    id: Name = Field(description="Key id carried by what this secret signs; picks the secret when verifying.")
+    secret: SecretStr = Field(
+        min_length=32, max_length=1024, description="At least 32 characters; use ${ENV_VAR} interpolation."
+    )
+
+
+# ---- end auth: shared secrets -----------------------------------------------------------------------------------
 
 
 # ---- resilience (proxy/resilience/, proxy/upstream.py) ----------------------------------------------------------
@@ -156,6 +184,9 @@ class Upstream(Strict):
         default_factory=CircuitBreakerConfig, description="One breaker per endpoint, on by default."
     )
     sign_requests: bool = Field(False, description="Sign requests with the caller identity (tool servers).")
+    signing_key: HmacKey | None = Field(
+        None, description="Secret shared with this upstream alone, for `sign_requests` (see docs/auth.md)."
+    )
 
     @field_validator("url")
     @classmethod
@@ -176,6 +207,12 @@ class Upstream(Strict):
     def _one_address(self) -> Upstream:
         if (self.url is None) == (self.endpoints is None):
             raise ValueError("an upstream needs exactly one of `url` or `endpoints`")
+        return self
+
+    @model_validator(mode="after")
+    def _signing_needs_a_key(self) -> Upstream:  # auth (proxy/auth/signing.py)
+        if self.sign_requests and self.signing_key is None:
+            raise ValueError("`sign_requests: true` needs a `signing_key: {id, secret}` shared with the upstream")
         return self
 
     @property
@@ -203,14 +240,41 @@ class StagesConfig(Strict):
     Each field is one stage's slice of the policy; a route's value replaces the default whole.
     """
 
+    input: InputConfig | None = Field(
+        None, description="Input checks: size, blocked patterns, control characters, request shape (proxy/safety/)."
+    )
+    redaction: RedactionConfig = Field(
+        default_factory=RedactionConfig, description="PII and secret redaction, both directions (proxy/safety/)."
+    )
     usage: UsageConfig = Field(default_factory=UsageConfig, description="Token and cost accounting.")
+    ratelimit: RateLimitStageConfig = Field(
+        default_factory=RateLimitStageConfig,
+        description="How `callers.*.rate_limit` and `.budget` are enforced, and limits per route (proxy/limits/).",
+    )
+    runs: RunsConfig | None = Field(
+        None, description="Agent runs: limits per run and the loop guard (proxy/limits/); unset: off."
+    )
+
+
+def _name_or_object(schema: dict[str, Any], cls: type) -> None:
+    """In the JSON Schema, as in YAML: a fallback is an upstream name or an object."""
+    whole = dict(schema)
+    schema.clear()
+    schema["anyOf"] = [{"type": "string", "description": "An upstream name."}, whole]
 
 
 class Fallback(Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_name_or_object)
+
     upstream: str = Field(description="An upstream defined in `upstreams`.")
     model: str | None = Field(
         None, min_length=1, max_length=256, description="Model name the request is sent with to this upstream."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_name(cls, data: object) -> object:
+        return {"upstream": data} if isinstance(data, str) else data
 
 
 class DegradedReplies(Strict):
@@ -259,13 +323,6 @@ class Route(Strict):
             raise ValueError("`rewrite_prefix` goes with `prefix`")
         return self
 
-    @field_validator("fallbacks", mode="before")
-    @classmethod
-    def _fallback_names(cls, fallbacks: object) -> object:
-        if isinstance(fallbacks, list):
-            return [{"upstream": item} if isinstance(item, str) else item for item in fallbacks]
-        return fallbacks
-
     @property
     def fallback_names(self) -> list[str]:
         return [fallback.upstream for fallback in self.fallbacks]
@@ -275,35 +332,112 @@ class Route(Strict):
         return self.name or self.path or self.prefix or "?"
 
 
+# ---- auth (proxy/auth/, proxy/stages/auth.py) -------------------------------------------------------------------
+
+Scope = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/-]{1,64}$")]
+Glob = Annotated[str, Field(min_length=1, max_length=256)]
+JwtAlgorithm = Literal[
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
+]
+
+
 class StaticKey(Strict):
     caller: Name
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the key; never the key itself.")
     id: Name | None = Field(None, description="Key id shown in logs; defaults to the hash's first 8 digits.")
-    scopes: list[str] = Field(default_factory=list, description="e.g. admin")
+    scopes: list[Scope] = Field(default_factory=list, max_length=64, description="e.g. admin")
+
+
+class JwtConfig(Strict):
+    """Bearer JWTs from an identity provider, verified with exactly one key source."""
+
+    issuer: str | None = Field(None, max_length=1024, description="Required `iss`; unset: not checked.")
+    audience: str | Annotated[list[str], Field(min_length=1, max_length=32)] | None = Field(
+        None, max_length=1024, description="Accepted `aud` value(s); unset: tokens that carry an `aud` are refused."
+    )
+    algorithms: list[JwtAlgorithm] = Field(
+        default_factory=lambda: ["RS256"],
+        min_length=1,
+        max_length=13,
+        description="Allowlist; `none` is never accepted, and HS* only with `secret`, the others only with keys.",
+    )
+    jwks_file: str | None = Field(None, min_length=1, description="JWKS JSON file, read at policy load.")
+    jwks_url: str | None = Field(
+        None, pattern=r"^https?://\S+$", max_length=2048, description="JWKS URL: cached, refetched on an unknown kid."
+    )
+    public_key_file: str | None = Field(None, min_length=1, description="PEM public key file, read at policy load.")
+    secret: SecretStr | None = Field(
+        None, min_length=32, max_length=1024, description="Shared secret for HS* algorithms; use ${ENV_VAR}."
+    )
+    caller_claim: str = Field("sub", min_length=1, max_length=128, description="Claim naming the caller.")
+    scopes_claim: str = Field(
+        "scope", min_length=1, max_length=128, description="Claim with the scopes: a space-separated string or a list."
+    )
+    leeway_s: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat.")
+    jwks_timeout_s: float = Field(3.0, gt=0, le=30, description="Longest wait for the JWKS URL; then 401.")
+    jwks_cache_s: float = Field(300.0, ge=1, le=86400, description="JWKS URL keys are refetched after this long.")
+    jwks_min_refresh_s: float = Field(
+        10.0, ge=0, le=3600, description="Least time between two JWKS fetches (unknown kids cannot hammer the IdP)."
+    )
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> JwtConfig:
+        sources = [self.jwks_file, self.jwks_url, self.public_key_file, self.secret]
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError("needs exactly one key source: jwks_file, jwks_url, public_key_file or secret")
+        symmetric = {alg.startswith("HS") for alg in self.algorithms}
+        if self.secret is not None and symmetric != {True}:
+            raise ValueError("with `secret`, only HS256/HS384/HS512 may be listed in `algorithms`")
+        if self.secret is None and True in symmetric:
+            raise ValueError("HS* algorithms need `secret`; with public keys they would allow HS/RS confusion")
+        return self
 
 
 class AuthConfig(Strict):
-    mode: Mode = "enforce"
-    static_keys: list[StaticKey] = Field(default_factory=list)
+    mode: Mode = Field("enforce", description="`shadow` records refusals without enforcing them; `off` skips auth.")
+    hmac_keys: list[HmacKey] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Secrets of keys minted by `agent-proxy keys mint`; the first signs new keys, all verify.",
+    )
+    jwt: JwtConfig | None = Field(None, description="Accept JWT bearer tokens.")
+    static_keys: list[StaticKey] = Field(default_factory=list, max_length=10_000)
+    revoked: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list,
+        max_length=100_000,
+        description="Key ids refused from now on, as logs show them: a minted key's id, a JWT's jti, a static key id.",
+    )
+
+    @field_validator("hmac_keys")
+    @classmethod
+    def _unique_ids(cls, keys: list[HmacKey]) -> list[HmacKey]:
+        ids = [key.id for key in keys]
+        if len(set(ids)) != len(ids):
+            raise ValueError("two hmac_keys share an id")
+        return keys
 
 
-class RateLimit(Strict):
-    requests_per_minute: int | None = Field(None, gt=0)
-    tokens_per_minute: int | None = Field(None, gt=0)
-    concurrent: int | None = Field(None, gt=0)
-
-
-class Budget(Strict):
-    usd_per_day: float | None = Field(None, gt=0)
-    usd_per_month: float | None = Field(None, gt=0)
+# ---- end auth ---------------------------------------------------------------------------------------------------
 
 
 class CallerProfile(Strict):
-    rate_limit: RateLimit | None = None
-    budget: Budget | None = None
-    models: list[str] = Field(default_factory=lambda: ["*"], description="Glob patterns of allowed models.")
-    routes: list[str] = Field(default_factory=lambda: ["*"], description="Route names (globs) allowed.")
-    tools: list[str] = Field(default_factory=list, description="Tool names (globs) allowed.")
+    rate_limit: RateLimit | None = Field(
+        None, description="Requests, tokens and concurrency limits of each caller of this profile (docs/limits.md)."
+    )
+    budget: Budget | None = Field(None, description="USD per day and per month of each caller of this profile.")
+    models: list[Glob] = Field(
+        default_factory=lambda: ["*"],
+        max_length=256,
+        description="Glob patterns of the models this caller may name in a request body (openai and anthropic).",
+    )
+    routes: list[Glob] = Field(
+        default_factory=lambda: ["*"], max_length=256, description="Route names (globs) this caller may use."
+    )
+    tools: list[Glob] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Tool names (globs, `server:tool` for one tool of a server) this caller may use.",
+    )
 
 
 class Pricing(Strict):

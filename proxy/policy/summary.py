@@ -12,7 +12,8 @@ def summarise(policy: Policy, source: str) -> str:
     for route in compiled.routes:
         match = f"path {route.path}" if route.path else f"prefix {route.prefix}"
         methods = f" [{','.join(sorted(route.methods))}]" if route.methods else ""
-        fallbacks = f" then {', '.join(f.name for f in route.fallbacks)}" if route.fallbacks else ""
+        names = [t.upstream.name + (f" (model {t.model})" if t.model else "") for t in route.targets[1:]]
+        fallbacks = f" then {', '.join(names)}" if names else ""
         auth = "" if route.auth_required else "  (auth: none)"
         stages = ", ".join(route.chain.names) or "none"
         lines.append(f"  {route.label:<28} {match}{methods} -> {route.upstream.name}{fallbacks}{auth}")
@@ -20,6 +21,7 @@ def summarise(policy: Policy, source: str) -> str:
     lines += ["", "upstreams:"]
     for name, upstream in policy.upstreams.items():
         credential = f", injects {upstream.credentials.header}" if upstream.credentials else ""
+        credential += ", signs requests" if upstream.sign_requests else ""  # auth (proxy/auth/signing.py)
         lines.append(f"  {name:<20} {upstream.protocol:<9} {', '.join(upstream.urls)}{credential}")
     lines += ["", "callers:"]
     keys_by_caller: dict[str, int] = {}
@@ -31,6 +33,22 @@ def summarise(policy: Policy, source: str) -> str:
         lines.append(f"  {name:<20} {keys_by_caller.get(name, 0)} static key(s); {detail}")
     lines += [
         "",
-        f"auth: {policy.auth.mode}; state: {policy.state.backend}; max body: {policy.server.max_body_bytes} bytes",
+        f"auth: {policy.auth.mode}{_auth_sources(policy)}; state: {policy.state.backend}; "
+        f"max body: {policy.server.max_body_bytes} bytes",
     ]
     return "\n".join(lines)
+
+
+def _auth_sources(policy: Policy) -> str:
+    """Which credentials are accepted (auth, docs/auth.md); never a secret."""
+    auth = policy.auth
+    sources = [f"{len(auth.static_keys)} static key(s)"]
+    if auth.hmac_keys:
+        sources.append("signed keys by " + ", ".join(key.id for key in auth.hmac_keys))
+    if auth.jwt is not None:
+        jwt = auth.jwt
+        source = next(n for n in ("jwks_url", "jwks_file", "public_key_file", "secret") if getattr(jwt, n) is not None)
+        sources.append(f"JWT {'/'.join(jwt.algorithms)} via {source}")
+    if auth.revoked:
+        sources.append(f"{len(auth.revoked)} revoked")
+    return f" ({'; '.join(sources)})"

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from proxy.errors import ProxyError
+from proxy.protocols import text_slots
 from proxy.protocols.base import Protocol, Usage, _int
+from proxy.protocols.shape import anthropic_shape_problem
 from proxy.protocols.sse import SSEEvent
+from proxy.protocols.text_slots import Channel, TextSlot
 
 _ERROR_TYPES = {
     "invalid_request": "invalid_request_error",
@@ -15,6 +18,7 @@ _ERROR_TYPES = {
     "not_found": "not_found_error",
     "request_too_large": "request_too_large",
     "rate_limit": "rate_limit_error",
+    "insufficient_quota": "rate_limit_error",
     "upstream": "api_error",
     "timeout": "timeout_error",
     "unavailable": "overloaded_error",
@@ -89,3 +93,41 @@ class AnthropicProtocol(Protocol):
         message = payload.get("message") if isinstance(payload, dict) else None
         model = message.get("model") if isinstance(message, dict) else None
         return model if isinstance(model, str) else None
+
+    # ---- content safety: where the text is (proxy/protocols/text_slots.py, shape.py)
+
+    def request_text_slots(self, body: Any) -> list[TextSlot]:
+        return text_slots.anthropic_request(body)
+
+    def response_text_slots(self, body: Any) -> list[TextSlot]:
+        return text_slots.anthropic_response(body)
+
+    def event_text_slots(self, event: SSEEvent) -> list[TextSlot]:
+        return text_slots.anthropic_event(event.json(), event.event)
+
+    def event_closes(self, event: SSEEvent) -> tuple[Channel, ...]:
+        return text_slots.anthropic_closes(event.json(), event.event)
+
+    def continuation_event(self, template: SSEEvent, slot: TextSlot, text: str) -> SSEEvent:
+        payload = text_slots.anthropic_continuation(template.json(), slot, text)
+        return SSEEvent.from_json(payload, event=template.event)
+
+    def request_shape_problem(self, body: Any, path: str) -> str | None:
+        if not isinstance(body, dict):
+            return "the request body must be a JSON object"
+        return anthropic_shape_problem(body, path)
+
+    # ---- agent runs (proxy/limits/runs.py)
+
+    def last_tool_calls(self, body: Any) -> list[tuple[Any, Any]]:
+        """The `tool_use` blocks of the last assistant message."""
+        for message in reversed(self.request_messages(body)):
+            if message.get("role") == "assistant":
+                content = message.get("content")
+                blocks = content if isinstance(content, list) else []
+                return [
+                    (block.get("name"), block.get("input"))
+                    for block in blocks
+                    if isinstance(block, dict) and block.get("type") == "tool_use"
+                ]
+        return []

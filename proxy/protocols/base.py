@@ -14,6 +14,7 @@ import orjson
 
 from proxy.errors import ProxyError
 from proxy.protocols.sse import SSEEvent
+from proxy.protocols.text_slots import ROOT_VALUE, Channel, TextSlot
 
 
 @dataclass(slots=True)
@@ -125,3 +126,35 @@ class Protocol:
     def is_terminal_event(self, event: SSEEvent) -> bool:
         """True for the event that ends a successful stream."""
         return False
+
+    # ---- content safety: where the text is (proxy/protocols/text_slots.py, shape.py)
+
+    def request_text_slots(self, body: Any) -> list[TextSlot]:
+        """The prompt text a caller sends: messages, system prompt, tool results and arguments."""
+        return []
+
+    def response_text_slots(self, body: Any) -> list[TextSlot]:
+        """The text a caller reads in a whole response body; a plain tool's JSON is read whole."""
+        return [ROOT_VALUE]
+
+    def event_text_slots(self, event: SSEEvent) -> list[TextSlot]:
+        """The text in one streamed event; a delta's slot names the channel it continues."""
+        return [ROOT_VALUE] if event.json() is not None else []
+
+    def event_closes(self, event: SSEEvent) -> tuple[Channel, ...]:
+        """Channels (by prefix) whose text is complete before this event; `()` stands for every channel."""
+        return ()
+
+    def continuation_event(self, template: SSEEvent, slot: TextSlot, text: str) -> SSEEvent:
+        """An event like `template`, the channel's last delta, that carries only `text` for that channel."""
+        raise NotImplementedError(f"{self.name} streams have no text channels")
+
+    def request_shape_problem(self, body: Any, path: str) -> str | None:
+        """The first structural problem of a request body, in words for the caller, or None."""
+        return None
+
+    # ---- agent runs (proxy/limits/runs.py)
+
+    def last_tool_calls(self, body: Any) -> list[tuple[Any, Any]]:
+        """The tool calls of the conversation's latest assistant turn, as (name, arguments)."""
+        return []

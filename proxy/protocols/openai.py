@@ -6,8 +6,11 @@ import re
 from typing import Any, ClassVar
 
 from proxy.errors import ProxyError
+from proxy.protocols import text_slots
 from proxy.protocols.base import Protocol, Usage, _int
+from proxy.protocols.shape import openai_shape_problem
 from proxy.protocols.sse import SSEEvent
+from proxy.protocols.text_slots import Channel, TextSlot
 
 # The `type` values the OpenAI API uses, which SDK users match on.
 _ERROR_TYPES = {
@@ -17,6 +20,7 @@ _ERROR_TYPES = {
     "not_found": "invalid_request_error",
     "request_too_large": "invalid_request_error",
     "rate_limit": "rate_limit_error",
+    "insufficient_quota": "insufficient_quota",
     "upstream": "server_error",
     "timeout": "server_error",
     "unavailable": "server_error",
@@ -28,6 +32,7 @@ _DEFAULT_CODES = {
     "not_found": "not_found",
     "request_too_large": "request_too_large",
     "rate_limit": "rate_limit_exceeded",
+    "insufficient_quota": "insufficient_quota",
     "upstream": "upstream_error",
     "timeout": "upstream_timeout",
     "unavailable": "service_unavailable",
@@ -194,3 +199,49 @@ class OpenAIProtocol(Protocol):
                 return SSEEvent(raw)
         rest = {key: value for key, value in payload.items() if key != "usage"}
         return SSEEvent.from_json(rest, event=event.event)
+
+    # ---- content safety: where the text is (proxy/protocols/text_slots.py, shape.py)
+
+    def request_text_slots(self, body: Any) -> list[TextSlot]:
+        return text_slots.openai_request(body)
+
+    def response_text_slots(self, body: Any) -> list[TextSlot]:
+        return text_slots.openai_response(body)
+
+    def event_text_slots(self, event: SSEEvent) -> list[TextSlot]:
+        return text_slots.openai_event(event.json())
+
+    def event_closes(self, event: SSEEvent) -> tuple[Channel, ...]:
+        return text_slots.openai_closes(event.json(), event.data)
+
+    def continuation_event(self, template: SSEEvent, slot: TextSlot, text: str) -> SSEEvent:
+        return SSEEvent.from_json(text_slots.openai_continuation(template.json(), slot, text), event=template.event)
+
+    def request_shape_problem(self, body: Any, path: str) -> str | None:
+        return openai_shape_problem(body, path) if isinstance(body, dict) else "the request body must be a JSON object"
+
+    # ---- agent runs (proxy/limits/runs.py)
+
+    def last_tool_calls(self, body: Any) -> list[tuple[Any, Any]]:
+        """Chat: the last assistant message's `tool_calls`; Responses: the trailing round of `function_call` items."""
+        if not isinstance(body, dict):
+            return []
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            for message in reversed(messages):
+                if isinstance(message, dict) and message.get("role") == "assistant":
+                    calls = message.get("tool_calls")
+                    if not isinstance(calls, list):
+                        return []
+                    functions = [call.get("function") for call in calls if isinstance(call, dict)]
+                    return [(f.get("name"), f.get("arguments")) for f in functions if isinstance(f, dict)]
+            return []
+        items = body.get("input")
+        found: list[tuple[Any, Any]] = []
+        for item in reversed(items) if isinstance(items, list) else ():
+            kind = item.get("type") if isinstance(item, dict) else None
+            if kind == "function_call":
+                found.append((item.get("name"), item.get("arguments")))
+            elif kind != "function_call_output" or found:
+                break
+        return found[::-1]

@@ -54,7 +54,17 @@ _FREE = Permit(generation=-1, probe=False)  # breaker disabled: verdicts change 
 
 
 class CircuitBreaker:
-    __slots__ = ("_clock", "_failures", "_generation", "_on_change", "_opened_at", "_probes", "_state", "settings")
+    __slots__ = (
+        "_clock",
+        "_failures",
+        "_generation",
+        "_on_change",
+        "_opened_at",
+        "_permit",
+        "_probes",
+        "_state",
+        "settings",
+    )
 
     def __init__(
         self,
@@ -67,6 +77,7 @@ class CircuitBreaker:
         self._on_change = on_change
         self._state = State.CLOSED
         self._generation = 0
+        self._permit = Permit(0, probe=False)  # shared by every call of a closed period: no allocation per call
         self._failures = 0
         self._probes = 0
         self._opened_at = 0.0
@@ -91,9 +102,7 @@ class CircuitBreaker:
         if not self.settings.enabled:
             return True
         state = self.state
-        return state is State.CLOSED or (
-            state is State.HALF_OPEN and self._probes < self.settings.half_open_max_calls
-        )
+        return state is State.CLOSED or (state is State.HALF_OPEN and self._probes < self.settings.half_open_max_calls)
 
     def allow(self) -> Permit | None:
         """A permit for one call, or None while open (or while half-open with every probe slot taken)."""
@@ -101,7 +110,7 @@ class CircuitBreaker:
             return _FREE
         state = self.state
         if state is State.CLOSED:
-            return Permit(self._generation, probe=False)
+            return self._permit
         if state is State.HALF_OPEN and self._probes < self.settings.half_open_max_calls:
             self._probes += 1
             return Permit(self._generation, probe=True)
@@ -146,6 +155,7 @@ class CircuitBreaker:
         old = self._state
         self._state = new
         self._generation += 1
+        self._permit = Permit(self._generation, probe=False)
         self._failures = 0
         if new is State.OPEN:
             self._opened_at = self._clock()

@@ -29,11 +29,10 @@ def degraded_reply(ex: Exchange, config: DegradedReplies | None, kind: str, mode
     if message is None or not ex.protocol.parses_json:
         return None
     build = _BUILDERS.get(ex.protocol.name)
-    try:
-        body = ex.request_json
-    except Exception:
+    if build is None or not ex.body:
         return None
-    if build is None or not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+    body = ex.request_json
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
         return None
     stream = ex.protocol.is_stream_request(body)
     payload = build(ex.request_id, model or "agent-proxy", message, stream)

@@ -37,14 +37,19 @@ class EndpointRegistry:
         self._clock = clock
         self._endpoints: dict[tuple[str, str], Endpoint] = {}
 
-    def endpoint(self, upstream: str, url: str, settings: BreakerSettings, metrics: Metrics | None) -> Endpoint:
-        """The endpoint for (upstream, url), created on first use; the given breaker settings apply from now on."""
+    def endpoint(
+        self, upstream: str, url: str, settings: BreakerSettings, metrics: Metrics | None, label: str | None = None
+    ) -> Endpoint:
+        """The endpoint for (upstream, url), created on first use; the given breaker settings apply from now on.
+
+        `label` names it in metrics and status (default: the URL without user info).
+        """
         key = (upstream, url)
         found = self._endpoints.get(key)
         if found is not None:
             found.breaker.configure(settings)
             return found
-        label = safe_label(url)
+        label = safe_label(label or url)
         breaker = CircuitBreaker(settings, self._clock, _listener(upstream, label, metrics))
         endpoint = self._endpoints[key] = Endpoint(upstream, url, label, breaker)
         if metrics is not None:

@@ -54,7 +54,12 @@ def breaker_settings(config: CircuitBreakerConfig) -> BreakerSettings:
 
 
 def build_balancer(
-    registry: EndpointRegistry, upstream: str, urls: list[str], config: CircuitBreakerConfig, metrics: Metrics | None
+    registry: EndpointRegistry,
+    upstream: str,
+    urls: list[tuple[str, str]],
+    config: CircuitBreakerConfig,
+    metrics: Metrics | None,
 ) -> Balancer:
+    """`urls`: (the URL requests go to, the URL as the policy writes it, which labels it)."""
     settings = breaker_settings(config)
-    return Balancer(tuple(registry.endpoint(upstream, url, settings, metrics) for url in urls))
+    return Balancer(tuple(registry.endpoint(upstream, url, settings, metrics, label) for url, label in urls))

@@ -1,27 +1,50 @@
-"""Who is calling: credentials from the headers SDKs already send.
+"""Who is calling, and may they do this: the auth stage and the verifier chain it shares with /admin.
 
-OpenAI-style clients send `Authorization: Bearer <key>`, Anthropic's send
-`x-api-key: <key>`. Static keys are stored as SHA-256 hashes and compared in
-constant time against every stored hash, so neither timing nor an early exit tells
-which key came close. The caller's credential is never forwarded upstream.
+Credentials come from the headers SDKs already send (`Authorization: Bearer <key>` from
+OpenAI-style clients, `x-api-key` from Anthropic's) and are never forwarded upstream.
+The credential's shape picks one verifier: an HMAC-signed key starts with `apk_`, a JWT
+is three dot-separated base64url parts, anything else is looked up as a static key (a
+shape whose verifier is not configured is treated as a static key too). Refusals are
+401 for who and 403 for what, counted in `agent_proxy_auth_failures_total{reason}`.
+
+Permissions come from the caller's profile (`callers.<name>`, else `callers.default`):
+the route and a route's `tool` are checked before the body is read, the model named in
+the body once it has arrived.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
-from proxy.errors import Unauthorized
+from proxy.auth.jwt import JwtVerifier
+from proxy.auth.keys import PREFIX as HMAC_KEY_PREFIX
+from proxy.auth.keys import HmacKeyVerifier
+from proxy.auth.permissions import Permissions
+from proxy.auth.refusals import Refused, as_error
+from proxy.auth.static import StaticKeyVerifier, sha256_hex
+from proxy.errors import ProxyError
 from proxy.exchange import Caller, Exchange, Reply
+from proxy.metrics import Metrics
 from proxy.pipeline import Stage, StageFactory
-from proxy.policy.schema import Mode, Policy, Route, StaticKey
+from proxy.policy.schema import Mode, Policy, Route
 
 if TYPE_CHECKING:
     from proxy.stages.registry import BuildContext
 
+__all__ = [
+    "MAX_CREDENTIAL_LENGTH",
+    "AuthStage",
+    "Authenticator",
+    "StaticKeyVerifier",  # re-exported: proxy/auth/static.py
+    "presented_credential",
+    "sha256_hex",
+]
+
 MAX_CREDENTIAL_LENGTH = 8192
+_JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
 def presented_credential(headers: Mapping[str, str]) -> str | None:
@@ -35,73 +58,118 @@ def presented_credential(headers: Mapping[str, str]) -> str | None:
     return key.strip() if key and key.strip() else None
 
 
-def sha256_hex(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+class Authenticator:
+    """One policy's verifiers (static, HMAC, JWT), revocation list and caller permissions."""
 
+    def __init__(self, policy: Policy, metrics: Metrics, jwt: JwtVerifier | None = None):
+        auth = policy.auth
+        self.static = StaticKeyVerifier(auth.static_keys, policy.callers)
+        self.hmac = HmacKeyVerifier(auth.hmac_keys) if auth.hmac_keys else None
+        self.jwt = jwt
+        self.revoked = frozenset(auth.revoked)
+        self.permissions = {name: Permissions(profile) for name, profile in policy.callers.items()}
+        self.metrics = metrics
 
-class StaticKeyVerifier:
-    """Keys listed in the policy by hash."""
+    def refuse(self, reason: str, detail: str = "") -> ProxyError:
+        """Count a refusal by reason; the caller raises the 401 or 403 returned."""
+        self.metrics.auth_failures.labels(reason).inc()
+        return as_error(reason, detail)
 
-    def __init__(self, keys: Sequence[StaticKey], profiles: Mapping[str, object]):
-        self._keys = [
-            (
-                key.sha256,
-                Caller(
-                    name=key.caller,
-                    key_id=key.id or key.sha256[:8],
-                    scopes=frozenset(key.scopes),
-                    profile=key.caller if key.caller in profiles else "default",
-                ),
-            )
-            for key in keys
-        ]
+    async def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        """The caller, with its profile resolved; raises Unauthorized, or Forbidden when it has no profile."""
+        credential = presented_credential(headers)
+        try:
+            if credential is None:
+                raise Refused("missing")
+            caller = await self._identify(credential)
+            if caller.key_id in self.revoked:
+                raise Refused("revoked")
+            profile = caller.name if caller.name in self.permissions else "default"
+            if profile not in self.permissions:
+                raise Refused("no_profile")
+        except Refused as refused:
+            raise self.refuse(refused.reason) from None
+        return caller if caller.profile == profile else replace(caller, profile=profile)
 
-    def verify(self, credential: str) -> Caller | None:
-        digest = sha256_hex(credential)
-        found: Caller | None = None
-        for stored, caller in self._keys:
-            if hmac.compare_digest(stored, digest):
-                found = caller
-        return found
+    async def _identify(self, credential: str) -> Caller:
+        """The verifier the credential's shape picks; Refused is the only exception it raises."""
+        if len(credential) > MAX_CREDENTIAL_LENGTH:
+            raise Refused("malformed")
+        if self.hmac is not None and credential.startswith(HMAC_KEY_PREFIX):
+            claims = self.hmac.verify(credential)
+            return Caller(claims.caller, claims.key_id, frozenset(claims.scopes))
+        if self.jwt is not None and _JWT_SHAPE.fullmatch(credential):
+            return await self.jwt.verify(credential)
+        caller = self.static.verify(credential)
+        if caller is None:
+            raise Refused("unknown_key")
+        return caller
+
+    def permissions_for(self, caller: Caller) -> Permissions:
+        return self.permissions[caller.profile]
+
+    async def require_scope(self, headers: Mapping[str, str], scope: str) -> Caller:
+        """For endpoints outside the routes (/admin): a caller holding `scope`."""
+        caller = await self.authenticate(headers)
+        if scope not in caller.scopes:
+            raise self.refuse("admin_scope_required" if scope == "admin" else "route_not_allowed")
+        return caller
 
 
 class AuthStage(Stage):
     name: ClassVar[str] = "auth"
 
-    def __init__(self, mode: Mode, verifier: StaticKeyVerifier):
+    def __init__(self, mode: Mode, authenticator: Authenticator):
         super().__init__(mode)
-        self._verifier = verifier
+        self._auth = authenticator
+        self._permissions: Permissions | None = None
 
     async def on_request_headers(self, ex: Exchange) -> Reply | None:
-        credential = presented_credential(ex.headers)
-        if credential is None:
-            raise Unauthorized(
-                "no API key was sent: use `Authorization: Bearer <key>` or `x-api-key: <key>`",
-                code="missing_api_key",
-            )
-        caller = self._verifier.verify(credential) if len(credential) <= MAX_CREDENTIAL_LENGTH else None
-        if caller is None:
-            raise Unauthorized("the API key is not valid for this proxy", code="invalid_api_key")
-        ex.caller = caller
+        auth = self._auth
+        ex.caller = caller = await auth.authenticate(ex.headers)
+        self._permissions = permissions = auth.permissions_for(caller)
+        if not permissions.may_use_route(ex.route.label):
+            raise auth.refuse("route_not_allowed")
+        tool = ex.route.tool
+        if tool is not None and not permissions.may_reach_tool_server(tool):
+            raise auth.refuse("tool_not_allowed")
+        return None
+
+    async def on_request_body(self, ex: Exchange) -> Reply | None:
+        permissions = self._permissions
+        if permissions is None or permissions.models.everything or not ex.protocol.parses_json or not ex.body:
+            return None
+        model = ex.protocol.request_model(ex.request_json)
+        if not isinstance(model, str) or not permissions.may_use_model(model):
+            shown = f" ({model[:100]})" if isinstance(model, str) else " (the request names no model)"
+            raise self._auth.refuse("model_not_allowed", shown)
         return None
 
 
 class AuthFactory(StageFactory):
     name: ClassVar[str] = "auth"
 
-    def __init__(self, mode: Mode, verifier: StaticKeyVerifier):
+    def __init__(self, mode: Mode, authenticator: Authenticator):
         super().__init__(mode)
-        self.verifier = verifier
+        self.authenticator = authenticator
 
     def create(self) -> Stage:
-        return AuthStage(self.mode, self.verifier)
+        return AuthStage(self.mode, self.authenticator)
 
 
-def verifier_for(policy: Policy) -> StaticKeyVerifier:
-    return StaticKeyVerifier(policy.auth.static_keys, policy.callers)
+def authenticator_for(ctx: BuildContext) -> Authenticator:
+    """Once per policy load, shared by the auth stage of every route and the admin endpoints."""
+
+    def make() -> Authenticator:
+        jwt_config = ctx.policy.auth.jwt
+        jwt = JwtVerifier.from_config(jwt_config, ctx.services.jwks) if jwt_config is not None else None
+        return Authenticator(ctx.policy, ctx.services.metrics, jwt)
+
+    return ctx.shared("authenticator", make)
 
 
 def build(ctx: BuildContext, route: Route) -> StageFactory | None:
+    authenticator = authenticator_for(ctx)  # built even when no route uses it: /admin does
     if route.auth == "none" or ctx.policy.auth.mode == "off":
         return None
-    return ctx.shared("auth", lambda: AuthFactory(ctx.policy.auth.mode, verifier_for(ctx.policy)))
+    return ctx.shared("auth", lambda: AuthFactory(ctx.policy.auth.mode, authenticator))

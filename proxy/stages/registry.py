@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from proxy.pipeline import StageFactory
 from proxy.policy.schema import Policy, Route
 from proxy.services import Services
-from proxy.stages import auth, usage
+from proxy.stages import auth, input_checks, ratelimit, redact, runs, usage
 
 T = TypeVar("T")
 
@@ -43,11 +43,12 @@ Builder = Callable[[BuildContext, Route], StageFactory | None]
 
 STAGE_BUILDERS: tuple[Builder, ...] = (
     auth.build,
-    # input checks
-    # rate limit and budget
+    input_checks.build,
+    ratelimit.build,  # rate limit and budget
+    runs.build,
     # truncation
     # cache
     # tool-call governance
-    # redaction
+    redact.build,
     usage.build,
 )

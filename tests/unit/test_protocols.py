@@ -24,6 +24,7 @@ ERRORS = [
     (errors.PayloadTooLarge, 413, "invalid_request_error", "request_too_large", "request_too_large"),
     (errors.UnsupportedMediaType, 415, "invalid_request_error", None, "invalid_request_error"),
     (errors.RateLimited, 429, "rate_limit_error", "rate_limit_exceeded", "rate_limit_error"),
+    (errors.QuotaExceeded, 429, "insufficient_quota", "insufficient_quota", "rate_limit_error"),
     (errors.InternalError, 500, "server_error", None, "api_error"),
     (errors.UpstreamUnreachable, 502, "server_error", "upstream_error", "api_error"),
     (errors.ServiceUnavailable, 503, "server_error", "service_unavailable", "overloaded_error"),

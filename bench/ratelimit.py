@@ -1,0 +1,257 @@
+"""What admission costs per request: the in-memory store versus Redis, alone and through the proxy.
+
+1. The limiter alone: one request's full admission (requests, tokens, concurrency, a day's
+   and a month's budget: five checks in one store call) plus its correction after the
+   response (one more call), one at a time and with many requests at once.
+2. Through the proxy: the same limits on a real `agent-proxy serve` process in front of the
+   mock upstream, no limits vs memory vs Redis, as added latency per request.
+
+Starts its own redis-server (it must be installed) on a free loopback port. Run:
+    python bench/ratelimit.py [--requests 3000] [--concurrency 1 16] [--rounds 3]
+Each figure is the best of `--rounds` runs, the setups taking turns, so a noisy neighbour
+skews one run rather than one setup. Figures are for this machine only; the load
+generator shares its CPUs with the servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from proxy.limits.limiter import Limit, Limiter  # noqa: E402
+from proxy.state import MemoryStore, Quota, QuotaDelta, Rate, RateDelta, Release, Slot, Store  # noqa: E402
+from proxy.state.redis import RedisStore  # noqa: E402
+
+KEY = "bench-key"
+BIG = "{requests_per_minute: 10000000, tokens_per_minute: 10000000000, concurrent: 100000}"
+POLICY = """
+version: 1
+{state}
+upstreams:
+  mock: {{url: "http://127.0.0.1:{upstream_port}", protocol: openai,
+          credentials: {{header: Authorization, value: "Bearer provider-key"}}}}
+routes:
+  - {{prefix: /v1/, upstream: mock}}
+auth:
+  static_keys:
+    - {{caller: bench, sha256: {key_hash}}}
+callers:
+  default: {{}}
+  bench: {limits}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+# ---- 1. the limiter alone
+
+
+def one_request(prefix: str, n: int) -> tuple[list[Limit], list]:
+    now = time.time()
+    key, lease = f"{prefix}c:bench", uuid.uuid4().hex
+    limits = [
+        Limit(Rate(f"{key}:rpm", 10_000_000, 60, 1), "requests", "", "requests"),
+        Limit(Rate(f"{key}:tpm", 10**10, 60, 1500), "tokens", "", "tokens"),
+        Limit(Slot(f"{key}:conc", 100_000, lease, 660), "concurrent", ""),
+        Limit(Quota(f"{key}:usd:d", 1e9, 0.002, now + 86_400), "budget_day", ""),
+        Limit(Quota(f"{key}:usd:m", 1e9, 0.002, now + 86_400 * 31), "budget_month", ""),
+    ]
+    settle = [
+        Release(f"{key}:conc", lease),
+        RateDelta(f"{key}:tpm", 10**10, 60, -1200),
+        QuotaDelta(f"{key}:usd:d", -0.001, now + 86_400),
+        QuotaDelta(f"{key}:usd:m", -0.001, now + 86_400 * 31),
+    ]
+    return limits, settle
+
+
+async def limiter_bench(store: Store, total: int, concurrency: int) -> dict[str, float]:
+    limiter = Limiter(lambda: store, fail_closed=True)
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    latencies: list[float] = []
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            limits, settle = one_request(prefix, remaining)
+            start = time.perf_counter()
+            decision = await limiter.admit(limits)
+            await limiter.settle(settle)
+            latencies.append(time.perf_counter() - start)
+            assert decision.admitted
+
+    for _ in range(200):  # warm up: script load, connections
+        limits, settle = one_request(prefix, 0)
+        await limiter.admit(limits)
+        await limiter.settle(settle)
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "per_s": total / elapsed,
+        "p50_us": statistics.median(latencies) * 1e6,
+        "p99_us": latencies[int(len(latencies) * 0.99) - 1] * 1e6,
+    }
+
+
+# ---- 2. through the proxy
+
+
+async def proxy_load(url: str, concurrency: int, total: int) -> float:
+    """p50 latency in ms of a plain chat completion."""
+    payload = orjson.dumps({"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]})
+    headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}", "x-mock-reply-words": "20"}
+    latencies: list[float] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def one() -> None:
+            start = time.perf_counter()
+            async with session.post(url, data=payload, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"status {response.status}")
+            latencies.append(time.perf_counter() - start)
+
+        for _ in range(100):
+            await one()
+        latencies.clear()
+        remaining = total
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                await one()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return statistics.median(latencies) * 1000
+
+
+def start(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "proxy", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    redis_bin = shutil.which("redis-server")
+    if redis_bin is None:
+        raise SystemExit("redis-server is not installed")
+    redis_port, upstream_port = free_port(), free_port()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    processes = [
+        subprocess.Popen(
+            [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        ),
+        start(["mock-upstream", "--port", str(upstream_port)]),
+    ]
+    policies: list[str] = []
+    try:
+        wait_ready(f"http://127.0.0.1:{upstream_port}/v1/models")
+        print("1. the limiter alone: admission (5 checks) + correction (4 changes), per request")
+        print(f"{'store':<8}{'conc':>6}{'req/s':>10}{'p50 us':>10}{'p99 us':>10}")
+        best: dict[tuple[str, int], dict[str, float]] = {}
+        for _ in range(args.rounds):
+            for name in ("memory", "redis"):
+                for concurrency in (1, 32):
+
+                    async def run(name: str = name, concurrency: int = concurrency) -> dict[str, float]:
+                        store: Store = MemoryStore() if name == "memory" else RedisStore(redis_url, 1.0)
+                        try:
+                            return await limiter_bench(store, args.requests, concurrency)
+                        finally:
+                            await store.close()
+
+                    r = asyncio.run(run())
+                    if (name, concurrency) not in best or r["p50_us"] < best[(name, concurrency)]["p50_us"]:
+                        best[(name, concurrency)] = r
+        for (name, concurrency), r in best.items():
+            print(f"{name:<8}{concurrency:>6}{r['per_s']:>10.0f}{r['p50_us']:>10.1f}{r['p99_us']:>10.1f}")
+
+        print("\n2. through the proxy: p50 ms of a chat completion, and what the limits add")
+        key_hash = hashlib.sha256(KEY.encode()).hexdigest()
+        setups = {
+            "none": ("", "{}"),
+            "memory": ("", f"{{rate_limit: {BIG}, budget: {{usd_per_day: 1000000}}}}"),
+            "redis": (
+                f"state: {{backend: redis, redis_url: '{redis_url}'}}",
+                f"{{rate_limit: {BIG}, budget: {{usd_per_day: 1000000}}}}",
+            ),
+        }
+        results: dict[tuple[str, int], float] = {}
+        for _ in range(args.rounds):
+            for name, (state, limits) in setups.items():
+                port = free_port()
+                with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as policy:
+                    policy.write(
+                        POLICY.format(state=state, upstream_port=upstream_port, key_hash=key_hash, limits=limits)
+                    )
+                policies.append(policy.name)
+                proxy = start(["serve", "--policy", policy.name, "--port", str(port), "--log-level", "warning"])
+                try:
+                    wait_ready(f"http://127.0.0.1:{port}/readyz")
+                    for concurrency in args.concurrency:
+                        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                        p50 = asyncio.run(proxy_load(url, concurrency, args.requests))
+                        results[(name, concurrency)] = min(p50, results.get((name, concurrency), p50))
+                finally:
+                    proxy.send_signal(signal.SIGTERM)
+                    proxy.wait(15)
+        print(f"{'limits':<8}{'conc':>6}{'p50 ms':>10}{'added':>10}")
+        for (name, concurrency), p50 in results.items():
+            added = p50 - results[("none", concurrency)]
+            print(f"{name:<8}{concurrency:>6}{p50:>10.3f}{added:>10.3f}")
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(10)
+        for name in policies:
+            os.unlink(name)
+
+
+if __name__ == "__main__":
+    main()

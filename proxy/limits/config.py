@@ -1,0 +1,109 @@
+"""The policy's limits: `callers.<profile>.rate_limit` and `.budget`, `stages.ratelimit`, `stages.runs`.
+
+Pydantic models referenced from proxy/policy/schema.py, validated when the policy loads.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Mode = Literal["enforce", "shadow", "off"]  # as proxy.policy.schema.Mode
+Glob = Annotated[str, Field(min_length=1, max_length=256)]
+
+# Body fields that differ between retries of the same request, not in what it asks: the loop guard ignores them.
+VOLATILE_FIELDS = ("stream", "stream_options", "metadata", "user", "store", "service_tier", "request_id")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Strict):
+    """Smooth limits: up to a minute's allowance at once, coming back continuously (GCRA)."""
+
+    requests_per_minute: int | None = Field(None, gt=0, le=10_000_000, description="Requests per minute.")
+    tokens_per_minute: int | None = Field(
+        None,
+        gt=0,
+        le=10_000_000_000,
+        description="Tokens per minute (input and output), admitted on an estimate and corrected by the real usage.",
+    )
+    concurrent: int | None = Field(None, gt=0, le=100_000, description="Requests in flight at once.")
+
+    @property
+    def empty(self) -> bool:
+        return self.requests_per_minute is None and self.tokens_per_minute is None and self.concurrent is None
+
+
+class RateLimit(Limits):
+    """A caller's limits; each caller name of the profile has its own (they are not shared by the profile)."""
+
+    per_model: dict[Glob, Limits] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="More limits for the models matching a pattern, on top of the caller's own; the first "
+        "matching pattern applies, and its limits are shared by every model it matches.",
+    )
+
+
+class Budget(_Strict):
+    """Spend per caller, from each request's cost; a caller over budget is refused with `insufficient_quota`."""
+
+    usd_per_day: float | None = Field(None, gt=0, le=1e9, description="USD per UTC day.")
+    usd_per_month: float | None = Field(None, gt=0, le=1e9, description="USD per UTC calendar month.")
+
+    @property
+    def empty(self) -> bool:
+        return self.usd_per_day is None and self.usd_per_month is None
+
+
+class RateLimitStageConfig(_Strict):
+    """How limits are enforced; the limits themselves are under `callers.*`."""
+
+    mode: Mode = Field("enforce", description="`shadow` counts and records refusals without refusing.")
+    wait_ms: int = Field(
+        0,
+        ge=0,
+        le=60_000,
+        description="Wait up to this long for capacity instead of refusing at once (rates and concurrency, "
+        "never budgets).",
+    )
+    default_max_tokens: int = Field(
+        1024,
+        ge=0,
+        le=10_000_000,
+        description="Output tokens assumed for admission when a request sets no max_tokens (corrected afterwards).",
+    )
+    route_limit: Limits | None = Field(
+        None, description="Limits on the route as a whole, every caller together (per route under `routes[].stages`)."
+    )
+
+
+class LoopGuardConfig(_Strict):
+    """Refuses a run that repeats itself: the same request, or the same tool call, too often."""
+
+    mode: Mode = Field("enforce", description="`shadow` records a loop without refusing.")
+    max_repeats: int = Field(
+        5, ge=1, le=10_000, description="The same request or tool call may occur this often within `window_s`."
+    )
+    window_s: float = Field(300.0, gt=0, le=86_400, description="The window, sliding smoothly.")
+    ignore_fields: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=lambda: list(VOLATILE_FIELDS),
+        max_length=64,
+        description="Top-level body fields left out when comparing requests.",
+    )
+
+
+class RunsConfig(_Strict):
+    """Agent runs: one conversation across many calls, from `x-agent-run-id` or the conversation's start."""
+
+    mode: Mode = Field("enforce", description="`shadow` records refusals without refusing.")
+    max_requests: int | None = Field(None, gt=0, le=10_000_000, description="Requests per run.")
+    max_tokens: int | None = Field(None, gt=0, le=10_000_000_000, description="Tokens per run (input and output).")
+    max_usd: float | None = Field(None, gt=0, le=1e9, description="USD per run.")
+    idle_ttl_s: float = Field(
+        3600.0, gt=0, le=30 * 86_400, description="A run not seen for this long is forgotten; its counts start again."
+    )
+    loop_guard: LoopGuardConfig | None = Field(None, description="Refuse repeated requests and tool calls.")

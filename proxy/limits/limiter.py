@@ -1,0 +1,154 @@
+"""Admission: every limit of a request checked in one store call, waiting if the policy allows.
+
+The stages say what to check (`Limit`s: a store check, the reason it refuses for, the
+header dimension it reports); this module makes the call, waits for capacity within
+`wait_s` when every refusal is of a kind that frees up (rates, concurrency: never
+quotas), and applies `state.on_backend_error` when the store is unreachable: admit
+(`fail_open`, counted) or 503 (`fail_closed`). Refusal reasons and admission kinds are
+small fixed sets, used as metric labels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from proxy.errors import ServiceUnavailable
+from proxy.limits.headers import Report
+from proxy.state import BackendUnavailable, Change, Check, Quota, Rate, Slot, Store, Verdict
+
+POLL_S = 0.02  # how often a waiting request asks again for a concurrency slot
+REASONS = frozenset(
+    {
+        "requests",
+        "tokens",
+        "concurrent",
+        "model_requests",
+        "model_tokens",
+        "model_concurrent",
+        "route_requests",
+        "route_tokens",
+        "route_concurrent",
+        "budget_day",
+        "budget_month",
+        "run_requests",
+        "run_tokens",
+        "run_usd",
+        "loop_request",
+        "loop_tool_call",
+        "backend_unavailable",
+    }
+)
+ADMITTED_HOW = ("direct", "waited", "fail_open")
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One check of a request, with what it means: `reason` (a metric label), `dimension`
+    (requests or tokens, for the rate headers) and `text` for the refusal message."""
+
+    check: Check
+    reason: str
+    text: str
+    dimension: str | None = None
+
+
+@dataclass(slots=True)
+class Decision:
+    admitted: bool
+    how: str  # one of ADMITTED_HOW, or "refused"
+    results: list[tuple[Limit, Verdict]] = field(default_factory=list)
+
+    @property
+    def denied(self) -> list[tuple[Limit, Verdict]]:
+        return [(limit, verdict) for limit, verdict in self.results if not verdict.allowed]
+
+    def binding(self) -> tuple[Limit, Verdict]:
+        """The refusal that lasts longest: the request passes only once it has lifted."""
+        return max(self.denied, key=lambda item: item[1].retry_after_s)
+
+    def reports(self) -> dict[str, Report]:
+        """Per dimension, the tightest limit: the one with the fewest units left."""
+        reports: dict[str, Report] = {}
+        for limit, verdict in self.results:
+            dimension, check = limit.dimension, limit.check
+            if dimension is None or not isinstance(check, Rate | Slot):
+                continue
+            current = reports.get(dimension)
+            if current is None or verdict.remaining < current[1]:
+                reports[dimension] = (check.limit, verdict.remaining, verdict.reset_s)
+        return reports
+
+
+def too_large(limit: Limit) -> bool:
+    """A rate no request of this size can ever pass (more tokens than a minute's allowance)."""
+    check = limit.check
+    return isinstance(check, Rate) and check.cost > check.limit
+
+
+class Limiter:
+    def __init__(
+        self,
+        store: Callable[[], Store],
+        fail_closed: bool,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ):
+        self._store = store
+        self.fail_closed = fail_closed
+        self.clock = clock
+        self._sleep = sleep
+
+    async def admit(self, limits: Sequence[Limit], wait_s: float = 0.0) -> Decision:
+        if not limits:
+            return Decision(True, "direct")
+        oversized = [limit for limit in limits if too_large(limit)]
+        if oversized:
+            return Decision(False, "refused", [(limit, Verdict(False, 0.0, 0.0, math.inf)) for limit in oversized])
+        checks = [limit.check for limit in limits]
+        waited = 0.0
+        while True:
+            try:
+                verdicts = await self._store().acquire(checks, self.clock())
+            except BackendUnavailable:
+                if self.fail_closed:
+                    raise ServiceUnavailable(
+                        "the proxy cannot check its limits right now (its state backend is unreachable); "
+                        "try again shortly",
+                        code="limits_unavailable",
+                        headers={"retry-after": "1"},
+                    ) from None
+                return Decision(True, "fail_open")
+            decision = Decision(all(v.allowed for v in verdicts), "direct", list(zip(limits, verdicts, strict=True)))
+            if decision.admitted:
+                if waited:
+                    decision.how = "waited"
+                return decision
+            decision.how = "refused"
+            pause = self._pause(decision)
+            if pause is None or waited + pause > wait_s:
+                return decision
+            await self._sleep(pause)
+            waited += pause
+
+    @staticmethod
+    def _pause(decision: Decision) -> float | None:
+        """How long until asking again is worth it; None when waiting cannot help."""
+        pause = 0.0
+        for limit, verdict in decision.denied:
+            if isinstance(limit.check, Quota):
+                return None
+            pause = max(pause, POLL_S if isinstance(limit.check, Slot) else verdict.retry_after_s)
+        return max(pause, 0.001)
+
+    async def settle(self, changes: Sequence[Change]) -> list[float] | None:
+        """Corrections after the response; never refuses, and a store outage only loses them."""
+        if not changes:
+            return []
+        try:
+            return await self._store().adjust(changes, self.clock())
+        except BackendUnavailable:
+            return None

@@ -1,0 +1,198 @@
+"""One route's redaction, compiled once per policy, and what it does to one exchange.
+
+`CompiledRedaction` holds the scanners and actions built from the policy. `ExchangeRedaction`
+is per request: it pseudonymises or masks the prompt, then redacts what the caller
+receives (whole bodies here, streamed events in events.py) with the output detectors,
+and puts the original values back where the model repeated a placeholder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from proxy.errors import Forbidden
+from proxy.protocols.base import Protocol
+from proxy.protocols.text_slots import SlotKind, TextSlot
+from proxy.safety.actions import PLACEHOLDER, Blocked, InputAction, OutputAction, OutputActions, Pseudonymiser
+from proxy.safety.config import RedactionConfig
+from proxy.safety.detectors import BY_NAME, Detector, custom_detector, expand
+from proxy.safety.jsontext import JsonTextRedactor, redact_json_text, redact_value, sensitive_key
+from proxy.safety.scanner import Scanner
+from proxy.safety.stream_redactor import StreamRedactor, TextPipeline
+
+PASSWORD = BY_NAME["password"]
+BIG_NUMBER = re.compile(rb"[0-9]{20}")
+_RESTORE = Scanner([PLACEHOLDER])
+
+
+def blocked_error(detector: str) -> Forbidden:
+    """A `block` hit: a 403 with code `content_blocked`, so SDKs raise PermissionDeniedError and do not retry."""
+    return Forbidden(
+        f"the response was blocked by the content policy: it contained a value the '{detector}' detector refuses",
+        code="content_blocked",
+    )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledRedaction:
+    output: Scanner | None
+    actions: dict[str, OutputAction]
+    hash_key: bytes | None
+    input: Scanner | None
+    input_action: InputAction
+
+    @classmethod
+    def from_config(cls, config: RedactionConfig) -> CompiledRedaction:
+        custom = {c.name: custom_detector(c.name, c.pattern, c.label, c.ignore_case) for c in config.custom}
+
+        def detectors(names: list[str]) -> list[Detector]:
+            return [custom.get(name) or BY_NAME[name] for name in expand(names)]
+
+        output, inputs = detectors(config.output), detectors(config.input)
+        secret = config.hash_secret.get_secret_value().encode() if config.hash_secret is not None else None
+        return cls(
+            output=Scanner(output) if output else None,
+            actions=config.output_actions(),
+            hash_key=secret,
+            input=Scanner(inputs) if inputs else None,
+            input_action=config.input_action,
+        )
+
+    @property
+    def restores(self) -> bool:
+        return self.input is not None and self.input_action == "pseudonymise"
+
+    @property
+    def observes_response(self) -> bool:
+        return self.output is not None or self.restores
+
+
+class ExchangeRedaction:
+    """The redaction of one request: its pseudonyms, its counts, and fresh pipelines for each text."""
+
+    def __init__(self, compiled: CompiledRedaction, tenant: str):
+        self.compiled = compiled
+        self.actions = OutputActions(compiled.actions, compiled.hash_key, tenant) if compiled.output else None
+        self.pseudonyms = Pseudonymiser(compiled.input_action) if compiled.input is not None else None
+        self._secret_keys = compiled.output is not None and PASSWORD.name in compiled.actions
+
+    # ---- the prompt
+
+    def redact_request(self, protocol: Protocol, body: Any) -> bool:
+        """Masks or pseudonymises the prompt text in place; True if anything changed."""
+        scanner, pseudonyms = self.compiled.input, self.pseudonyms
+        if scanner is None or pseudonyms is None:
+            return False
+
+        def make() -> TextPipeline:
+            return TextPipeline([StreamRedactor(scanner, pseudonyms)])
+
+        changed = False
+        for slot in protocol.request_text_slots(body):
+            value = slot.get(body)
+            new = transform(slot.kind, value, make)
+            if new is not value and new != value:
+                slot.set(body, new)
+                changed = True
+        return changed
+
+    # ---- what the caller receives
+
+    def pipeline(self) -> TextPipeline:
+        steps = []
+        if self.compiled.output is not None and self.actions is not None:
+            steps.append(StreamRedactor(self.compiled.output, self.actions))
+        if self.pseudonyms is not None and self.pseudonyms.originals:
+            steps.append(StreamRedactor(_RESTORE, self.pseudonyms.restore))
+        return TextPipeline(steps)
+
+    def key_rule(self, key: str | None) -> Callable[[str], str] | None:
+        """Under a key that names a secret, the whole value is one `password` hit (our own placeholders come back)."""
+        if not self._secret_keys or not sensitive_key(key):
+            return None
+        return self._secret_value
+
+    def _secret_value(self, value: str) -> str:
+        if self.pseudonyms is not None and value in self.pseudonyms.originals:
+            return self.pseudonyms.originals[value]
+        return self.actions(PASSWORD, value)  # type: ignore[misc]
+
+    def channel(self, kind: SlotKind) -> TextPipeline | JsonTextRedactor:
+        return JsonTextRedactor(self.pipeline, self.key_rule) if kind == "json" else self.pipeline()
+
+    def whole(self, kind: SlotKind, value: Any) -> Any:
+        return transform(kind, value, self.pipeline, self.key_rule)
+
+    def rewrite_slots(self, payload: Any, slots: list[TextSlot]) -> tuple[Any, bool]:
+        changed = False
+        for slot in slots:
+            value = slot.get(payload)
+            new = self.whole(slot.kind, value)
+            if new is not value and new != value:
+                payload = slot.set(payload, new)
+                changed = True
+        return payload, changed
+
+    def redact_body(self, protocol: Protocol, body: bytes, content_type: str) -> bytes:
+        """A whole response body, the same bytes when nothing matched; a block hit raises Forbidden."""
+        if not body:
+            return body
+        if "json" not in content_type:
+            if content_type.startswith("text/") and not protocol.parses_json:
+                text = body.decode("utf-8", "replace")
+                new = self._guard(lambda: self.pipeline().whole(text))
+                return body if new == text else new.encode()
+            return body
+        if BIG_NUMBER.search(body):  # orjson would read it as a float, and write it back so
+            return self._guard(lambda: self._odd_json(protocol, body))
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return self._guard(lambda: self._odd_json(protocol, body))
+        payload, changed = self._guard(lambda: self.rewrite_slots(payload, protocol.response_text_slots(payload)))
+        return orjson.dumps(payload) if changed else body
+
+    def _odd_json(self, protocol: Protocol, body: bytes) -> bytes:
+        """JSON orjson cannot keep (integers beyond 64 bits), or no JSON at all: never a way around redaction."""
+        text = body.decode("utf-8", "replace")
+        try:
+            payload = json.loads(text)
+        except ValueError:  # not JSON: its string values and numbers, as far as they can be told apart
+            new = redact_json_text(text, self.pipeline, self.key_rule)
+            return body if new == text else new.encode()
+        payload, changed = self.rewrite_slots(payload, protocol.response_text_slots(payload))
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() if changed else body
+
+    @staticmethod
+    def _guard(work: Callable[[], Any]) -> Any:
+        try:
+            return work()
+        except Blocked as blocked:
+            raise blocked_error(blocked.detector) from None
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        if self.actions is not None:
+            out.update((("output", name), n) for name, n in self.actions.counts.items())
+        if self.pseudonyms is not None:
+            out.update((("input", name), n) for name, n in self.pseudonyms.counts.items())
+        return out
+
+
+def transform(
+    kind: SlotKind, value: Any, make: Callable[[], TextPipeline], key_rule: Callable[[str | None], Any] | None = None
+) -> Any:
+    """One slot's value, redacted whole."""
+    if kind == "value":
+        return redact_value(value, make, key_rule) if key_rule else redact_value(value, make)
+    if not isinstance(value, str):
+        return value
+    if kind == "json":
+        return redact_json_text(value, make, key_rule) if key_rule else redact_json_text(value, make)
+    return make().whole(value)

@@ -1,0 +1,106 @@
+"""How far a regular expression can look, from the position where a match starts.
+
+Streaming redaction is exact only if the decision "is there a match starting here, and
+how long is it" depends on a bounded stretch of text. For a pattern whose repeats are all
+bounded, the engine never reads more than `ahead` characters from the start (assertions
+and boundaries included) nor more than `behind` characters before it. Patterns with an
+unbounded repeat (`+`, `*`, `{n,}`) are refused: they could hold a stream back forever.
+"""
+
+from __future__ import annotations
+
+import re
+import re._constants as sc  # the stdlib's own regex parser (sre_parse), stable across 3.11-3.13
+import re._parser as sp
+from dataclasses import dataclass
+from typing import Any
+
+UNBOUNDED = 1 << 30
+
+
+class UnboundedPattern(ValueError):
+    """The pattern can read arbitrarily far; use bounded repeats such as {1,64}."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    ahead: int  # characters the engine may read from a match start, lookahead and boundaries included
+    behind: int  # characters it may read before the start (lookbehind, \b)
+    literal_prefix: str  # a literal every match starts with (case-sensitive patterns only), or ""
+
+
+def _width(items: Any, groups: dict[int, int], behind: list[int]) -> int:
+    """Largest number of characters a sequence can read, counting lookaheads as reads."""
+    total = 0
+    for op, arg in items:
+        if op in (sc.LITERAL, sc.NOT_LITERAL, sc.ANY, sc.IN):
+            total += 1
+        elif op in (sc.MAX_REPEAT, sc.MIN_REPEAT, sc.POSSESSIVE_REPEAT):
+            _, high, sub = arg
+            if high == sc.MAXREPEAT:
+                raise UnboundedPattern("the pattern has an unbounded repeat (+, * or {n,}); use {m,n}")
+            total += high * _width(sub, groups, behind)
+        elif op == sc.SUBPATTERN:
+            group, _, _, sub = arg
+            width = _width(sub, groups, behind)
+            if group is not None:
+                groups[group] = width
+            total += width
+        elif op == sc.ATOMIC_GROUP:
+            total += _width(arg, groups, behind)
+        elif op == sc.BRANCH:
+            total += max(_width(branch, groups, behind) for branch in arg[1])
+        elif op in (sc.ASSERT, sc.ASSERT_NOT):
+            direction, sub = arg
+            width = _width(sub, groups, behind)
+            if direction < 0:
+                behind.append(width)
+            else:
+                total += width  # a lookahead reads without consuming: it still extends the reach
+        elif op == sc.AT:
+            total += 1  # \b, $ and friends look at the next character
+            behind.append(1)
+        elif op == sc.GROUPREF:
+            if arg not in groups:
+                raise UnboundedPattern("a back-reference to a group defined later cannot be bounded")
+            total += groups[arg]
+        elif op == sc.GROUPREF_EXISTS:
+            _, yes, no = arg
+            total += max(_width(yes, groups, behind), _width(no, groups, behind) if no else 0)
+        else:
+            raise UnboundedPattern(f"unsupported regex construct {op}")
+        if total >= UNBOUNDED:
+            raise UnboundedPattern("the pattern can match more than 2**30 characters")
+    return total
+
+
+def _literal_prefix(items: Any, flags: int) -> str:
+    if flags & re.IGNORECASE:
+        return ""
+    prefix: list[str] = []
+    for op, arg in items:
+        if op == sc.LITERAL:
+            prefix.append(chr(arg))
+        elif op in (sc.AT, sc.ASSERT, sc.ASSERT_NOT):
+            if prefix:  # an assertion after literals ends the prefix; before them it reads nothing of the match
+                break
+        elif op == sc.SUBPATTERN and arg[1] == 0 and arg[2] == 0:
+            inner = _literal_prefix(arg[3], flags)
+            prefix.append(inner)
+            if len(inner) != len(arg[3]):
+                break
+        else:
+            break
+    return "".join(prefix)
+
+
+def bounds(pattern: str | re.Pattern[str], flags: int = 0) -> Bounds:
+    """The reach of a pattern; raises UnboundedPattern if it has none."""
+    if isinstance(pattern, re.Pattern):
+        flags |= pattern.flags
+        pattern = pattern.pattern
+    parsed = sp.parse(pattern, flags)
+    behind: list[int] = []
+    ahead = _width(parsed.data, {}, behind)
+    prefix = _literal_prefix(parsed.data, parsed.state.flags)
+    return Bounds(ahead=ahead, behind=max(behind, default=0), literal_prefix=prefix)

@@ -1,0 +1,145 @@
+"""Finding hits, and knowing which parts of a growing text are already decided.
+
+Hits are taken leftmost first; at the same start the longest wins, then the detector
+listed first. A detector's candidate that its check rejects is skipped and the search
+goes on one character later, so the outcome depends only on the text itself.
+
+`hold_from` is what makes streaming exact: it returns the earliest position where a
+match could still start, or change, if more text arrived. Before it, every start is
+settled, because the regex cannot read past what is known: the text is longer than the
+detector's reach from there, or there is a character that no match of it contains
+(`run`), or no head it could start with (`start`), or the match found there has ended
+on a character the text already has (`settled`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from proxy.safety.detectors import Detector
+
+_UNKNOWN: Any = object()
+ANCHORED_FROM = 512
+"""Texts at least this long are searched by anchor; both ways find the same hits (tests check it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    detector: Detector
+    start: int
+    end: int
+    value_start: int  # the part that is replaced: the whole hit, or an assignment's value
+    value_end: int
+
+
+class Scanner:
+    __slots__ = ("_plan", "behind", "detectors")
+
+    def __init__(self, detectors: Sequence[Detector]):
+        self.detectors = tuple(detectors)
+        self.behind = max((d.behind for d in self.detectors), default=0) + 1
+        """Characters kept before the unreleased text, for lookbehinds."""
+        self._plan = tuple((d, d.ahead, d.run, d.start) for d in self.detectors)
+
+    def new_cache(self, text: str) -> list[Any]:
+        """Per-detector next hits for one text; a detector missing its required substring has none."""
+        return [None if d.needs is not None and d.needs not in text else _UNKNOWN for d in self.detectors]
+
+    @staticmethod
+    def _next_for(detector: Detector, text: str, pos: int) -> Hit | None:
+        """The first hit at or after `pos`: a candidate its check rejects is skipped, the search goes on one later."""
+        pattern, pick, group, anchor = detector.pattern, detector.pick, detector.value_group, detector.anchor
+        if anchor is None or len(text) - pos < ANCHORED_FROM:
+            candidates = Scanner._searched(pattern, text, pos)
+        else:
+            candidates = Scanner._anchored(detector, text, pos)
+        for match in candidates:
+            span = match.span() if pick is None else pick(match)
+            if span is not None:
+                value = match.span(group) if group is not None else span
+                return Hit(detector, span[0], span[1], value[0], value[1])
+        return None
+
+    @staticmethod
+    def _searched(pattern: re.Pattern[str], text: str, pos: int) -> Iterator[re.Match[str]]:
+        while (match := pattern.search(text, pos)) is not None:
+            yield match
+            pos = match.start() + 1
+
+    @staticmethod
+    def _anchored(detector: Detector, text: str, pos: int) -> Iterator[re.Match[str]]:
+        """The same candidates, found faster: every match has the anchor at most `anchor_reach` after its start,
+        so the regex is only tried at those starts, on text cut `ahead` characters on (it reads no further)."""
+        match_at, search_anchor = detector.pattern.match, detector.anchor.search  # type: ignore[union-attr]
+        reach, ahead, hints, length = detector.anchor_reach, detector.ahead, detector.anchor_hints, len(text)
+        while (found := search_anchor(text, pos)) is not None:
+            at = found.start()
+            low = max(pos, at - reach)
+            if hints and not any(hint in text[low:at].lower() for hint in hints):
+                pos = at + 1
+                continue
+            end = min(length, at + ahead + 1)
+            for start in range(low, at + 1):
+                if (match := match_at(text, start, end)) is not None:
+                    yield match
+            pos = at + 1
+
+    def next_hit(self, text: str, pos: int, cache: list[Any]) -> Hit | None:
+        """The first hit starting at or after `pos`; `cache` carries each detector's next hit between calls."""
+        best: Hit | None = None
+        for index, detector in enumerate(self.detectors):
+            hit = cache[index]
+            if hit is _UNKNOWN or (hit is not None and hit.start < pos):
+                hit = cache[index] = self._next_for(detector, text, pos)
+            if hit is not None and (
+                best is None or hit.start < best.start or (hit.start == best.start and hit.end > best.end)
+            ):
+                best = hit
+        return best
+
+    def hold_from(self, text: str, base: int) -> int:
+        """The earliest start at or after `base` that more text could still turn into a hit, or change."""
+        length = len(text)
+        hold = length
+        runs: dict[re.Pattern[str], int] = {}  # detectors often share a run class: compute each once
+        tail = ""
+        for detector, ahead, run, start in self._plan:
+            low = length - ahead + 1
+            if low < base:
+                low = base
+            if low >= hold:
+                continue
+            if run is not None:
+                run_start = runs.get(run)
+                if run_start is None:
+                    if not tail:
+                        tail = text[base:][::-1]
+                    run_start = runs[run] = length - run.match(tail).end()  # type: ignore[union-attr]
+                if run_start > low:
+                    low = run_start
+                    if low >= hold:
+                        continue
+            if start is not None:
+                low = self._open_start(detector, text, low, length)
+            if low < hold:
+                hold = low
+        return hold
+
+    @staticmethod
+    def _open_start(detector: Detector, text: str, low: int, length: int) -> int:
+        search, settled = detector.start.search, detector.settled  # type: ignore[union-attr]
+        while low < length:
+            head = search(text, low)
+            if head is None:
+                return length
+            start = head.start()
+            if settled is not None:
+                match = detector.pattern.match(text, start)
+                if match is not None and settled(match, length):
+                    low = start + 1
+                    continue
+            return start
+        return length

@@ -1,0 +1,101 @@
+"""Redacting a text that arrives in pieces exactly as if it had arrived whole.
+
+A `StreamRedactor` keeps the text it has not released yet. On each piece it commits
+every hit that starts before the scanner's hold point (replacing it), releases the text
+up to that point, and keeps the rest: a tail no longer than the longest match that could
+still start in it, and in ordinary prose only the last word or so, because the
+detectors' `run` and `start` rules settle every start followed by a character no match
+could contain. A few characters already released are kept too, for lookbehinds.
+`flush()` at the end of the text releases everything. The whole text and any split of
+it into pieces give the same output, which is the property the tests check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from proxy.safety.detectors import Detector
+from proxy.safety.scanner import Scanner
+
+Replace = Callable[[Detector, str], str]
+"""The replacement for one detected value; may raise (the block action)."""
+
+
+class StreamRedactor:
+    __slots__ = ("_base", "_buf", "_replace", "_scanner")
+
+    def __init__(self, scanner: Scanner, replace: Replace):
+        self._scanner = scanner
+        self._replace = replace
+        self._buf = ""  # a few released characters (context), then the unreleased text
+        self._base = 0  # where the unreleased text starts in `_buf`
+
+    def feed(self, text: str) -> str:
+        if not text:
+            return ""
+        self._buf += text
+        return self._drain(final=False)
+
+    def flush(self) -> str:
+        return self._drain(final=True)
+
+    def close(self, text: str) -> str:
+        """`text` is the last piece: the same as feed(text) + flush(), without working out what to hold."""
+        self._buf += text
+        return self._drain(final=True)
+
+    @property
+    def pending(self) -> int:
+        """Characters held back now."""
+        return len(self._buf) - self._base
+
+    def _drain(self, final: bool) -> str:
+        buf, pos = self._buf, self._base
+        scanner = self._scanner
+        hold = len(buf) if final else scanner.hold_from(buf, pos)
+        out: list[str] = []
+        if hold > pos:
+            cache = scanner.new_cache(buf)
+            while (hit := scanner.next_hit(buf, pos, cache)) is not None and hit.start < hold:
+                out.append(buf[pos : hit.value_start])
+                out.append(self._replace(hit.detector, buf[hit.value_start : hit.value_end]))
+                out.append(buf[hit.value_end : hit.end])
+                pos = hit.end
+            if hold > pos:
+                out.append(buf[pos:hold])
+                pos = hold
+        keep = max(0, pos - scanner.behind)
+        self._buf = buf[keep:]
+        self._base = pos - keep
+        return "".join(out)
+
+
+def redact_whole(scanner: Scanner, replace: Replace, text: str) -> str:
+    """The same procedure on a text known to be complete."""
+    return StreamRedactor(scanner, replace).close(text)
+
+
+class TextPipeline:
+    """Redactors in series, each fed what the one before released (redact, then restore placeholders)."""
+
+    __slots__ = ("_steps",)
+
+    def __init__(self, steps: Sequence[StreamRedactor]):
+        self._steps = tuple(steps)
+
+    def feed(self, text: str) -> str:
+        for step in self._steps:
+            text = step.feed(text)
+        return text
+
+    def flush(self) -> str:
+        return self.close("")
+
+    def close(self, text: str) -> str:
+        for step in self._steps:
+            text = step.close(text)
+        return text
+
+    def whole(self, text: str) -> str:
+        """A fresh pipeline's output for a complete text."""
+        return self.close(text)

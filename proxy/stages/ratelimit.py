@@ -1,0 +1,244 @@
+"""Per-caller rate limits, concurrency caps and spend budgets: admitted before the upstream, corrected after.
+
+Limits come from the caller's profile (`callers.<profile>.rate_limit`, `.budget`), each
+caller name counted on its own, plus optional limits per model pattern and per route
+(`stages.ratelimit.route_limit`). Every check of a request is one store call, made as
+early as possible: before the body is read when nothing in it is needed, else once it
+has arrived (token estimate, model, cost). Tokens and spend are admitted on an estimate
+and corrected in `on_complete` with the real usage and cost; the concurrency slot is
+released there too, exactly once, whether the caller stayed or went away.
+
+Refusals are 429 in the route protocol's shape with `retry-after` and the provider's
+rate-limit headers (which successful responses carry too); a spent budget is 429
+`insufficient_quota`, which SDKs are told not to retry.
+"""
+
+from __future__ import annotations
+
+import math
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, ClassVar
+
+from proxy.errors import ProxyError, QuotaExceeded, RateLimited, ServiceUnavailable
+from proxy.exchange import Exchange, Reply
+from proxy.limits.config import Limits, RateLimitStageConfig
+from proxy.limits.context import ANONYMOUS, CallerPlan, LimitsContext, limits_context
+from proxy.limits.estimate import Estimate, actual_cost, actual_tokens, estimate
+from proxy.limits.headers import rate_headers, retry_headers, rfc3339
+from proxy.limits.keys import day_period, month_period, new_lease, part
+from proxy.limits.limiter import Decision, Limit
+from proxy.pipeline import Stage, StageFactory
+from proxy.policy.schema import Route
+from proxy.state import Quota, QuotaDelta, Rate, RateDelta, Release, Slot
+
+if TYPE_CHECKING:
+    from proxy.stages.registry import BuildContext
+
+MINUTE = 60.0
+LEASE_MARGIN_S = 60.0  # a slot outlives the route's deadline by this much if its release is lost (a crash)
+
+
+class RateLimitStage(Stage):
+    name: ClassVar[str] = "ratelimit"
+
+    def __init__(self, factory: RateLimitFactory):
+        super().__init__(factory.mode)
+        self._f = factory
+        self._plan: CallerPlan | None = None
+        self._profile = "default"
+        self._deferred = False
+        self._decision: Decision | None = None
+        self._estimate: Estimate | None = None
+        self._releases: list[Release] = []  # slots this request may hold: released once, in on_complete
+        self._settled = False
+
+    # ---- admission
+
+    async def on_request_headers(self, ex: Exchange) -> Reply | None:
+        f = self._f
+        self._profile = ex.caller.profile if ex.caller is not None else "default"
+        self._plan = f.shared.plans.get(self._profile)
+        if self._plan is None and f.route_limit is None:
+            return None
+        needs_body = (self._plan is not None and self._plan.needs_body) or f.route_needs_body
+        if needs_body and ex.protocol.parses_json:
+            self._deferred = True  # one admission, once the body is here
+            return None
+        await self._admit(ex, None)
+        return None
+
+    async def on_request_body(self, ex: Exchange) -> Reply | None:
+        if self._deferred:
+            self._deferred = False
+            f = self._f
+            await self._admit(ex, estimate(ex, f.config.default_max_tokens, f.shared.pricing))
+        return None
+
+    async def _admit(self, ex: Exchange, guess: Estimate | None) -> None:
+        f = self._f
+        limits = self._limits(ex, guess)
+        if not limits:
+            return
+        metrics = f.shared.metrics
+        wait_s = f.config.wait_ms / 1000 if self.enforcing else 0.0
+        try:
+            decision = await f.shared.limiter.admit(limits, wait_s)
+        except ServiceUnavailable:  # the slot may have been taken by a call that then timed out: still released
+            metrics.limit_refusals.labels(self._profile, "backend_unavailable", self.mode).inc()
+            raise
+        if not decision.admitted:
+            self._releases = []  # the store refused: it took nothing
+        self._decision = decision
+        if decision.admitted:
+            metrics.limit_admissions.labels(self._profile, decision.how).inc()
+            if decision.how != "direct":
+                self.decide(ex, f"admitted:{decision.how}")
+            self._estimate = guess
+            self._budget_gauge_from(decision)
+            return
+        limit, _ = decision.binding()
+        metrics.limit_refusals.labels(self._profile, limit.reason, self.mode).inc()
+        raise self._refusal(ex, decision)
+
+    def _limits(self, ex: Exchange, guess: Estimate | None) -> list[Limit]:
+        f, plan = self._f, self._plan
+        name = ex.caller.name if ex.caller is not None else ANONYMOUS
+        caller_key = f"{f.shared.prefix}c:{part(name)}"
+        tokens = guess.tokens if guess is not None else 0
+        lease = new_lease()
+        limits: list[Limit] = []
+        if plan is not None and plan.limits is not None:
+            limits += self._rates(plan.limits, caller_key, f"caller '{name}'", "", tokens, lease)
+        model = guess.model if guess is not None else None
+        if plan is not None and model is not None:
+            for pattern, model_limits in plan.per_model:
+                if fnmatchcase(model, pattern):
+                    scope, key = f"caller '{name}' on models '{pattern}'", f"{caller_key}:m:{part(pattern)}"
+                    limits += self._rates(model_limits, key, scope, "model_", tokens, lease)
+                    break
+        if f.route_limit is not None:
+            limits += self._rates(f.route_limit, f.route_key, f"route '{f.label}'", "route_", tokens, lease)
+        if plan is not None and plan.budget is not None and guess is not None:
+            cost, now = guess.cost_usd, f.shared.limiter.clock()
+            for usd, (label, end), period, reason in (
+                (plan.budget.usd_per_day, day_period(now), "day", "budget_day"),
+                (plan.budget.usd_per_month, month_period(now), "month", "budget_month"),
+            ):
+                if usd is not None:
+                    quota = Quota(f"{caller_key}:usd:{period[0]}:{label}", usd, cost, end)
+                    limits.append(Limit(quota, reason, f"the budget of ${usd:.2f} per {period} of caller '{name}'"))
+        return limits
+
+    def _rates(self, limits: Limits, key: str, scope: str, kind: str, tokens: int, lease: str) -> list[Limit]:
+        out: list[Limit] = []
+        if limits.requests_per_minute is not None:
+            rpm = limits.requests_per_minute
+            check = Rate(f"{key}:rpm", rpm, MINUTE, 1)
+            out.append(Limit(check, f"{kind}requests", f"{scope}: {rpm} requests per minute", "requests"))
+        if limits.tokens_per_minute is not None and tokens > 0:
+            tpm = limits.tokens_per_minute
+            check = Rate(f"{key}:tpm", tpm, MINUTE, tokens)
+            out.append(Limit(check, f"{kind}tokens", f"{scope}: {tpm} tokens per minute", "tokens"))
+        if limits.concurrent is not None:
+            slot = Slot(f"{key}:conc", limits.concurrent, lease, self._f.lease_ttl_s)
+            self._releases.append(Release(slot.key, lease))  # before the store call: a cancelled call may have taken it
+            out.append(Limit(slot, f"{kind}concurrent", f"{scope}: {limits.concurrent} requests in flight"))
+        return out
+
+    def _refusal(self, ex: Exchange, decision: Decision) -> ProxyError:
+        limit, verdict = decision.binding()
+        headers = rate_headers(ex.protocol.name, decision.reports())
+        if math.isinf(verdict.retry_after_s):
+            headers["x-should-retry"] = "false"
+            cost = limit.check.cost if isinstance(limit.check, Rate) else 0
+            return RateLimited(
+                f"This request needs about {cost:.0f} tokens (prompt and max_tokens), more than {limit.text} "
+                "allows at once, so it can never pass: lower max_tokens or shorten the prompt.",
+                code="rate_limit_exceeded",
+                headers=headers,
+            )
+        if isinstance(limit.check, Quota):
+            headers.update(retry_headers(verdict.retry_after_s, retry=False))
+            return QuotaExceeded(
+                f"You exceeded {limit.text}; it renews at {rfc3339(verdict.retry_after_s)}.",
+                code="insufficient_quota",
+                headers=headers,
+            )
+        headers.update(retry_headers(verdict.retry_after_s))
+        return RateLimited(
+            f"Rate limit reached for {limit.text}. Please retry in {max(verdict.retry_after_s, 0.001):.3f}s.",
+            code="rate_limit_exceeded",
+            headers=headers,
+        )
+
+    # ---- response and completion
+
+    def on_response_headers(self, ex: Exchange) -> None:
+        decision = self._decision
+        if self.enforcing and decision is not None and decision.admitted:
+            reports = decision.reports()
+            if reports:
+                for header, value in rate_headers(ex.protocol.name, reports).items():
+                    ex.response_headers[header] = value
+
+    async def on_complete(self, ex: Exchange) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        changes: list[Release | RateDelta | QuotaDelta] = list(self._releases)
+        self._releases = []
+        decision, guess = self._decision, self._estimate
+        quotas: list[tuple[int, Quota]] = []
+        if decision is not None and decision.admitted and guess is not None:
+            f = self._f
+            token_delta = actual_tokens(ex, guess.tokens) - guess.tokens
+            cost_delta = actual_cost(ex, guess, f.shared.pricing) - guess.cost_usd
+            for limit, _ in decision.results:
+                check = limit.check
+                if isinstance(check, Rate) and limit.dimension == "tokens" and token_delta:
+                    changes.append(RateDelta(check.key, check.limit, check.period_s, token_delta))
+                elif isinstance(check, Quota):
+                    quotas.append((len(changes), check))
+                    changes.append(QuotaDelta(check.key, cost_delta, check.expires_at))
+        results = await self._f.shared.limiter.settle(changes)
+        if results:
+            gauge = self._f.shared.metrics.budget_remaining_usd
+            for index, quota in quotas:
+                period = "day" if ":usd:d:" in quota.key else "month"
+                gauge.labels(self._profile, period).set(max(0.0, quota.limit - results[index]))
+
+    def _budget_gauge_from(self, decision: Decision) -> None:
+        gauge = self._f.shared.metrics.budget_remaining_usd
+        for limit, verdict in decision.results:
+            if limit.reason in ("budget_day", "budget_month"):
+                gauge.labels(self._profile, limit.reason.removeprefix("budget_")).set(verdict.remaining)
+
+
+class RateLimitFactory(StageFactory):
+    name: ClassVar[str] = "ratelimit"
+
+    def __init__(self, config: RateLimitStageConfig, route: Route, shared: LimitsContext, lease_ttl_s: float):
+        super().__init__(config.mode)
+        self.config = config
+        self.shared = shared
+        self.label = route.label
+        self.route_limit = config.route_limit if config.route_limit and not config.route_limit.empty else None
+        self.route_key = f"{shared.prefix}r:{part(route.label)}"
+        self.route_needs_body = self.route_limit is not None and self.route_limit.tokens_per_minute is not None
+        self.lease_ttl_s = lease_ttl_s
+
+    def create(self) -> Stage:
+        return RateLimitStage(self)
+
+
+def build(ctx: BuildContext, route: Route) -> StageFactory | None:
+    from proxy.stages.registry import stage_config
+
+    config: RateLimitStageConfig = stage_config(ctx, route, "ratelimit")
+    if config.mode == "off":
+        return None
+    shared = limits_context(ctx)
+    if not shared.plans and (config.route_limit is None or config.route_limit.empty):
+        return None  # nothing limited anywhere: no stage, no cost
+    deadline = ctx.policy.upstreams[route.upstream].timeouts.total_s
+    return RateLimitFactory(config, route, shared, deadline + config.wait_ms / 1000 + LEASE_MARGIN_S)

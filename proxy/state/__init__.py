@@ -1,0 +1,53 @@
+"""Shared state for limits: a `Store` (memory or Redis) opened once per process from `state:`."""
+
+from __future__ import annotations
+
+from proxy.metrics import Metrics
+from proxy.policy.schema import StateConfig
+from proxy.state.base import (
+    BackendUnavailable,
+    Change,
+    Check,
+    Quota,
+    QuotaDelta,
+    Rate,
+    RateDelta,
+    Release,
+    Slot,
+    Store,
+    Verdict,
+    admitted,
+)
+from proxy.state.memory import MemoryStore
+
+
+def open_store(config: StateConfig, metrics: Metrics | None = None) -> Store:
+    """The process-wide store; a Redis client connects lazily, on its first call."""
+    store: Store
+    if config.backend == "redis":
+        from proxy.state.redis import RedisStore
+
+        assert config.redis_url is not None  # the schema requires it
+        store = RedisStore(config.redis_url, config.redis_timeout_ms / 1000, metrics)
+    else:
+        store = MemoryStore()
+    store.opened_from = config.model_dump(exclude={"on_backend_error"})  # a reload cannot switch backends
+    return store
+
+
+__all__ = [
+    "BackendUnavailable",
+    "Change",
+    "Check",
+    "MemoryStore",
+    "Quota",
+    "QuotaDelta",
+    "Rate",
+    "RateDelta",
+    "Release",
+    "Slot",
+    "Store",
+    "Verdict",
+    "admitted",
+    "open_store",
+]

@@ -1,0 +1,61 @@
+"""The counter arithmetic, as pure functions: the memory store runs these, the Lua mirrors them.
+
+GCRA (the generic cell rate algorithm) keeps one number per rate, the theoretical
+arrival time (TAT): when the bucket would be full again. A request of `cost` units
+moves it `cost x period/limit` seconds later, and is admitted if the TAT then lies at
+most one `period` ahead of now, so up to `limit` units pass at once and capacity comes
+back continuously (no fixed window whose edge lets twice the limit through).
+"""
+
+from __future__ import annotations
+
+import math
+
+from proxy.state.base import Verdict
+
+# Float slack: times are epoch seconds (about 2e-7 s of precision) kept to the microsecond, so a request
+# arriving exactly on time is admitted, and a count that is whole is not shown as one less.
+EPS = 1e-5
+UNIT_EPS = 1e-3
+SLOT_RETRY_S = 1.0  # a full concurrency cap cannot know when a slot frees; a hint for retry-after
+
+
+def _remaining(tat: float, now: float, limit: int, period_s: float) -> float:
+    interval = period_s / limit
+    return max(0.0, float(math.floor((now + period_s - tat) / interval + UNIT_EPS)))
+
+
+def rate_check(tat: float | None, now: float, limit: int, period_s: float, cost: float) -> tuple[Verdict, float]:
+    """The verdict and the TAT to store if admitted (the old one otherwise)."""
+    interval = period_s / limit
+    base = now if tat is None or tat < now else tat
+    new_tat = base + cost * interval
+    allow_at = new_tat - period_s
+    if allow_at > now + EPS:
+        return Verdict(False, _remaining(base, now, limit, period_s), base - now, allow_at - now), base
+    return Verdict(True, _remaining(new_tat, now, limit, period_s), new_tat - now), new_tat
+
+
+def rate_adjust(tat: float | None, now: float, limit: int, period_s: float, delta: float) -> tuple[float, float]:
+    """(new TAT, remaining): a refund never takes the bucket above full, a charge may run it into debt."""
+    base = now if tat is None or tat < now else tat
+    new_tat = max(now, base + delta * period_s / limit)
+    return new_tat, _remaining(new_tat, now, limit, period_s)
+
+
+def slot_check(leases: dict[str, float], now: float, limit: int, lease: str, ttl_s: float) -> Verdict:
+    """Mutates `leases`: drops expired ones, and adds `lease` if admitted."""
+    for held, deadline in list(leases.items()):
+        if deadline <= now:
+            del leases[held]
+    if lease not in leases and len(leases) >= limit:
+        return Verdict(False, 0.0, SLOT_RETRY_S, SLOT_RETRY_S)
+    leases[lease] = now + ttl_s
+    return Verdict(True, float(limit - len(leases)), 0.0)
+
+
+def quota_check(used: float, now: float, limit: float, cost: float, expires_at: float, strict: bool) -> Verdict:
+    allowed = used + cost <= limit + EPS if strict else used < limit
+    after = used + cost if allowed else used
+    reset_s = max(0.0, expires_at - now)
+    return Verdict(allowed, max(0.0, limit - after), reset_s, 0.0 if allowed else reset_s)

@@ -1,0 +1,242 @@
+"""The Redis store: counters shared by every replica, one Lua script per call.
+
+Calls that arrive while one is in flight are batched into the next (each request still
+all-or-nothing on its own, see proxy/state/lua.py): under load one round trip carries
+many admissions, and the client library's per-call cost is paid once for all of them;
+with no concurrency nothing waits. Every call is bounded by `timeout_s` (socket connect
+and read timeouts, and a hard deadline around it; redis-py retries only a broken pooled
+connection, once, at once), and a request waits at most two of them (the call in flight,
+then its own). A failed call raises `BackendUnavailable` for every request in it and
+starts a short cool-down during which calls fail at once instead of each waiting out
+the timeout against a hung server; after it the next call tries again, so recovery
+needs nothing but Redis coming back. Failures are counted, and logged at most once per
+`log_interval_s`; the URL (it may hold a password) is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from proxy.logs import log_event
+from proxy.metrics import Metrics
+from proxy.state.base import (
+    BackendUnavailable,
+    Change,
+    Check,
+    Quota,
+    QuotaDelta,
+    Rate,
+    RateDelta,
+    Release,
+    Slot,
+    Store,
+    Verdict,
+)
+from proxy.state.lua import ACQUIRE, ADJUST
+
+log = logging.getLogger("agent_proxy.state")
+
+COOLDOWN_S = 0.5
+LOG_INTERVAL_S = 60.0
+MAX_BATCH = 64  # requests per script call: a long script would hold up every other Redis client
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+@dataclass(slots=True)
+class _Queue:
+    """Calls of one script waiting for the next round trip: (keys, specs, now, future of the figures)."""
+
+    op: str
+    script: Any
+    figures_per_key: int
+    items: list[tuple[list[str], list[str], float, asyncio.Future[list[str]]]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+class RedisStore(Store):
+    backend: ClassVar[str] = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float,
+        metrics: Metrics | None = None,
+        *,
+        cooldown_s: float = COOLDOWN_S,
+        log_interval_s: float = LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        try:
+            import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+        except ImportError as exc:  # an optional dependency: pip install 'agent-proxy[redis]'
+            raise RuntimeError("state.backend 'redis' needs the redis package: agent-proxy[redis]") from exc
+        self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, TimeoutError, OSError)
+        self._client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            # One immediate retry on a broken connection (a pooled one from before a Redis restart), none on timeouts.
+            retry=Retry(NoBackoff(), 1, supported_errors=(aioredis.ConnectionError,)),
+            health_check_interval=0,
+        )
+        self._acquires = _Queue("acquire", self._client.register_script(ACQUIRE), 4)
+        self._adjusts = _Queue("adjust", self._client.register_script(ADJUST), 1)
+        self.timeout_s = timeout_s
+        self._metrics = metrics
+        self._up_gauge = metrics.state_backend_up.labels(self.backend) if metrics is not None else None
+        self._cooldown_s = cooldown_s
+        self._log_interval_s = log_interval_s
+        self._clock = clock
+        self._down_until = 0.0
+        self._failing = False
+        self._logged_at: float | None = None
+        self._suppressed = 0
+        self._set_up(True)
+
+    # ---- the calls
+
+    async def acquire(self, checks: Sequence[Check], now: float) -> list[Verdict]:
+        keys: list[str] = []
+        specs: list[str] = []
+        for check in checks:
+            keys.append(check.key)
+            if isinstance(check, Rate):
+                specs.append(f"r,{check.limit},{_num(check.period_s)},{_num(check.cost)},-")
+            elif isinstance(check, Slot):
+                specs.append(f"s,{check.limit},{check.lease},{_num(check.ttl_s)},-")
+            elif isinstance(check, Quota):
+                strict = "1" if check.strict else "0"
+                specs.append(f"q,{_num(check.limit)},{_num(check.cost)},{_num(check.expires_at)},{strict}")
+        figures = await self._submit(self._acquires, keys, specs, now)
+        return [
+            Verdict(figures[i] == "1", float(figures[i + 1]), float(figures[i + 2]), float(figures[i + 3]))
+            for i in range(0, len(figures), 4)
+        ]
+
+    async def adjust(self, changes: Sequence[Change], now: float) -> list[float]:
+        keys: list[str] = []
+        specs: list[str] = []
+        for change in changes:
+            keys.append(change.key)
+            if isinstance(change, RateDelta):
+                specs.append(f"r,{change.limit},{_num(change.period_s)},{_num(change.delta)}")
+            elif isinstance(change, Release):
+                specs.append(f"s,{change.lease}")
+            elif isinstance(change, QuotaDelta):
+                specs.append(f"q,{_num(change.delta)},{_num(change.expires_at)}")
+        return [float(value) for value in await self._submit(self._adjusts, keys, specs, now)]
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._client.ping()
+        except self._errors:
+            self._set_up(False)
+            return False
+        self._down_until = 0.0  # reachable again: no need to wait out the cool-down
+        self._recovered()
+        return True
+
+    async def close(self) -> None:
+        for queue in (self._acquires, self._adjusts):
+            if queue.task is not None:
+                await asyncio.gather(queue.task, return_exceptions=True)
+        await self._client.aclose()
+
+    async def _submit(self, queue: _Queue, keys: list[str], specs: list[str], now: float) -> list[str]:
+        if not keys:
+            return []
+        if self._clock() < self._down_until:
+            raise BackendUnavailable("redis is unreachable (cooling down after a failure)")
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        queue.items.append((keys, specs, now, future))
+        if queue.task is None:
+            queue.task = asyncio.create_task(self._drain(queue))
+        try:
+            async with asyncio.timeout(2 * self.timeout_s):
+                return await future
+        except TimeoutError:
+            self._failed(queue.op, TimeoutError())
+            raise BackendUnavailable("redis did not answer in time") from None
+
+    async def _drain(self, queue: _Queue) -> None:
+        """Send what has queued up, one script call at a time, until nothing is left."""
+        try:
+            while queue.items:
+                items = [item for item in queue.items[:MAX_BATCH] if not item[3].done()]  # done: the caller gave up
+                del queue.items[:MAX_BATCH]
+                if not items:
+                    continue
+                if self._clock() < self._down_until:
+                    self._fail(items, BackendUnavailable("redis is unreachable (cooling down after a failure)"))
+                    continue
+                keys = [key for item in items for key in item[0]]
+                groups = ",".join(f"{len(item[0])}:{_num(item[2])}" for item in items)
+                specs = ";".join(spec for item in items for spec in item[1])
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        raw: bytes = await queue.script(keys=keys, args=[groups, specs])
+                except Exception as exc:  # unreachable, slow, read-only, out of memory: an outage either way
+                    self._failed(queue.op, exc)
+                    self._fail(items, BackendUnavailable(f"redis is unreachable ({type(exc).__name__})"))
+                    continue
+                self._recovered()
+                figures = raw.decode().split(",")
+                at = 0
+                for item_keys, _, _, future in items:
+                    size = len(item_keys) * queue.figures_per_key
+                    if not future.done():
+                        future.set_result(figures[at : at + size])
+                    at += size
+        finally:
+            queue.task = None
+
+    @staticmethod
+    def _fail(items: list[tuple[Any, Any, Any, asyncio.Future[list[str]]]], error: BackendUnavailable) -> None:
+        for *_, future in items:
+            if not future.done():
+                future.set_exception(error)
+
+    def _recovered(self) -> None:
+        if self._failing:
+            self._failing = False
+            log_event(log, "redis state backend reachable again", backend="redis")
+        self._set_up(True)
+
+    # ---- failure bookkeeping
+
+    def _failed(self, op: str, exc: BaseException) -> None:
+        now = self._clock()
+        self._down_until = now + self._cooldown_s
+        self._failing = True
+        self._set_up(False)
+        if self._metrics is not None:
+            self._metrics.state_backend_errors.labels("redis", op).inc()
+        if self._logged_at is None or now - self._logged_at >= self._log_interval_s:
+            log_event(
+                log,
+                "redis state backend unreachable",
+                logging.WARNING,
+                backend="redis",
+                op=op,
+                error=type(exc).__name__,
+                suppressed=self._suppressed,
+                next_log_in_s=self._log_interval_s,
+            )
+            self._logged_at, self._suppressed = now, 0
+        else:
+            self._suppressed += 1
+
+    def _set_up(self, up: bool) -> None:
+        if self._up_gauge is not None:
+            self._up_gauge.set(1 if up else 0)

@@ -1,0 +1,227 @@
+"""Streams rewritten event by event: every event stays valid JSON of its kind, the text read is exact,
+held text is flushed before the event that ends its channel, and a block ends the stream."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.errors import Forbidden
+from proxy.protocols import PROTOCOLS
+from proxy.protocols.sse import SSEEvent
+from proxy.safety.config import RedactionConfig
+from proxy.safety.content import CompiledRedaction, ExchangeRedaction
+from proxy.safety.events import StreamRewriter
+
+TEXT = "Mail john.doe@example.com or call +1 415 555 0132; card 4111 1111 1111 1111. Thanks!"
+REDACTED = "Mail [EMAIL] or call [PHONE]; card [CARD]. Thanks!"
+CONFIG = RedactionConfig(output=["pii", "api_key", "city"], custom=[{"name": "city", "pattern": "Paris"}])
+
+
+def _redaction(config: RedactionConfig = CONFIG) -> ExchangeRedaction:
+    return ExchangeRedaction(CompiledRedaction.from_config(config), "tenant")
+
+
+def _split(text: str, cuts: list[int]) -> list[str]:
+    bounds = [0, *sorted(set(cuts)), len(text)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def _chat_events(pieces: list[str], tool_pieces: list[str] = ()) -> list[SSEEvent]:  # type: ignore[assignment]
+    base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+    def chunk(index: int, delta: dict, finish: str | None = None) -> SSEEvent:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return SSEEvent.from_json({**base, "choices": [choice]})
+
+    events = [chunk(0, {"role": "assistant", "content": ""})]
+    events += [chunk(0, {"content": p}) for p in pieces]
+    events += [chunk(1, {"tool_calls": [{"index": 0, "function": {"arguments": p}}]}) for p in tool_pieces]
+    events += [chunk(0, {}, "stop"), chunk(1, {}, "tool_calls"), SSEEvent.build("[DONE]")]
+    return [SSEEvent(e.raw) for e in events]
+
+
+def _run(protocol: str, events: list[SSEEvent], redaction: ExchangeRedaction | None = None) -> list[SSEEvent]:
+    rewriter = StreamRewriter(PROTOCOLS[protocol], redaction or _redaction())
+    out = [e for event in events for e in rewriter.event(event)]
+    return out + rewriter.end()
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_openai_chat_stream_is_exact_and_well_formed(data):
+    args = '{"to": "jane@corp.io", "city": "Paris"}'
+    cuts = data.draw(st.lists(st.integers(0, len(TEXT)), max_size=25))
+    tool_cuts = data.draw(st.lists(st.integers(0, len(args)), max_size=10))
+    out = _run("openai", _chat_events(_split(TEXT, cuts), _split(args, tool_cuts)))
+    text, arguments, finished = "", "", set()
+    for event in out[:-1]:
+        choice = orjson.loads(event.data)["choices"][0]
+        assert choice["index"] not in finished, "text after the choice's finish chunk"
+        if choice["finish_reason"]:
+            finished.add(choice["index"])
+        delta = choice["delta"]
+        text += delta.get("content") or ""
+        arguments += "".join(call["function"]["arguments"] for call in delta.get("tool_calls", ()))
+    assert out[-1].data == "[DONE]"
+    assert text == REDACTED
+    assert orjson.loads(arguments) == {"to": "[EMAIL]", "city": "[CITY]"}
+
+
+def test_anthropic_stream_text_and_tool_input():
+    def event(name: str, payload: dict) -> SSEEvent:
+        return SSEEvent(SSEEvent.from_json({"type": name, **payload}, event=name).raw)
+
+    args = '{"card": "4111111111111111", "n": 3}'
+    events = [
+        event("message_start", {"message": {"id": "m", "content": [], "usage": {"input_tokens": 1}}}),
+        event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
+        *(event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": c}}) for c in TEXT),
+        event("content_block_stop", {"index": 0}),
+        event("content_block_start", {"index": 1, "content_block": {"type": "tool_use", "id": "t", "input": {}}}),
+        *(
+            event("content_block_delta", {"index": 1, "delta": {"type": "input_json_delta", "partial_json": c}})
+            for c in args
+        ),
+        event("content_block_stop", {"index": 1}),
+        event("message_delta", {"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+        event("message_stop", {}),
+    ]
+    out = _run("anthropic", events)
+    text = json_text = ""
+    stopped: set[int] = set()
+    for item in out:
+        payload = orjson.loads(item.data)
+        assert payload["type"] == item.event
+        if item.event == "content_block_stop":
+            stopped.add(payload["index"])
+        if item.event == "content_block_delta":
+            assert payload["index"] not in stopped
+            delta = payload["delta"]
+            text += delta.get("text", "")
+            json_text += delta.get("partial_json", "")
+    assert text == REDACTED
+    assert orjson.loads(json_text) == {"card": "[CARD]", "n": 3}
+    assert [e.event for e in out][-2:] == ["message_delta", "message_stop"]
+
+
+def test_responses_stream_deltas_and_done_events_agree():
+    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
+
+    def event(kind: str, payload: dict) -> SSEEvent:
+        return SSEEvent(SSEEvent.from_json({"type": kind, **payload}, event=kind).raw)
+
+    part = {"type": "output_text", "text": TEXT, "annotations": []}
+    item = {"id": "msg_1", "type": "message", "role": "assistant", "content": [part]}
+    events = [
+        *(event("response.output_text.delta", {**where, "delta": TEXT[i : i + 3]}) for i in range(0, len(TEXT), 3)),
+        event("response.output_text.done", {**where, "text": TEXT}),
+        event("response.content_part.done", {**where, "part": part}),
+        event("response.output_item.done", {"output_index": 0, "item": item}),
+        event("response.completed", {"response": {"id": "r", "output": [item]}}),
+    ]
+    out = [orjson.loads(e.data) for e in _run("openai", events)]
+    deltas = "".join(p["delta"] for p in out if p["type"] == "response.output_text.delta")
+    done = next(p for p in out if p["type"] == "response.output_text.done")
+    assert deltas == done["text"] == REDACTED
+    assert out[-1]["response"]["output"][0]["content"][0]["text"] == REDACTED
+    assert [p["type"] for p in out].index("response.output_text.done") > max(
+        i for i, p in enumerate(out) if p["type"] == "response.output_text.delta"
+    )
+
+
+def test_block_ends_the_stream_with_the_protocol_error_event():
+    redaction = _redaction(RedactionConfig(output=["email", "api_key"], actions={"api_key": "block"}))
+    key = "sk-" + "proj-abc123DEF456ghi789JKL012"
+    out = _run("openai", _chat_events(list(f"hello {key} and more text after")), redaction)
+    payloads = [orjson.loads(e.data) for e in out]
+    assert "error" in payloads[-1] and payloads[-1]["error"]["code"] == "content_blocked"
+    assert key[:8] not in "".join(e.raw.decode() for e in out)
+    assert "".join(p["choices"][0]["delta"].get("content") or "" for p in payloads[:-1]) == "hello "
+
+
+def test_events_without_text_pass_through_untouched():
+    event = SSEEvent(b'data: {"id":"x","choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}\n\n')
+    rewriter = StreamRewriter(PROTOCOLS["openai"], _redaction())
+    assert rewriter.event(event) == [event]
+
+
+# ---- whole bodies
+
+
+def test_openai_body_message_and_tool_arguments():
+    body = {
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": TEXT}},
+            {
+                "index": 1,
+                "message": {"content": None, "tool_calls": [{"function": {"name": "f", "arguments": '{"c":"Paris"}'}}]},
+            },
+        ],
+        "usage": {"prompt_tokens": 1},
+    }
+    out = orjson.loads(_redaction().redact_body(PROTOCOLS["openai"], orjson.dumps(body), "application/json"))
+    assert out["choices"][0]["message"]["content"] == REDACTED
+    assert out["choices"][1]["message"]["tool_calls"][0]["function"]["arguments"] == '{"c":"[CITY]"}'
+    assert out["usage"] == body["usage"]
+
+
+def test_unchanged_body_keeps_its_bytes():
+    body = b'{"choices": [{"message": {"content": "nothing to see"}}],   "id": "x"}'
+    assert _redaction().redact_body(PROTOCOLS["openai"], body, "application/json") is body
+
+
+def test_anthropic_body_text_and_tool_use_input():
+    body = {"content": [{"type": "text", "text": TEXT}, {"type": "tool_use", "input": {"where": ["Paris", 1]}}]}
+    out = orjson.loads(_redaction().redact_body(PROTOCOLS["anthropic"], orjson.dumps(body), "application/json"))
+    assert out["content"][0]["text"] == REDACTED
+    assert out["content"][1]["input"] == {"where": ["[CITY]", 1]}
+
+
+def test_tool_response_json_string_values_and_secret_keys():
+    config = RedactionConfig(output=["email", "password"])
+    body = {"user": {"email": "a@b.co", "password": "hunter22", "age": 42}, "notes": ["write to c@d.io"]}
+    out = orjson.loads(_redaction(config).redact_body(PROTOCOLS["http"], orjson.dumps(body), "application/json"))
+    assert out == {"user": {"email": "[EMAIL]", "password": "[SECRET]", "age": 42}, "notes": ["write to [EMAIL]"]}
+
+
+def test_block_on_a_body_raises_the_protocol_error():
+    redaction = _redaction(RedactionConfig(output=["credit_card"], action="block"))
+    body = orjson.dumps({"content": [{"type": "text", "text": TEXT}]})
+    with pytest.raises(Forbidden) as err:
+        redaction.redact_body(PROTOCOLS["anthropic"], body, "application/json")
+    assert err.value.status == 403 and "credit_card" in err.value.message and "4111" not in err.value.message
+
+
+def test_json_that_orjson_refuses_is_redacted_all_the_same():
+    redaction = _redaction(RedactionConfig(output=["email"]))
+    big = b'{"id": 123456789012345678901234567890, "to": "a@b.co"}'
+    assert json.loads(redaction.redact_body(PROTOCOLS["http"], big, "application/json")) == {
+        "id": 123456789012345678901234567890,
+        "to": "[EMAIL]",
+    }
+    broken = b'{"to": "a@b.co", "cut'
+    assert redaction.redact_body(PROTOCOLS["http"], broken, "application/json") == b'{"to": "[EMAIL]", "cut'
+    rewriter = StreamRewriter(PROTOCOLS["http"], redaction)
+    (text_event,) = rewriter.event(SSEEvent.build("plain text for c@d.io", "note"))
+    (big_event,) = rewriter.event(SSEEvent.build(big.decode()))
+    assert text_event.data == "plain text for [EMAIL]" and text_event.event == "note"
+    assert json.loads(big_event.data)["to"] == "[EMAIL]"
+
+
+def test_refusal_text_is_a_channel_of_its_own():
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    events = [
+        SSEEvent(SSEEvent.from_json({**base, "choices": [{"index": 0, "delta": {"refusal": piece}}]}).raw)
+        for piece in ["I won't mail jo", "hn@exa", "mple.com."]
+    ]
+    events.append(
+        SSEEvent(SSEEvent.from_json({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}).raw)
+    )
+    out = [orjson.loads(e.data)["choices"][0]["delta"] for e in _run("openai", events)]
+    assert "".join(d.get("refusal") or "" for d in out) == "I won't mail [EMAIL]."
