@@ -24,7 +24,7 @@ import pytest
 from tests.fixtures.ledger import ledger_rows
 from tests.fixtures.proxy_server import DEMO_KEY, basic_policy
 from tests.fixtures.servers import free_port
-from tests.fixtures.waiting import wait_for
+from tests.fixtures.waiting import proxy_ready, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 12
@@ -37,16 +37,6 @@ BODIES = [
     ("/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 20, "messages": HI}),
     ("/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 20, "messages": HI, "stream": True}),
 ]
-
-
-def _ready(port: int) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -70,7 +60,7 @@ def serve(tmp_path, fake_upstream):
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         started.append(process)
-        wait_for(lambda: _ready(port) or process.poll() is not None, timeout=20)
+        wait_for(lambda: proxy_ready(port) or process.poll() is not None, timeout=20)
         assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
         return process, port, ledger
 

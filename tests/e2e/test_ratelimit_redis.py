@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import urllib.request
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ import pytest
 from tests.fixtures.http import post
 from tests.fixtures.proxy_server import DEMO_KEY, basic_policy
 from tests.fixtures.servers import free_port
-from tests.fixtures.waiting import wait_for
+from tests.fixtures.waiting import proxy_ready, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = "/v1/chat/completions"
@@ -31,14 +30,6 @@ def redis_policy(upstream: str, redis_url: str, limits: str, on_error: str = "fa
         f"redis_timeout_ms: 200, key_prefix: 't{uuid.uuid4().hex[:12]}:'}}\n"
     )
     return basic_policy(upstream, state + f"callers:\n  default: {{}}\n  demo:\n    rate_limit: {limits}\n")
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -61,7 +52,7 @@ def proxy_processes(tmp_path):
                 )
             )
         for port, process in zip(ports, started[-count:], strict=True):
-            wait_for(lambda p=port, proc=process: _ready(p) or proc.poll() is not None, timeout=30)
+            wait_for(lambda p=port, proc=process: proxy_ready(p) or proc.poll() is not None, timeout=30)
             assert process.poll() is None, "a proxy process exited at startup"
         return ports
 
@@ -136,7 +127,10 @@ def test_redis_outages_fail_open_or_closed_and_limits_come_back(own_redis, fake_
     errors = opened.metric("agent_proxy_state_backend_errors_total", {"backend": "redis", "op": "acquire"})
     assert errors >= 1
     assert opened.metric("agent_proxy_limit_admissions_total", {"caller": "demo", "how": "fail_open"}) == 16
-    assert closed.metric(
-        "agent_proxy_limit_refusals_total", {"caller": "demo", "reason": "backend_unavailable", "mode": "enforce"}
-    ) == 17
+    assert (
+        closed.metric(
+            "agent_proxy_limit_refusals_total", {"caller": "demo", "reason": "backend_unavailable", "mode": "enforce"}
+        )
+        == 17
+    )
     assert opened.metric("agent_proxy_state_backend_up", {"backend": "redis"}) == 1

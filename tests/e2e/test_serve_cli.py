@@ -14,19 +14,9 @@ import openai
 import pytest
 
 from tests.fixtures.servers import free_port
-from tests.fixtures.waiting import wait_for
+from tests.fixtures.waiting import proxy_ready, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _ready(port: int) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -42,7 +32,7 @@ def demo(tmp_path):
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        wait_for(lambda: _ready(port) or process.poll() is not None, timeout=20)
+        wait_for(lambda: proxy_ready(port) or process.poll() is not None, timeout=20)
         assert process.poll() is None, process.stderr.read().decode()
         yield process, port, policy
     finally:
