@@ -1,8 +1,10 @@
 """What the proxy adds: latency (p50, p99), time to first byte and throughput, direct vs proxied.
 
-Starts the built-in mock upstream and the proxy as separate processes (as deployed), then
-drives both with an aiohttp load generator in this process over loopback keep-alive
-connections. Run:  python bench/proxy_overhead.py [--requests 2000] [--concurrency 1 16 64]
+Starts the built-in mock upstream, the proxy (default chain: auth and usage accounting) and,
+for reference, `bare_forwarder.py` (the least any aiohttp proxy does: the floor on this
+machine) as separate processes, then drives all three with the same load, interleaved in
+rounds so that drift in machine speed hits all alike. Run:
+  python bench/proxy_overhead.py [--requests 2000] [--concurrency 1 16 64]
 Figures are for this machine only; the load generator shares its CPUs with the servers.
 """
 
@@ -10,21 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
-import signal
-import socket
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
-from pathlib import Path
 
-import aiohttp
 import orjson
+from support import Samples, compare, free_port, start, stop, wait_ready
 
-ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-key"
 POLICY = """
 version: 1
@@ -37,23 +31,7 @@ auth:
   static_keys:
     - {{caller: bench, sha256: {key_hash}}}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(url: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
+PACED_INTERVAL_MS = 1.0  # a model streaming 1000 tokens per second
 
 
 def body(stream: bool, words: int) -> bytes:
@@ -67,73 +45,31 @@ def body(stream: bool, words: int) -> bytes:
     )
 
 
-async def one(session: aiohttp.ClientSession, url: str, payload: bytes, headers: dict[str, str]) -> tuple[float, float]:
-    """(total seconds, seconds to the first body byte)."""
-    start = time.perf_counter()
-    first = None
-    async with session.post(url, data=payload, headers=headers) as response:
-        async for _ in response.content.iter_any():
-            if first is None:
-                first = time.perf_counter()
-        if response.status != 200:
-            raise RuntimeError(f"status {response.status}")
-    end = time.perf_counter()
-    return end - start, (first or end) - start
-
-
-async def run_load(url: str, payload: bytes, headers: dict[str, str], concurrency: int, total: int) -> dict:
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    latencies: list[float] = []
-    ttfbs: list[float] = []
-    async with aiohttp.ClientSession(connector=connector) as session:
-        for _ in range(min(50, total)):  # warm connections and code paths
-            await one(session, url, payload, headers)
-        remaining = total
-
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                latency, ttfb = await one(session, url, payload, headers)
-                latencies.append(latency)
-                ttfbs.append(ttfb)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    latencies.sort()
-    ttfbs.sort()
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50": statistics.median(latencies) * 1000,
-        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "ttfb50": statistics.median(ttfbs) * 1000,
-    }
-
-
-def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "proxy", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def print_table(kind: str, concurrency: int, results: dict[str, Samples]) -> None:
+    direct = results["direct"]
+    for name, r in results.items():
+        ttfb = r.p(0.5, ttfb=True)
+        line = f"{kind:<8}{concurrency:>5}{name:>9}{r.rps:>9.0f}{r.p(0.5):>9.2f}{r.p(0.99):>9.2f}{ttfb:>9.2f}"
+        if name != "direct":
+            line += f"{r.p(0.5) - direct.p(0.5):>11.3f}{r.p(0.5, ttfb=True) - direct.p(0.5, ttfb=True):>11.3f}"
+        print(line)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=2000, help="per target and row")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--words", type=int, default=50, help="answer length (stream events)")
     parser.add_argument(
-        "--ttfb-words", type=int, nargs="+", default=[10, 4000], help="stream lengths for the time-to-first-byte check"
+        "--ttfb-words", type=int, nargs="+", default=[10, 1000], help="stream lengths for the TTFB rows"
     )
+    parser.add_argument("--ttfb-requests", type=int, default=20)
+    parser.add_argument("--log-level", default="info", help="the proxy's; info writes its JSON line per request")
     args = parser.parse_args()
 
-    import hashlib
-
-    upstream_port, proxy_port = free_port(), free_port()
+    upstream_port, proxy_port, floor_port = free_port(), free_port(), free_port()
+    upstream = f"http://127.0.0.1:{upstream_port}"
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as policy:
         policy.write(POLICY.format(upstream_port=upstream_port, key_hash=hashlib.sha256(KEY.encode()).hexdigest()))
     processes = [
@@ -143,60 +79,68 @@ def main() -> None:
                 "serve",
                 "--policy",
                 policy.name,
-                "--port",
-                str(proxy_port),
                 "--host",
                 "127.0.0.1",
+                "--port",
+                str(proxy_port),
                 "--log-level",
-                "warning",
+                args.log_level,
             ]
         ),
+        start(["bench/bare_forwarder.py", upstream, str(floor_port)]),
     ]
     try:
-        wait_ready(f"http://127.0.0.1:{upstream_port}/v1/models")
+        wait_ready(f"{upstream}/v1/models")
         wait_ready(f"http://127.0.0.1:{proxy_port}/readyz")
+        wait_ready(f"http://127.0.0.1:{floor_port}/healthz")
         headers = {"content-type": "application/json", "x-mock-reply-words": str(args.words)}
         targets = {
-            "direct": (f"http://127.0.0.1:{upstream_port}/v1/chat/completions", headers),
+            "direct": (f"{upstream}/v1/chat/completions", headers),
+            "floor": (f"http://127.0.0.1:{floor_port}/v1/chat/completions", headers),
             "proxy": (
                 f"http://127.0.0.1:{proxy_port}/v1/chat/completions",
                 {**headers, "authorization": f"Bearer {KEY}"},
             ),
         }
+        print("floor = bare_forwarder.py, the least an aiohttp proxy does; added = versus direct")
         print(
-            f"{'mode':<10}{'conc':>5}{'path':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'ttfb50':>9}"
+            f"{'mode':<8}{'conc':>5}{'target':>9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ttfb50':>9}"
             f"{'added p50':>11}{'added ttfb':>11}"
         )
         for stream in (False, True):
             for concurrency in args.concurrency:
-                results = {}
-                for name, (url, hdrs) in targets.items():
-                    results[name] = asyncio.run(
-                        run_load(url, body(stream, args.words), hdrs, concurrency, args.requests)
+                results = asyncio.run(
+                    compare(targets, body(stream, args.words), concurrency, args.requests, args.rounds)
+                )
+                print_table("stream" if stream else "json", concurrency, results)
+
+        print("\ntime to first byte of a stream, 1 connection, by answer length (ms, p50; added versus direct)")
+        for paced in (True, False):
+            interval = str(PACED_INTERVAL_MS if paced else 0)
+            label = f"paced {PACED_INTERVAL_MS:g} ms/event" if paced else "one burst"
+            for words in args.ttfb_words:
+                hdrs = {"x-mock-reply-words": str(words), "x-mock-event-interval-ms": interval}
+                row = asyncio.run(
+                    compare(
+                        {name: (url, {**h, **hdrs}) for name, (url, h) in targets.items()},
+                        body(True, words),
+                        1,
+                        max(args.ttfb_requests, 2000 // words),
+                        rounds=2,
+                        warmup=2,
                     )
-                for name, r in results.items():
-                    added = r["p50"] - results["direct"]["p50"] if name == "proxy" else 0.0
-                    added_ttfb = r["ttfb50"] - results["direct"]["ttfb50"] if name == "proxy" else 0.0
-                    print(
-                        f"{'stream' if stream else 'json':<10}{concurrency:>5}{name:>8}{r['rps']:>10.0f}"
-                        f"{r['p50']:>9.2f}{r['p99']:>9.2f}{r['ttfb50']:>9.2f}"
-                        + (f"{added:>11.3f}{added_ttfb:>11.3f}" if name == "proxy" else "")
+                )
+                direct = row["direct"].p(0.5, ttfb=True)
+                print(
+                    f"  {label:<20}{words:>6} events: direct {direct:.2f}"
+                    + "".join(
+                        f"  {name} {r.p(0.5, ttfb=True):.2f} (+{r.p(0.5, ttfb=True) - direct:.2f})"
+                        for name, r in row.items()
+                        if name != "direct"
                     )
-        print("\ntime to first byte of a stream, 1 connection, by answer length (ms, p50)")
-        for words in args.ttfb_words:
-            row = {}
-            for name, (url, hdrs) in targets.items():
-                hdrs = {**hdrs, "x-mock-reply-words": str(words)}
-                row[name] = asyncio.run(run_load(url, body(True, words), hdrs, 1, max(50, args.requests // 10)))
-            print(
-                f"  {words:>6} events: direct {row['direct']['ttfb50']:.2f}  proxy {row['proxy']['ttfb50']:.2f}"
-                f"  added {row['proxy']['ttfb50'] - row['direct']['ttfb50']:.3f}"
-            )
+                )
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            process.wait(10)
+        stop(processes)
         os.unlink(policy.name)
 
 

@@ -21,25 +21,22 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
-from pathlib import Path
 
 import aiohttp
 import orjson
+from support import ROOT, free_port, start, wait_ready
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from proxy.limits.limiter import Limit, Limiter  # noqa: E402
-from proxy.state import MemoryStore, Quota, QuotaDelta, Rate, RateDelta, Release, Slot, Store  # noqa: E402
-from proxy.state.redis import RedisStore  # noqa: E402
+from proxy.limits.limiter import Limit, Limiter
+from proxy.state import MemoryStore, Quota, QuotaDelta, Rate, RateDelta, Release, Slot, Store
+from proxy.state.redis import RedisStore
 
 KEY = "bench-key"
 BIG = "{requests_per_minute: 10000000, tokens_per_minute: 10000000000, concurrent: 100000}"
@@ -58,23 +55,6 @@ callers:
   default: {{}}
   bench: {limits}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(url: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
 
 
 # ---- 1. the limiter alone
@@ -162,12 +142,6 @@ async def proxy_load(url: str, concurrency: int, total: int) -> float:
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return statistics.median(latencies) * 1000
-
-
-def start(args: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "proxy", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ def error_response(protocol: Protocol, err: ProxyError, request_id: str) -> web.
 
 def _unsafe_path(path: str) -> bool:
     """Dot segments would let a caller climb out of a route's prefix on the upstream."""
-    return any(segment in (".", "..") for segment in path.split("/"))
+    return "/." in path and any(segment in (".", "..") for segment in path.split("/"))
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -169,29 +169,31 @@ class ProxyHandler:
         broken = False  # a body that breaks before anything was sent still counts against the endpoint
         try:
             ex.upstream_headers_at = time.perf_counter()
-            self.metrics.upstream_seconds.labels(upstream.name).observe(ex.upstream_headers_at - sent)
+            self.metrics.child(self.metrics.upstream_seconds, upstream.name).observe(ex.upstream_headers_at - sent)
             ex.status = response.status
             ex.streaming = is_event_stream(response)
             ex.response_headers = caller_response_headers(response.headers)
             ex.response_headers["x-request-id"] = ex.request_id
             ex.response_headers["x-agent-proxy-upstream"] = upstream.name
             run.response_headers(ex)
-            out = web.StreamResponse(status=response.status, headers=ex.response_headers)
             idle = upstream.timeouts.idle_s
             observed = bool(run.stages) and route.chain.observes_response
+            out: web.StreamResponse
             try:
                 if ex.streaming:
+                    out = web.StreamResponse(status=response.status, headers=ex.response_headers)
                     await self._stream_events(request, ex, run, response, out, idle)
                 elif observed or _small(response):
-                    body = await read_whole_body(response, idle)
+                    body = await read_whole_body(response, idle, small=_small(response))
                     if observed:
                         body = run.response_body(ex, body)
-                    out.content_length = len(body)
+                    # A Response sends its head and body in one write: one syscall, one packet.
+                    out = web.Response(status=response.status, headers=ex.response_headers, body=body)
                     await out.prepare(request)
                     ex.first_byte_at = time.perf_counter()
-                    await out.write(body)
                     await out.write_eof()
                 else:
+                    out = web.StreamResponse(status=response.status, headers=ex.response_headers)
                     await self._pass_through(request, ex, response, out, idle)
             except ConnectionResetError:  # the caller went away mid-response
                 ex.outcome = Outcome.CLIENT_GONE
@@ -248,11 +250,12 @@ class ProxyHandler:
         observed = bool(run.stages) and ex.route.chain.observes_response
         try:
             async for chunk in iter_body(response, idle):
-                events = decoder.feed(chunk)
-                if observed and events:
-                    events = run.response_events(ex, events)
-                if events:
-                    await self._write_events(ex, out, events)
+                if ex.first_byte_at is None:
+                    # The first event goes out before the rest of its chunk is decoded, so the time to
+                    # first byte does not grow with how much the upstream sent at once.
+                    await self._relay(ex, run, out, decoder.feed(chunk, limit=1), observed)
+                    chunk = b""
+                await self._relay(ex, run, out, decoder.feed(chunk), observed)
             tail = decoder.flush()
             if tail and not ex.protocol.is_terminal_event(tail[0]):
                 raise UpstreamStreamBroken("the upstream stream ended mid-event", code="upstream_stream_broken")
@@ -265,6 +268,14 @@ class ProxyHandler:
             self._log_broken(ex)
             await self._write_events(ex, out, [ex.protocol.stream_error_event(err)])
         await out.write_eof()
+
+    async def _relay(
+        self, ex: Exchange, run: ChainRun, out: web.StreamResponse, events: list[SSEEvent], observed: bool
+    ) -> None:
+        if observed and events:
+            events = run.response_events(ex, events)
+        if events:
+            await self._write_events(ex, out, events)
 
     @staticmethod
     async def _write_events(ex: Exchange, out: web.StreamResponse, events: list[SSEEvent]) -> None:
@@ -290,14 +301,14 @@ class ProxyHandler:
         ex.finished_at = time.perf_counter()
         m = self.metrics
         label = ex.route.label
-        m.requests.labels(label, ex.upstream_name or "none", status_class(ex.status)).inc()
-        m.request_seconds.labels(label).observe(ex.elapsed_s)
+        m.child(m.requests, label, ex.upstream_name or "none", status_class(ex.status)).inc()
+        m.child(m.request_seconds, label).observe(ex.elapsed_s)
         if ex.ttfb_s is not None:
-            m.ttfb_seconds.labels(label).observe(ex.ttfb_s)
+            m.child(m.ttfb_seconds, label).observe(ex.ttfb_s)
         if ex.error is not None:
-            m.errors.labels(ex.error.kind, ex.error.source).inc()
+            m.child(m.errors, ex.error.kind, ex.error.source).inc()
         for stage, decision, mode in ex.decisions:
-            m.stage_decisions.labels(stage, decision, mode).inc()
+            m.child(m.stage_decisions, stage, decision, mode).inc()
         if run.stages:
             self.spawn(self._complete(ex, run))
         else:

@@ -7,11 +7,12 @@ upstream's own credential from the policy is injected instead.
 
 from __future__ import annotations
 
+import itertools
 import re
-import uuid
+import secrets
 from collections.abc import Iterable, Mapping
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 HOP_BY_HOP = frozenset(
     {
@@ -35,10 +36,14 @@ NOT_FORWARDED = HOP_BY_HOP | CALLER_CREDENTIALS | RECOMPUTED
 NOT_RETURNED = HOP_BY_HOP | frozenset({"content-length", "content-encoding", "x-request-id", "server", "date"})
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_ID_PREFIX = secrets.token_hex(8)
+_id_counter = itertools.count(secrets.randbits(32))
 
 
 def _connection_named(headers: Mapping[str, str]) -> set[str]:
     """Every header a `Connection` field names; the field may be repeated, and a plain dict is case-sensitive."""
+    if isinstance(headers, CIMultiDictProxy | CIMultiDict):
+        return {token.strip().lower() for value in headers.getall("connection", ()) for token in value.split(",")}
     return {
         token.strip().lower()
         for name, value in headers.items()
@@ -47,10 +52,15 @@ def _connection_named(headers: Mapping[str, str]) -> set[str]:
     }
 
 
+def new_request_id() -> str:
+    """32 hex digits: a random per-process prefix and a counter, unique without a syscall per request."""
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
+
+
 def request_id_from(headers: Mapping[str, str]) -> str:
     """The caller's x-request-id when it is a sane token, otherwise a new one."""
     given = headers.get("x-request-id")
-    return given if given and _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    return given if given and _REQUEST_ID.fullmatch(given) else new_request_id()
 
 
 def upstream_request_headers(

@@ -53,6 +53,8 @@ def new_client_session() -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
     return aiohttp.ClientSession(
         connector=connector,
+        # Shared by every caller: a cookie one upstream sets for one caller must never ride on another's request.
+        cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=True,
         skip_auto_headers=("User-Agent",),
         timeout=aiohttp.ClientTimeout(total=None),
@@ -317,9 +319,17 @@ async def iter_body(response: aiohttp.ClientResponse, idle_s: float) -> AsyncIte
         raise UpstreamStreamBroken("the upstream connection broke mid-response", code="upstream_stream_broken") from exc
 
 
-async def read_whole_body(response: aiohttp.ClientResponse, idle_s: float) -> bytes:
-    chunks = [chunk async for chunk in iter_body(response, idle_s)]
-    return b"".join(chunks)
+async def read_whole_body(response: aiohttp.ClientResponse, idle_s: float, small: bool = False) -> bytes:
+    """The body at once; a `small` body (its length known and short) gets `idle_s` for all of it, in one read."""
+    if not small:
+        return b"".join([chunk async for chunk in iter_body(response, idle_s)])
+    try:
+        async with asyncio.timeout(idle_s):
+            return await response.read()
+    except TimeoutError:
+        raise UpstreamStreamBroken("the upstream stopped sending data", code="upstream_idle_timeout") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamStreamBroken("the upstream connection broke mid-response", code="upstream_stream_broken") from exc
 
 
 def is_event_stream(response: aiohttp.ClientResponse) -> bool:

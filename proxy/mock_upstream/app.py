@@ -14,6 +14,7 @@ from . import anthropic_api, openai_api, openai_extra
 from .behaviour import FAULTS, MockBehaviour, RecordedRequest
 from .wire import (
     BEHAVIOUR_KEY,
+    EVENT_INTERVAL_KEY,
     FAULT_KEY,
     REQUEST_ID_KEY,
     WORDS_KEY,
@@ -88,6 +89,7 @@ async def mock_middleware(request: web.Request, handler: Handler) -> web.StreamR
     request[REQUEST_ID_KEY] = f"req_mock{behaviour.next_id():06d}"
     try:
         request[WORDS_KEY] = _number_header(request, "x-mock-reply-words", behaviour.reply_words, int)
+        request[EVENT_INTERVAL_KEY] = _number_header(request, "x-mock-event-interval-ms", 0.0, float) / 1000
         fault = _header_fault(request) or behaviour.take_fault()
         request[FAULT_KEY] = fault
         early = await _apply_fault(request, fault, behaviour)

@@ -18,6 +18,7 @@ from .text import answer_words, word_deltas
 BEHAVIOUR_KEY: web.AppKey[MockBehaviour] = web.AppKey("mock_behaviour", MockBehaviour)
 FAULT_KEY: web.RequestKey[str | None] = web.RequestKey("mock_fault", str)
 WORDS_KEY: web.RequestKey[int] = web.RequestKey("mock_reply_words", int)
+EVENT_INTERVAL_KEY: web.RequestKey[float] = web.RequestKey("mock_event_interval_s", float)
 REQUEST_ID_KEY: web.RequestKey[str] = web.RequestKey("mock_request_id", str)
 
 CUT_AFTER_EVENTS = 2
@@ -143,14 +144,21 @@ async def respond_json(request: web.Request, payload: dict[str, Any]) -> web.Str
 
 
 async def respond_sse(request: web.Request, frames: Iterable[bytes]) -> web.StreamResponse:
-    """Write each event as its own chunk so clients observe them as they are produced."""
+    """Write each event as its own chunk so clients observe them as they are produced.
+
+    With an event interval (`x-mock-event-interval-ms`), events are paced as a model generating
+    tokens would send them; without one, the whole stream goes out in one burst.
+    """
     resp = web.StreamResponse(headers={**SSE_HEADERS, **id_headers(request)})
     await resp.prepare(request)
     cut = request.get(FAULT_KEY) == "cut_stream"
+    interval = request.get(EVENT_INTERVAL_KEY, 0.0)
     for index, frame in enumerate(frames):
         if cut and index == CUT_AFTER_EVENTS:
             close_connection(request)
             return resp
+        if interval and index:
+            await asyncio.sleep(interval)
         await resp.write(frame)
     await resp.write_eof()
     return resp

@@ -74,6 +74,9 @@ class AnthropicProtocol(Protocol):
         return _usage(body.get("usage")) if isinstance(body, dict) else None
 
     def event_usage(self, event: SSEEvent) -> Usage | None:
+        raw = event.raw  # the bytes first: most events are text deltas, not worth parsing here
+        if b"message_start" not in raw and b"message_delta" not in raw:
+            return None
         if event.event == "message_start":
             payload = event.json()
             message = payload.get("message") if isinstance(payload, dict) else None
@@ -84,10 +87,10 @@ class AnthropicProtocol(Protocol):
         return None
 
     def is_terminal_event(self, event: SSEEvent) -> bool:
-        return event.event == "message_stop"
+        return b"message_stop" in event.raw and event.event == "message_stop"
 
     def event_model(self, event: SSEEvent) -> str | None:
-        if event.event != "message_start":
+        if b"message_start" not in event.raw or event.event != "message_start":
             return None
         payload = event.json()
         message = payload.get("message") if isinstance(payload, dict) else None

@@ -7,7 +7,7 @@ provider means adding one adapter; stages stay format-agnostic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
@@ -35,10 +35,10 @@ class Usage:
 
     def update(self, other: Usage) -> None:
         """Later reports win field by field (Anthropic sends input first, output last)."""
-        for field in fields(self):
-            value = getattr(other, field.name)
+        for name in self.__slots__:
+            value = getattr(other, name)
             if value is not None:
-                setattr(self, field.name, value)
+                setattr(self, name, value)
 
     @property
     def known(self) -> bool:
@@ -122,6 +122,10 @@ class Protocol:
     def strip_stream_usage(self, event: SSEEvent) -> SSEEvent | None:
         """Undo `ask_stream_usage` on one event: the event as it would have been, or None to drop it."""
         return event
+
+    def stream_usage(self, event: SSEEvent, strip: bool) -> tuple[Usage | None, SSEEvent | None]:
+        """One streamed event's usage, and what goes on: with `strip`, the event as `strip_stream_usage` leaves it."""
+        return self.event_usage(event), (self.strip_stream_usage(event) if strip else event)
 
     def is_terminal_event(self, event: SSEEvent) -> bool:
         """True for the event that ends a successful stream."""

@@ -39,8 +39,36 @@ _DEFAULT_CODES = {
 }
 
 
-# `"usage":null` can only be the key itself: inside a JSON string its quotes would be escaped.
-_USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?\s*')
+# Stream events are looked at through their raw bytes first, and parsed only when they can matter:
+# `"usage"` can only be the key itself, since inside a JSON string its quotes would be escaped.
+_USAGE_KEY = b'"usage"'
+_USAGE_NULL = re.compile(rb'"usage"\s*:\s*null')
+_SPACE = b" \t\r\n"
+_TRAILING_COMMA = re.compile(rb"\s*,?\s*")
+_COMMA = ord(",")
+
+
+def _may_carry_usage(raw: bytes) -> bool:
+    """False when every `usage` key of the event is null: most chunks of a stream that asked for usage."""
+    keys = raw.count(_USAGE_KEY)
+    return keys > 0 and keys > len(_USAGE_NULL.findall(raw))
+
+
+def _cut_usage_null(raw: bytes) -> bytes | None:
+    """The event without its one `"usage":null` member (and the comma that joined it), or None if absent."""
+    start = raw.find(_USAGE_KEY)
+    found = _USAGE_NULL.match(raw, start)
+    return None if found is None else _cut(raw, start, found.end())
+
+
+def _cut(raw: bytes, start: int, end: int) -> bytes:
+    before = start
+    while before > 0 and raw[before - 1] in _SPACE:
+        before -= 1
+    if before > 0 and raw[before - 1] == _COMMA:
+        return raw[: before - 1] + raw[end:]
+    after = _TRAILING_COMMA.match(raw, end)
+    return raw[:start] + raw[after.end() if after else end :]
 
 
 def _usage(raw: Any) -> Usage | None:
@@ -149,6 +177,8 @@ class OpenAIProtocol(Protocol):
         return _usage(body.get("usage")) if isinstance(body, dict) else None
 
     def event_usage(self, event: SSEEvent) -> Usage | None:
+        if not _may_carry_usage(event.raw):
+            return None
         payload = event.json()
         if not isinstance(payload, dict):
             return None
@@ -157,10 +187,27 @@ class OpenAIProtocol(Protocol):
             return _usage(response.get("usage")) if isinstance(response, dict) else None
         return _usage(payload.get("usage"))
 
+    def stream_usage(self, event: SSEEvent, strip: bool) -> tuple[Usage | None, SSEEvent | None]:
+        """The common case, a chunk with no usage or `"usage":null`, is settled on the raw bytes."""
+        raw = event.raw
+        keys = raw.count(_USAGE_KEY)
+        if keys == 0:
+            return None, event
+        if keys == 1:
+            start = raw.find(_USAGE_KEY)
+            if (null := _USAGE_NULL.match(raw, start)) is not None:
+                return None, SSEEvent(_cut(raw, start, null.end())) if strip else event
+        return super().stream_usage(event, strip)
+
     def is_terminal_event(self, event: SSEEvent) -> bool:
-        return event.data == "[DONE]" or event.event == "response.completed"
+        raw = event.raw  # decoded events end with LF LF, and `[DONE]` is a whole data line
+        if raw.endswith(b"[DONE]\n\n") and event.data == "[DONE]":
+            return True
+        return b"response.completed" in raw and event.event == "response.completed"
 
     def event_model(self, event: SSEEvent) -> str | None:
+        if b'"model"' not in event.raw:
+            return None
         payload = event.json()
         if not isinstance(payload, dict):
             return None
@@ -185,18 +232,19 @@ class OpenAIProtocol(Protocol):
     def strip_stream_usage(self, event: SSEEvent) -> SSEEvent | None:
         """Drop the usage-only chunk and the `"usage":null` the option adds to every other chunk.
 
-        The key is cut from the raw bytes, so the rest of the event stays byte for byte as sent;
-        only if it cannot be found exactly once is the payload re-serialised.
+        The key is cut from the raw bytes, without parsing, so the rest of the event stays byte
+        for byte as sent; only if it cannot be found exactly once is the payload re-serialised.
         """
+        keys = event.raw.count(_USAGE_KEY)
+        if keys == 0:
+            return event
+        if keys == 1 and (cut := _cut_usage_null(event.raw)) is not None:
+            return SSEEvent(cut)
         payload = event.json()
         if not isinstance(payload, dict) or "usage" not in payload:
             return event
         if payload["usage"] is not None and not payload.get("choices"):
             return None
-        if payload["usage"] is None:
-            raw, found = _USAGE_NULL.subn(b"", event.raw)
-            if found == 1:
-                return SSEEvent(raw)
         rest = {key: value for key, value in payload.items() if key != "usage"}
         return SSEEvent.from_json(rest, event=event.event)
 

@@ -90,21 +90,25 @@ class SSEDecoder:
         self._buffer = b""
         self._after_cr = False  # the last chunk ended with CR: a LF opening the next one completes that CRLF
 
-    def feed(self, chunk: bytes) -> list[SSEEvent]:
-        if not chunk:
+    def feed(self, chunk: bytes, limit: int | None = None) -> list[SSEEvent]:
+        """The events completed so far, at most `limit` of them: the rest stay buffered for the next call."""
+        if chunk:
+            if self._after_cr and chunk.startswith(b"\n"):
+                chunk = chunk[1:]
+            self._after_cr = chunk.endswith(b"\r")
+            if b"\r" in chunk:
+                # A CR is a whole line ending at once, so an event ended by CR CR goes out without waiting for more.
+                chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        elif not self._buffer:
             return []
-        if self._after_cr and chunk.startswith(b"\n"):
-            chunk = chunk[1:]
-        self._after_cr = chunk.endswith(b"\r")
-        if b"\r" in chunk:
-            # A CR is a whole line ending at once, so an event ended by CR CR goes out without waiting for more.
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer + chunk if self._buffer else chunk
         events: list[SSEEvent] = []
         start = 0
         while (end := buffer.find(b"\n\n", start)) != -1:
             events.append(SSEEvent(buffer[start : end + 2]))
             start = end + 2
+            if limit is not None and len(events) >= limit:
+                break
         self._buffer = buffer[start:] if start else buffer
         return events
 

@@ -25,7 +25,7 @@ from proxy.ledger import Record
 from proxy.pipeline import Stage, StageFactory
 from proxy.policy.schema import Pricing, Route, UsageConfig
 from proxy.pricing import OTHER, price, resolve
-from proxy.protocols.base import Usage
+from proxy.protocols.base import Protocol, Usage
 from proxy.protocols.sse import SSEEvent
 from proxy.services import Services
 from proxy.tokens import count_messages, count_tokens
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 SESSION_HEADER = "x-session-id"
 MAX_SESSION_ID = 128
+EVENT_HOLD_BYTES = 4 * 1024 * 1024  # beyond this, held events are read into text and let go
 TOKEN_KINDS = (
     ("input", "input_tokens"),
     ("cached_input", "cached_input_tokens"),
@@ -52,7 +53,11 @@ class UsageStage(Stage):
         self._factory = factory
         self._strip = False  # we asked for stream usage: remove it from what the caller gets
         self._texts: list[str] = []  # generated text, for an estimate if no final usage comes
+        # Streamed events kept for that estimate, read only if it is needed (rarely: most upstreams report usage).
+        self._events: list[SSEEvent] = []
+        self._held = 0
         self._complete = False  # the response was seen whole (terminal event or full body)
+        self._last: SSEEvent | None = None  # the last streamed event seen
 
     async def on_request_body(self, ex: Exchange) -> Reply | None:
         if self.enforcing and self._factory.config.stream_usage and ex.protocol.parses_json and ex.body:
@@ -68,16 +73,21 @@ class UsageStage(Stage):
             return [event]
         if ex.model_served is None:
             ex.model_served = protocol.event_model(event)
-        if (usage := protocol.event_usage(event)) is not None:
+        usage, kept = protocol.stream_usage(event, self._strip)
+        if usage is not None:
             ex.usage.update(usage)
-        if text := protocol.event_text(event):
-            self._texts.append(text)
-        if protocol.is_terminal_event(event):
-            self._complete = True
-        if self._strip:
-            kept = protocol.strip_stream_usage(event)
-            return [] if kept is None else [kept]
-        return [event]
+        self._last = event
+        if self._factory.config.estimate:
+            self._events.append(event)
+            self._held += len(event.raw)
+            if self._held > EVENT_HOLD_BYTES:
+                self._read_texts(protocol)
+        return [] if kept is None else [kept]
+
+    def on_response_end(self, ex: Exchange) -> list[SSEEvent]:
+        # Seen whole if it ended with the protocol's terminal event (tested once, not on every event).
+        self._complete = self._last is not None and ex.protocol.is_terminal_event(self._last)
+        return []
 
     def on_response_body(self, ex: Exchange, body: bytes) -> bytes:
         if not ex.protocol.parses_json or not _success(ex) or not body:
@@ -118,10 +128,16 @@ class UsageStage(Stage):
         usage = ex.usage
         return usage.input_tokens is None or usage.output_tokens is None or not self._complete
 
+    def _read_texts(self, protocol: Protocol) -> None:
+        self._texts.extend(text for event in self._events if (text := protocol.event_text(event)))
+        self._events.clear()
+        self._held = 0
+
     def _estimate(self, ex: Exchange) -> Usage:
         """Blocking (tiktoken, and its first load): runs in a thread."""
         model = ex.model_served or ex.model_requested
         protocol = ex.protocol
+        self._read_texts(protocol)
         body = ex.request_json if ex.body else None
         messages = protocol.request_messages(body)
         if messages:
@@ -140,16 +156,16 @@ class UsageStage(Stage):
         upstream = ex.upstream_name or "none"
         usage = ex.usage
         if ex.usage_estimated:
-            metrics.usage_estimated.labels(caller, upstream).inc()
+            metrics.child(metrics.usage_estimated, caller, upstream).inc()
         if ex.cache_hit or not usage.known:
             return
         for kind, attr in TOKEN_KINDS:
             if value := getattr(usage, attr):
-                metrics.tokens.labels(caller, model_label, kind).inc(value)
+                metrics.child(metrics.tokens, caller, model_label, kind).inc(value)
         if ex.cost_usd is not None:
-            metrics.cost_usd.labels(caller, model_label).inc(ex.cost_usd)
+            metrics.child(metrics.cost_usd, caller, model_label).inc(ex.cost_usd)
         elif usage.total_tokens:
-            metrics.unpriced.labels(caller, upstream).inc()
+            metrics.child(metrics.unpriced, caller, upstream).inc()
 
     @staticmethod
     def _record(ex: Exchange, model_priced: str | None) -> Record:

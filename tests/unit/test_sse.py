@@ -93,6 +93,19 @@ def test_random_splits_give_the_same_events(name, endings, cuts):
     assert decode(*chunks) == decode(STREAMS[name])
 
 
+@pytest.mark.parametrize("name", STREAMS)
+@pytest.mark.parametrize("endings", [bytes, crlf, cr], ids=["lf", "crlf", "cr"])
+def test_a_limited_feed_keeps_the_rest_for_an_empty_feed(name, endings):
+    """How the handler sends the first event before decoding the rest of its chunk."""
+    stream = endings(STREAMS[name])
+    decoder = SSEDecoder()
+    first = decoder.feed(stream, limit=1)
+    rest = decoder.feed(b"")
+    assert len(first) == 1
+    assert [e.raw for e in first + rest + decoder.flush()] == decode(STREAMS[name])
+    assert decoder.feed(b"") == []
+
+
 def test_the_raw_bytes_of_an_lf_stream_pass_unchanged():
     for stream in STREAMS.values():
         assert encode([SSEEvent(raw) for raw in decode(stream)]) == stream

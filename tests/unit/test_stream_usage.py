@@ -49,6 +49,30 @@ def test_usage_null_inside_a_string_is_never_touched(text):
     assert stripped.raw == frame(expected).raw
 
 
+STREAM_EVENTS = [
+    frame({"id": "c", "choices": [{"delta": {"content": "hi"}}], "usage": None}),
+    frame({"id": "c", "choices": [{"delta": {"content": "hi"}}]}),
+    frame({"id": "c", "choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2}}),
+    frame({"id": "c", "choices": [{"delta": {"content": "x"}}], "usage": {"prompt_tokens": 3}}),
+    SSEEvent(b'data: {"usage" : null , "id":"c"}\n\n'),
+    SSEEvent(b"data: [DONE]\n\n"),
+    SSEEvent(
+        b'event: response.completed\ndata: {"type":"response.completed","response":{"usage":'
+        b'{"input_tokens":6,"output_tokens":4},"model":"m"}}\n\n'
+    ),
+    SSEEvent(b'event: response.created\ndata: {"type":"response.created","response":{"usage":null}}\n\n'),
+]
+
+
+def test_stream_usage_settles_on_bytes_what_usage_and_strip_give_apart():
+    for event in STREAM_EVENTS:
+        for strip in (False, True):
+            usage, kept = OPENAI.stream_usage(event, strip)
+            expected = OPENAI.strip_stream_usage(event) if strip else event
+            assert usage == OPENAI.event_usage(SSEEvent(event.raw)), event
+            assert (kept.raw if kept else None) == (expected.raw if expected else None), event
+
+
 def test_continuous_usage_on_content_chunks_is_removed_by_reserialising():
     chunk = frame({"id": "c", "choices": [{"delta": {"content": "x"}}], "usage": {"prompt_tokens": 3}})
     assert orjson.loads(OPENAI.strip_stream_usage(chunk).data) == {"id": "c", "choices": [{"delta": {"content": "x"}}]}
