@@ -46,6 +46,7 @@ _USAGE_NULL = re.compile(rb'"usage"\s*:\s*null')
 _SPACE = b" \t\r\n"
 _TRAILING_COMMA = re.compile(rb"\s*,?\s*")
 _COMMA = ord(",")
+_USAGE_NULL_LAST = b',"usage":null}\n\n'  # the last member of the top-level object: it closes the event
 
 
 def _may_carry_usage(raw: bytes) -> bool:
@@ -190,6 +191,8 @@ class OpenAIProtocol(Protocol):
     def stream_usage(self, event: SSEEvent, strip: bool) -> tuple[Usage | None, SSEEvent | None]:
         """The common case, a chunk with no usage or `"usage":null`, is settled on the raw bytes."""
         raw = event.raw
+        if raw.endswith(_USAGE_NULL_LAST):  # compact JSON, usage last: how OpenAI sends every chunk but one
+            return None, SSEEvent(raw[: -len(_USAGE_NULL_LAST)] + b"}\n\n") if strip else event
         keys = raw.count(_USAGE_KEY)
         if keys == 0:
             return None, event
