@@ -44,6 +44,16 @@ WHOLE_BODY_LIMIT = 256 * 1024
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 
+class EventStreamResponse(web.StreamResponse):
+    """A stream whose head waits for the first write, so the head and the first event share one packet.
+
+    (`web.Response` does the same for whole bodies.) The handler writes nothing (`write(b"")`) to
+    send the head alone when no event came with the upstream's head.
+    """
+
+    _send_headers_immediately = False
+
+
 def guess_protocol(request: web.Request) -> Protocol:
     """For requests no route matched: answer in the shape the caller's SDK understands."""
     if "anthropic-version" in request.headers or request.path.startswith("/v1/messages"):
@@ -181,7 +191,7 @@ class ProxyHandler:
             out: web.StreamResponse
             try:
                 if ex.streaming:
-                    out = web.StreamResponse(status=response.status, headers=ex.response_headers)
+                    out = EventStreamResponse(status=response.status, headers=ex.response_headers)
                     await self._stream_events(request, ex, run, response, out, idle)
                 elif observed or _small(response):
                     body = await read_whole_body(response, idle, small=_small(response))
@@ -249,13 +259,16 @@ class ProxyHandler:
         decoder = SSEDecoder()
         observed = bool(run.stages) and ex.route.chain.observes_response
         try:
+            try:
+                arrived = response.content.read_nowait()  # what came with the upstream's head, if anything
+            except (aiohttp.ClientError, OSError):
+                arrived = b""  # the read below meets the same error and reports it
+            if arrived:
+                await self._relay_chunk(ex, run, out, decoder, arrived, observed)
+            if ex.first_byte_at is None:
+                await out.write(b"")  # nothing to send with it: the caller gets the head now
             async for chunk in iter_body(response, idle):
-                if ex.first_byte_at is None:
-                    # The first event goes out before the rest of its chunk is decoded, so the time to
-                    # first byte does not grow with how much the upstream sent at once.
-                    await self._relay(ex, run, out, decoder.feed(chunk, limit=1), observed)
-                    chunk = b""
-                await self._relay(ex, run, out, decoder.feed(chunk), observed)
+                await self._relay_chunk(ex, run, out, decoder, chunk, observed)
             tail = decoder.flush()
             if tail and not ex.protocol.is_terminal_event(tail[0]):
                 raise UpstreamStreamBroken("the upstream stream ended mid-event", code="upstream_stream_broken")
@@ -268,6 +281,16 @@ class ProxyHandler:
             self._log_broken(ex)
             await self._write_events(ex, out, [ex.protocol.stream_error_event(err)])
         await out.write_eof()
+
+    async def _relay_chunk(
+        self, ex: Exchange, run: ChainRun, out: web.StreamResponse, decoder: SSEDecoder, chunk: bytes, observed: bool
+    ) -> None:
+        if ex.first_byte_at is None:
+            # The first event goes out before the rest of its chunk is decoded, so the time to
+            # first byte does not grow with how much the upstream sent at once.
+            await self._relay(ex, run, out, decoder.feed(chunk, limit=1), observed)
+            chunk = b""
+        await self._relay(ex, run, out, decoder.feed(chunk), observed)
 
     async def _relay(
         self, ex: Exchange, run: ChainRun, out: web.StreamResponse, events: list[SSEEvent], observed: bool

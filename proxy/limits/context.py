@@ -44,10 +44,14 @@ def _plan(policy: Policy) -> dict[str, CallerPlan]:
     plans: dict[str, CallerPlan] = {}
     for name, profile in policy.callers.items():
         rate = profile.rate_limit
-        own = None if rate is None else Limits(
-            requests_per_minute=rate.requests_per_minute,
-            tokens_per_minute=rate.tokens_per_minute,
-            concurrent=rate.concurrent,
+        own = (
+            None
+            if rate is None
+            else Limits(
+                requests_per_minute=rate.requests_per_minute,
+                tokens_per_minute=rate.tokens_per_minute,
+                concurrent=rate.concurrent,
+            )
         )
         per_model = tuple(rate.per_model.items()) if rate is not None else ()
         budget = profile.budget if profile.budget is not None and not profile.budget.empty else None

@@ -219,6 +219,7 @@ class Upstream(Strict):
     def urls(self) -> list[str]:
         return self.endpoints if self.endpoints is not None else [self.url]  # type: ignore[list-item]
 
+
 # ---- end resilience -----------------------------------------------------------------------------------------------
 
 

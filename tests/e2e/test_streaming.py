@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 
 import anthropic
 import openai
 import pytest
+from aiohttp import web
 
 from tests.fixtures.proxy_server import DEMO_KEY, basic_policy
+from tests.fixtures.servers import ServerThread
 from tests.fixtures.waiting import wait_for
 
 MESSAGES = [{"role": "user", "content": "Write a long story"}]
@@ -64,3 +68,47 @@ def test_caller_disconnect_cancels_the_upstream_request(proxy, fake_upstream):
             == 1
         )
     )
+
+
+def _gated_stream_app(gate: threading.Event) -> web.Application:
+    """An upstream that sends its head at once and its first event only when the test opens the gate."""
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        out = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await out.prepare(request)
+        await asyncio.to_thread(gate.wait, 10)
+        await out.write(b'data: {"id":"c","object":"chat.completion.chunk","choices":[]}\n\ndata: [DONE]\n\n')
+        await out.write_eof()
+        return out
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
+def _read_until(sock: socket.socket, marker: bytes) -> bytes:
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed before {marker!r}"
+        data += chunk
+    return data
+
+
+def test_the_head_of_a_stream_reaches_the_caller_before_its_first_event(proxy_factory):
+    """The proxy holds its head only to send it with an event that is already there, never to wait for one."""
+    gate = threading.Event()
+    with ServerThread(_gated_stream_app(gate), name="gated") as upstream:
+        proxy = proxy_factory(basic_policy(upstream.url))
+        body = b'{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"go"}]}'
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                + f"authorization: Bearer {DEMO_KEY}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            head = _read_until(sock, b"\r\n\r\n")
+            assert not gate.is_set()
+            assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
+            gate.set()
+            assert b"[DONE]" in _read_until(sock, b"[DONE]")
