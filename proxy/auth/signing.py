@@ -39,9 +39,10 @@ from urllib.parse import quote, unquote, urlsplit
 from multidict import CIMultiDict
 
 from proxy.exchange import Caller
+from proxy.headers import PROXY_HEADER_PREFIX
 from proxy.policy.schema import HmacKey
 
-HEADER_PREFIX = "x-agent-proxy-"
+HEADER_PREFIX = PROXY_HEADER_PREFIX
 CALLER = "x-agent-proxy-caller"
 KEY_ID = "x-agent-proxy-key-id"
 SCOPES = "x-agent-proxy-scopes"

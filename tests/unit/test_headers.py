@@ -52,6 +52,12 @@ def test_caller_credentials_are_never_forwarded(name):
     assert names(out) == {"accept", "x-request-id"}
 
 
+def test_the_proxys_own_identity_headers_are_never_the_callers():
+    sent = caller(("X-Agent-Proxy-Caller", "admin"), ("x-agent-proxy-signature", "v1=forged"), ("X-Agentic", "kept"))
+    out = upstream_request_headers(sent, [], "r")
+    assert [name.lower() for name in out] == ["x-agentic", "x-request-id"]
+
+
 def test_injected_credential_wins():
     sent = caller(("Authorization", "Bearer caller-key"), ("x-api-key", "caller-key"), ("Anthropic-Version", "1"))
     out = upstream_request_headers(sent, [("x-api-key", "sk-ant-upstream"), ("anthropic-version", "2023-06-01")], "r")
