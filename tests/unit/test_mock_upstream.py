@@ -440,6 +440,21 @@ def test_header_overrides_per_request(oai: openai.OpenAI, fake_upstream: FakeUps
     assert fake_upstream.behaviour.fault is None
 
 
+def test_paced_stream_carries_the_same_events(oai: openai.OpenAI) -> None:
+    """`x-mock-event-interval-ms` only spaces the events out in time (as a generating model would)."""
+    burst = list(oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True))
+    paced = list(
+        oai.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, extra_headers={"x-mock-event-interval-ms": "0.5"}
+        )
+    )
+    assert [c.choices[0].delta.content for c in paced] == [c.choices[0].delta.content for c in burst]
+    with pytest.raises(openai.BadRequestError):
+        oai.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, extra_headers={"x-mock-event-interval-ms": "-1"}
+        )
+
+
 def test_omit_usage(oai: openai.OpenAI, ant: anthropic.Anthropic, fake_upstream: FakeUpstream) -> None:
     fake_upstream.behaviour.omit_usage = True
 
