@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.auth.config import HmacKey
 from proxy.auth.jwks import JwksRegistry
 from proxy.auth.jwt import JwtVerifier
 from proxy.auth.keys import mint
@@ -30,7 +31,6 @@ from proxy.auth.signing import sign_request
 from proxy.exchange import Caller
 from proxy.metrics import Metrics
 from proxy.policy.load import policy_from_text
-from proxy.policy.schema import HmacKey
 from proxy.stages.auth import Authenticator
 
 HMAC_SECRET = "bench-hmac-secret-0123456789-0123456789"

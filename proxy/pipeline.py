@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from proxy.errors import ProxyError
 from proxy.exchange import Exchange, Reply
-from proxy.policy.schema import Mode
+from proxy.policy.base import Mode
 from proxy.protocols.sse import SSEEvent
 
 log = logging.getLogger("agent_proxy.pipeline")

@@ -22,11 +22,11 @@ import jwt
 from cachetools import LRUCache
 from jwt import exceptions as jwt_errors
 
+from proxy.auth.config import JwtConfig
 from proxy.auth.jwks import FixedKeys, JwksRegistry, VerificationKey
 from proxy.auth.keys import valid_caller_name
 from proxy.auth.refusals import Refused
 from proxy.exchange import Caller
-from proxy.policy.schema import JwtConfig
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _SCOPE = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")

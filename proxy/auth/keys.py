@@ -24,8 +24,9 @@ from typing import Any
 
 import orjson
 
+from proxy.auth.config import HmacKey
 from proxy.auth.refusals import Refused
-from proxy.policy.schema import NAME_PATTERN, HmacKey
+from proxy.policy.base import NAME_PATTERN
 
 PREFIX = "apk_"
 VERSION = 1

@@ -38,9 +38,9 @@ from urllib.parse import quote, unquote, urlsplit
 
 from multidict import CIMultiDict
 
+from proxy.auth.config import HmacKey
 from proxy.exchange import Caller
 from proxy.headers import PROXY_HEADER_PREFIX
-from proxy.policy.schema import HmacKey
 
 HEADER_PREFIX = PROXY_HEADER_PREFIX
 CALLER = "x-agent-proxy-caller"

@@ -10,8 +10,8 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 
+from proxy.auth.config import StaticKey
 from proxy.exchange import Caller
-from proxy.policy.schema import StaticKey
 
 
 def sha256_hex(key: str) -> str:

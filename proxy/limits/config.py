@@ -5,22 +5,17 @@ Pydantic models referenced from proxy/policy/schema.py, validated when the polic
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-Mode = Literal["enforce", "shadow", "off"]  # as proxy.policy.schema.Mode
-Glob = Annotated[str, Field(min_length=1, max_length=256)]
+from proxy.policy.base import Glob, Mode, Strict
 
 # Body fields that differ between retries of the same request, not in what it asks: the loop guard ignores them.
 VOLATILE_FIELDS = ("stream", "stream_options", "metadata", "user", "store", "service_tier", "request_id")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Limits(_Strict):
+class Limits(Strict):
     """Smooth limits: up to a minute's allowance at once, coming back continuously (GCRA)."""
 
     requests_per_minute: int | None = Field(None, gt=0, le=10_000_000, description="Requests per minute.")
@@ -48,7 +43,7 @@ class RateLimit(Limits):
     )
 
 
-class Budget(_Strict):
+class Budget(Strict):
     """Spend per caller, from each request's cost; a caller over budget is refused with `insufficient_quota`."""
 
     usd_per_day: float | None = Field(None, gt=0, le=1e9, description="USD per UTC day.")
@@ -59,7 +54,7 @@ class Budget(_Strict):
         return self.usd_per_day is None and self.usd_per_month is None
 
 
-class RateLimitStageConfig(_Strict):
+class RateLimitStageConfig(Strict):
     """How limits are enforced; the limits themselves are under `callers.*`."""
 
     mode: Mode = Field("enforce", description="`shadow` counts and records refusals without refusing.")
@@ -81,7 +76,7 @@ class RateLimitStageConfig(_Strict):
     )
 
 
-class LoopGuardConfig(_Strict):
+class LoopGuardConfig(Strict):
     """Refuses a run that repeats itself: the same request, or the same tool call, too often."""
 
     mode: Mode = Field("enforce", description="`shadow` records a loop without refusing.")
@@ -96,7 +91,7 @@ class LoopGuardConfig(_Strict):
     )
 
 
-class RunsConfig(_Strict):
+class RunsConfig(Strict):
     """Agent runs: one conversation across many calls, from `x-agent-run-id` or the conversation's start."""
 
     mode: Mode = Field("enforce", description="`shadow` records refusals without refusing.")

@@ -13,9 +13,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from proxy.pipeline import Chain
-from proxy.policy.schema import DegradedReplies, Policy, Timeouts, Upstream
+from proxy.policy.schema import Policy, Timeouts, Upstream
 from proxy.protocols import PROTOCOLS, Protocol
 from proxy.resilience.balancer import Balancer
+from proxy.resilience.config import DegradedReplies
 from proxy.resilience.targets import RetryPolicy, Target, build_balancer
 from proxy.services import Services
 from proxy.stages.auth import Authenticator, authenticator_for

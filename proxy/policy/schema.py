@@ -1,26 +1,24 @@
 """The policy file, as pydantic models: frozen, unknown keys rejected, every field documented.
 
+The core (server, upstreams, routes, callers, pricing) is declared here; each component's
+own settings live next to its code (proxy/auth/config.py, proxy/resilience/config.py,
+proxy/limits/config.py, proxy/safety/config.py) and are assembled into `Policy` here.
 `agent-proxy schema` prints the JSON Schema of `Policy` for editor validation.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from proxy.auth.config import AuthConfig, HmacKey
 from proxy.limits.config import Budget, RateLimit, RateLimitStageConfig, RunsConfig
+from proxy.policy.base import Glob, Mode, Name, Strict
+from proxy.resilience.config import CircuitBreakerConfig, DegradedReplies, Fallback, Retries
 from proxy.safety.config import InputConfig, RedactionConfig
-
-Mode = Literal["enforce", "shadow", "off"]
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-Name = Annotated[str, Field(pattern=NAME_PATTERN)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ServerConfig(Strict):
@@ -74,80 +72,6 @@ class Timeouts(Strict):
     first_byte_s: float = Field(60.0, gt=0, le=3600, description="Until the response headers arrive.")
     idle_s: float = Field(30.0, gt=0, le=3600, description="Longest gap between two chunks of a response.")
     total_s: float = Field(600.0, gt=0, le=86400)
-
-
-# ---- auth: shared secrets (proxy/auth/) -----------------------------------------------------------------------
-
-
-class HmacKey(Strict):
-    """A named HMAC-SHA256 secret: the id travels with what it signs, so several can be listed while rotating."""
-
-    id: Name = Field(description="Key id carried by what this secret signs; picks the secret when verifying.")
-    secret: SecretStr = Field(
-        min_length=32, max_length=1024, description="At least 32 characters; use ${ENV_VAR} interpolation."
-    )
-
-
-# ---- end auth: shared secrets -----------------------------------------------------------------------------------
-
-
-# ---- resilience (proxy/resilience/, proxy/upstream.py) ----------------------------------------------------------
-
-RetryOn = Annotated[int, Field(ge=400, le=599)] | Literal["connect_error", "timeout"]
-_RETRYABLE_4XX = frozenset({408, 425, 429})
-
-
-class Retries(Strict):
-    """Retries of one upstream, with capped exponential backoff and full jitter, before any byte reached the caller."""
-
-    attempts: int = Field(3, ge=1, le=10, description="Tries in all, the first included; 1 means no retry.")
-    backoff_base_s: float = Field(0.25, gt=0, le=60, description="Backoff ceiling after the first failure.")
-    backoff_max_s: float = Field(8.0, gt=0, le=300, description="Cap of the backoff ceiling, which doubles per try.")
-    on: list[RetryOn] = Field(
-        default_factory=lambda: [429, 500, 502, 503, 504, "connect_error", "timeout"],
-        max_length=64,
-        description="What is retried: response statuses (408, 425, 429, 5xx), `connect_error` (refused or reset "
-        "before the response head), `timeout` (no response head in time). Also what sends a request to the fallbacks.",
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _yaml_on_key(cls, data: object) -> object:
-        """YAML 1.1 reads a bare `on:` key as the boolean true."""
-        if isinstance(data, dict) and True in data and "on" not in data:
-            data = {("on" if key is True else key): value for key, value in data.items()}
-        return data
-
-    @field_validator("on")
-    @classmethod
-    def _statuses(cls, on: list[int | str]) -> list[int | str]:
-        for item in on:
-            if isinstance(item, int) and item < 500 and item not in _RETRYABLE_4XX:
-                raise ValueError(f"{item} is the caller's error and is never retried (4xx allowed: 408, 425, 429)")
-        return on
-
-
-class CircuitBreakerConfig(Strict):
-    """A breaker per endpoint: opens after consecutive failures, probes again after the recovery time."""
-
-    enabled: bool = Field(True, description="`false` forwards whatever happens.")
-    failure_threshold: int = Field(5, ge=1, le=1000, description="Consecutive failures that open the breaker.")
-    recovery_timeout_s: float = Field(30.0, gt=0, le=3600, description="How long it stays open before probing.")
-    half_open_max_calls: int = Field(1, ge=1, le=100, description="Probes let through at once while half-open.")
-    failure_statuses: list[Annotated[int, Field(ge=408, le=599)]] = Field(
-        default_factory=lambda: [500, 502, 503, 504],
-        max_length=64,
-        description="Response statuses that count as failures (5xx, 408, 429); connection errors, timeouts and "
-        "streams that break mid-way always do, a caller's 4xx never does.",
-    )
-
-    @field_validator("failure_statuses")
-    @classmethod
-    def _no_caller_errors(cls, statuses: list[int]) -> list[int]:
-        for status in statuses:
-            if status < 500 and status not in (408, 429):
-                raise ValueError(f"{status} is the caller's error and never counts against an upstream")
-        return statuses
 
 
 def _check_url(url: str) -> str:
@@ -220,9 +144,6 @@ class Upstream(Strict):
         return self.endpoints if self.endpoints is not None else [self.url]  # type: ignore[list-item]
 
 
-# ---- end resilience -----------------------------------------------------------------------------------------------
-
-
 class UsageConfig(Strict):
     """Token and cost accounting: metrics, the ledger record and the log line's figures."""
 
@@ -254,37 +175,6 @@ class StagesConfig(Strict):
     )
     runs: RunsConfig | None = Field(
         None, description="Agent runs: limits per run and the loop guard (proxy/limits/); unset: off."
-    )
-
-
-def _name_or_object(schema: dict[str, Any], cls: type) -> None:
-    """In the JSON Schema, as in YAML: a fallback is an upstream name or an object."""
-    whole = dict(schema)
-    schema.clear()
-    schema["anyOf"] = [{"type": "string", "description": "An upstream name."}, whole]
-
-
-class Fallback(Strict):
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_name_or_object)
-
-    upstream: str = Field(description="An upstream defined in `upstreams`.")
-    model: str | None = Field(
-        None, min_length=1, max_length=256, description="Model name the request is sent with to this upstream."
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _plain_name(cls, data: object) -> object:
-        return {"upstream": data} if isinstance(data, str) else data
-
-
-class DegradedReplies(Strict):
-    """Per error kind, a message returned as a normal assistant reply (openai and anthropic routes)."""
-
-    rate_limited: str | None = Field(None, max_length=8000, description="When the upstreams answered 429.")
-    timeout: str | None = Field(None, max_length=8000, description="When the upstreams did not answer in time.")
-    upstream_error: str | None = Field(
-        None, max_length=8000, description="When the upstreams failed (5xx, connection errors, open breakers)."
     )
 
 
@@ -331,94 +221,6 @@ class Route(Strict):
     @property
     def label(self) -> str:
         return self.name or self.path or self.prefix or "?"
-
-
-# ---- auth (proxy/auth/, proxy/stages/auth.py) -------------------------------------------------------------------
-
-Scope = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:/-]{1,64}$")]
-Glob = Annotated[str, Field(min_length=1, max_length=256)]
-JwtAlgorithm = Literal[
-    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
-]
-
-
-class StaticKey(Strict):
-    caller: Name
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the key; never the key itself.")
-    id: Name | None = Field(None, description="Key id shown in logs; defaults to the hash's first 8 digits.")
-    scopes: list[Scope] = Field(default_factory=list, max_length=64, description="e.g. admin")
-
-
-class JwtConfig(Strict):
-    """Bearer JWTs from an identity provider, verified with exactly one key source."""
-
-    issuer: str | None = Field(None, max_length=1024, description="Required `iss`; unset: not checked.")
-    audience: str | Annotated[list[str], Field(min_length=1, max_length=32)] | None = Field(
-        None, max_length=1024, description="Accepted `aud` value(s); unset: tokens that carry an `aud` are refused."
-    )
-    algorithms: list[JwtAlgorithm] = Field(
-        default_factory=lambda: ["RS256"],
-        min_length=1,
-        max_length=13,
-        description="Allowlist; `none` is never accepted, and HS* only with `secret`, the others only with keys.",
-    )
-    jwks_file: str | None = Field(None, min_length=1, description="JWKS JSON file, read at policy load.")
-    jwks_url: str | None = Field(
-        None, pattern=r"^https?://\S+$", max_length=2048, description="JWKS URL: cached, refetched on an unknown kid."
-    )
-    public_key_file: str | None = Field(None, min_length=1, description="PEM public key file, read at policy load.")
-    secret: SecretStr | None = Field(
-        None, min_length=32, max_length=1024, description="Shared secret for HS* algorithms; use ${ENV_VAR}."
-    )
-    caller_claim: str = Field("sub", min_length=1, max_length=128, description="Claim naming the caller.")
-    scopes_claim: str = Field(
-        "scope", min_length=1, max_length=128, description="Claim with the scopes: a space-separated string or a list."
-    )
-    leeway_s: float = Field(30.0, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat.")
-    jwks_timeout_s: float = Field(3.0, gt=0, le=30, description="Longest wait for the JWKS URL; then 401.")
-    jwks_cache_s: float = Field(300.0, ge=1, le=86400, description="JWKS URL keys are refetched after this long.")
-    jwks_min_refresh_s: float = Field(
-        10.0, ge=0, le=3600, description="Least time between two JWKS fetches (unknown kids cannot hammer the IdP)."
-    )
-
-    @model_validator(mode="after")
-    def _one_key_source(self) -> JwtConfig:
-        sources = [self.jwks_file, self.jwks_url, self.public_key_file, self.secret]
-        if sum(source is not None for source in sources) != 1:
-            raise ValueError("needs exactly one key source: jwks_file, jwks_url, public_key_file or secret")
-        symmetric = {alg.startswith("HS") for alg in self.algorithms}
-        if self.secret is not None and symmetric != {True}:
-            raise ValueError("with `secret`, only HS256/HS384/HS512 may be listed in `algorithms`")
-        if self.secret is None and True in symmetric:
-            raise ValueError("HS* algorithms need `secret`; with public keys they would allow HS/RS confusion")
-        return self
-
-
-class AuthConfig(Strict):
-    mode: Mode = Field("enforce", description="`shadow` records refusals without enforcing them; `off` skips auth.")
-    hmac_keys: list[HmacKey] = Field(
-        default_factory=list,
-        max_length=16,
-        description="Secrets of keys minted by `agent-proxy keys mint`; the first signs new keys, all verify.",
-    )
-    jwt: JwtConfig | None = Field(None, description="Accept JWT bearer tokens.")
-    static_keys: list[StaticKey] = Field(default_factory=list, max_length=10_000)
-    revoked: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
-        default_factory=list,
-        max_length=100_000,
-        description="Key ids refused from now on, as logs show them: a minted key's id, a JWT's jti, a static key id.",
-    )
-
-    @field_validator("hmac_keys")
-    @classmethod
-    def _unique_ids(cls, keys: list[HmacKey]) -> list[HmacKey]:
-        ids = [key.id for key in keys]
-        if len(set(ids)) != len(ids):
-            raise ValueError("two hmac_keys share an id")
-        return keys
-
-
-# ---- end auth ---------------------------------------------------------------------------------------------------
 
 
 class CallerProfile(Strict):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from proxy.policy.schema import CircuitBreakerConfig, Retries
 from proxy.resilience.balancer import Balancer
 from proxy.resilience.breaker import BreakerSettings
+from proxy.resilience.config import CircuitBreakerConfig, Retries
 from proxy.resilience.registry import EndpointRegistry
 
 if TYPE_CHECKING:

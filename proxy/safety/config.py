@@ -8,20 +8,15 @@ matches are unbounded (the stream hold-back depends on it).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from proxy.policy.base import Mode, Name, Strict
 from proxy.safety.detectors import GROUPS, KNOWN_NAMES, MAX_CUSTOM_REACH, custom_detector, expand
 from proxy.safety.regexbounds import UnboundedPattern
 
-Mode = Literal["enforce", "shadow", "off"]  # as proxy.policy.schema.Mode
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
 OutputAction = Literal["mask", "hash", "block"]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _compiles(pattern: str, ignore_case: bool) -> None:
@@ -34,7 +29,7 @@ def _compiles(pattern: str, ignore_case: bool) -> None:
 # ---- stages.input ------------------------------------------------------------------------------------------------
 
 
-class BlockedPattern(_Strict):
+class BlockedPattern(Strict):
     name: Name = Field(description="Shown in the 400 error, the decision and the metrics; never the matched text.")
     pattern: str = Field(min_length=1, max_length=2000, description="A Python regular expression.")
     ignore_case: bool = Field(False, description="Match regardless of case.")
@@ -45,7 +40,7 @@ class BlockedPattern(_Strict):
         return self
 
 
-class InputConfig(_Strict):
+class InputConfig(Strict):
     """Checks on a request before it leaves (openai and anthropic routes): size, patterns, characters, shape."""
 
     mode: Mode = Field("enforce", description="`shadow` records what would be refused; `off` removes the stage.")
@@ -98,7 +93,7 @@ class InputConfig(_Strict):
 # ---- stages.redaction --------------------------------------------------------------------------------------------
 
 
-class CustomDetectorConfig(_Strict):
+class CustomDetectorConfig(Strict):
     name: Name = Field(description="Listed in `output` or `input` like a built-in detector; the metrics label.")
     pattern: str = Field(
         min_length=1,
@@ -121,7 +116,7 @@ class CustomDetectorConfig(_Strict):
         return self
 
 
-class RedactionConfig(_Strict):
+class RedactionConfig(Strict):
     """PII and secret redaction of what callers receive, and of prompts before they leave."""
 
     mode: Mode = Field("enforce", description="`shadow` counts what would be redacted and changes nothing.")

@@ -29,7 +29,8 @@ from proxy.errors import ProxyError
 from proxy.exchange import Caller, Exchange, Reply
 from proxy.metrics import Metrics
 from proxy.pipeline import Stage, StageFactory
-from proxy.policy.schema import Mode, Policy, Route
+from proxy.policy.base import Mode
+from proxy.policy.schema import Policy, Route
 
 if TYPE_CHECKING:
     from proxy.stages.registry import BuildContext

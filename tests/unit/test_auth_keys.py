@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.auth.config import HmacKey
 from proxy.auth.jwks import JwksRegistry
 from proxy.auth.jwt import JwtVerifier
 from proxy.auth.keys import HmacKeyVerifier, decode_untrusted, mint, parse_ttl
@@ -20,7 +21,6 @@ from proxy.errors import Forbidden, ProxyError, Unauthorized
 from proxy.exchange import Caller
 from proxy.metrics import Metrics
 from proxy.policy.load import policy_from_text
-from proxy.policy.schema import HmacKey
 from proxy.stages.auth import Authenticator
 
 OLD = HmacKey(id="k2025", secret="old-secret-0123456789-0123456789-0123")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
+from proxy.auth.config import HmacKey
 from proxy.auth.signing import SIGNATURE, InvalidSignature, sign_request, verify_signed_request
 from proxy.exchange import Caller
-from proxy.policy.schema import HmacKey
 
 KEY = HmacKey(id="s1", secret="tool-secret-0123456789-0123456789-01")
 SECRETS = {"s1": "tool-secret-0123456789-0123456789-01"}

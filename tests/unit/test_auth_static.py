@@ -7,11 +7,11 @@ import hashlib
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.auth.config import StaticKey
 from proxy.errors import Unauthorized
 from proxy.exchange import Caller, Exchange
 from proxy.policy.compile import compile_policy
 from proxy.policy.load import policy_from_text
-from proxy.policy.schema import StaticKey
 from proxy.stages.auth import MAX_CREDENTIAL_LENGTH, AuthStage, StaticKeyVerifier, presented_credential, sha256_hex
 
 
