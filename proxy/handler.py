@@ -35,12 +35,11 @@ from proxy.pipeline import ChainRun
 from proxy.policy.reload import PolicyHolder
 from proxy.protocols import PROTOCOLS, Protocol
 from proxy.protocols.sse import SSEDecoder, SSEEvent, encode
-from proxy.upstream import forward, is_event_stream, iter_body, read_whole_body
+from proxy.upstream import SHORT_BODY, forward, is_event_stream, iter_body, read_whole_body
 
 log = logging.getLogger("agent_proxy.handler")
 
 JSON = "application/json"
-WHOLE_BODY_LIMIT = 256 * 1024
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 
@@ -90,7 +89,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 def _small(response: aiohttp.ClientResponse) -> bool:
     """A short body is read whole and written once: fewer writes, same memory bound."""
     length = response.content_length
-    return length is not None and length <= WHOLE_BODY_LIMIT
+    return length is not None and length <= SHORT_BODY
 
 
 def _is_json_content_type(request: web.Request) -> bool:
@@ -178,8 +177,8 @@ class ProxyHandler:
         response, upstream = forwarded.response, forwarded.upstream
         broken = False  # a body that breaks before anything was sent still counts against the endpoint
         try:
-            ex.upstream_headers_at = time.perf_counter()
-            self.metrics.child(self.metrics.upstream_seconds, upstream.name).observe(ex.upstream_headers_at - sent)
+            head_at = ex.upstream_headers_at or time.perf_counter()
+            self.metrics.child(self.metrics.upstream_seconds, upstream.name).observe(head_at - sent)
             ex.status = response.status
             ex.streaming = is_event_stream(response)
             ex.response_headers = caller_response_headers(response.headers)

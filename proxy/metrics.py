@@ -111,7 +111,7 @@ class Metrics:
         )
         self.upstream_retries = Counter(
             "agent_proxy_upstream_retries",
-            "Attempts repeated on the same upstream, by what failed (a status code, connect_error, timeout).",
+            "Attempts repeated on one upstream, by what failed (status code, connect_error, timeout, broken_body).",
             ["upstream", "reason"],
             registry=r,
         )

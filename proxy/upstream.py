@@ -9,8 +9,10 @@ the whole exchange, retries and fallbacks included.
 `forward` tries the route's targets (the upstream, then its fallbacks) in order. Within
 a target it picks an endpoint (least in flight, breaker permitting) and retries what
 the upstream's `retries.on` lists, with backoff, while attempts and the deadline allow.
-All of this happens before the response head is accepted: once a response is handed to
-the handler, bytes may reach the caller, and nothing is ever tried again. The handler
+All of this happens before the response is accepted: a short body (its length known,
+`SHORT_BODY` at most, not a stream) is read whole first, so a cut in it is retried too;
+once a response is handed to the handler, bytes may reach the caller, and nothing is ever
+tried again. The handler
 gives the breaker its verdict when the response is over (`Forwarded.finish`).
 """
 
@@ -45,6 +47,7 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # Error codes for failures where the request provably never left: safe to repeat whatever the method.
 NOT_SENT = frozenset({"upstream_connect_failed", "upstream_connect_timeout", "circuit_open"})
 DISCARD_READ_LIMIT = 64 * 1024
+SHORT_BODY = 256 * 1024  # read whole, in one call, and written with its head in one write
 DISCARD_READ_S = 1.0
 
 
@@ -180,9 +183,20 @@ async def forward(
                 lease.finish(None)
                 raise
             else:
+                ex.upstream_headers_at = time.perf_counter()
                 if response.status not in upstream.retry.statuses:
-                    return Forwarded(response, upstream, lease)
-                last = _status_failure(response, upstream)
+                    if not _short_body(response):
+                        return Forwarded(response, upstream, lease)
+                    try:  # nothing has reached the caller yet: a cut here can still be retried
+                        await read_whole_body(response, upstream.timeouts.idle_s, small=True)
+                    except UpstreamStreamBroken as err:
+                        lease.finish(False)
+                        response.close()
+                        response, last = None, _broken_failure(err, upstream)
+                    else:
+                        return Forwarded(response, upstream, lease)
+                else:
+                    last = _status_failure(response, upstream)
             sent = sent or last.sent
             delay = _retry_delay(last, attempt, upstream, deadline, repeatable, rng)
             if response is not None:
@@ -284,6 +298,17 @@ def _status_failure(response: aiohttp.ClientResponse, upstream: CompiledUpstream
         error=error,
         retry_after_s=retry_after,
     )
+
+
+def _broken_failure(err: UpstreamStreamBroken, upstream: CompiledUpstream) -> _Failure:
+    """A short body cut before it was whole: retried as a connection error is."""
+    return _Failure("upstream_error", "broken_body", sent=True, retryable=upstream.retry.on_connect_error, error=err)
+
+
+def _short_body(response: aiohttp.ClientResponse) -> bool:
+    """A body read whole before the handler sees it (`SHORT_BODY` bytes at most, not a stream)."""
+    length = response.content_length
+    return length is not None and 0 < length <= SHORT_BODY and not is_event_stream(response)
 
 
 def _deadline_failure(upstream: CompiledUpstream) -> _Failure:

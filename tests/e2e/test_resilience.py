@@ -249,6 +249,21 @@ def test_retry_after_from_the_upstream_is_honoured(proxy_factory, fake_upstream)
     assert fake_upstream.count(CHAT) == 1
 
 
+def test_a_short_body_cut_before_it_was_whole_is_retried(proxy_factory, fake_upstream):
+    """Nothing reached the caller yet: the proxy reads a short body whole before accepting the answer."""
+    proxy = proxy_factory(policy(fake_upstream.url, retries(3)))
+    fake_upstream.behaviour.fault, fake_upstream.behaviour.fault_times = "cut_stream", 1
+    assert chat(proxy).choices[0].message.content == ANSWER
+    assert fake_upstream.count(CHAT) == 2
+    assert proxy.metric("agent_proxy_upstream_retries_total", {"upstream": "primary-openai", "reason": "broken_body"})
+    assert breaker(proxy, "primary-openai")["consecutive_failures"] == 0  # the retry succeeded: the count restarts
+    fake_upstream.behaviour.fault = "cut_stream"  # every attempt cut: the caller gets the error once retries are spent
+    with pytest.raises(openai.APIStatusError) as err:
+        chat(proxy)
+    assert err.value.status_code == 502 and err.value.code == "upstream_stream_broken"
+    assert fake_upstream.count(CHAT) == 5
+
+
 def test_stream_cut_after_the_first_events_is_not_retried(proxy_factory, fake_upstream):
     proxy = proxy_factory(policy(fake_upstream.url, retries(3)))
     fake_upstream.behaviour.fault = "cut_stream"
