@@ -11,7 +11,7 @@ import hmac
 from collections.abc import Mapping
 from typing import Literal
 
-from proxy.safety.detectors import Detector, make
+from proxy.safety.detector import Detector, make
 
 OutputAction = Literal["mask", "hash", "block"]
 InputAction = Literal["mask", "pseudonymise"]

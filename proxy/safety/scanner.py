@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.safety.detectors import Detector
+from proxy.safety.detector import Detector
 
 _UNKNOWN: Any = object()
 ANCHORED_FROM = 512

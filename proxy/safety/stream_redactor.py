@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from proxy.safety.detectors import Detector
+from proxy.safety.detector import Detector
 from proxy.safety.scanner import Scanner
 
 Replace = Callable[[Detector, str], str]
