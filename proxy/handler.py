@@ -35,7 +35,7 @@ from proxy.pipeline import ChainRun
 from proxy.policy.reload import PolicyHolder
 from proxy.protocols import PROTOCOLS, Protocol
 from proxy.protocols.sse import SSEDecoder, SSEEvent, encode
-from proxy.upstream import SHORT_BODY, forward, is_event_stream, iter_body, read_whole_body
+from proxy.upstream import forward, is_event_stream, iter_body, read_whole_body, short_body
 
 log = logging.getLogger("agent_proxy.handler")
 
@@ -84,12 +84,6 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _small(response: aiohttp.ClientResponse) -> bool:
-    """A short body is read whole and written once: fewer writes, same memory bound."""
-    length = response.content_length
-    return length is not None and length <= SHORT_BODY
 
 
 def _is_json_content_type(request: web.Request) -> bool:
@@ -192,8 +186,9 @@ class ProxyHandler:
                 if ex.streaming:
                     out = EventStreamResponse(status=response.status, headers=ex.response_headers)
                     await self._stream_events(request, ex, run, response, out, idle)
-                elif observed or _small(response):
-                    body = await read_whole_body(response, idle, small=_small(response))
+                elif observed or short_body(response):
+                    # A short body was read whole in `forward`; a longer one that a stage observes is read now.
+                    body = await read_whole_body(response, idle, small=short_body(response))
                     if observed:
                         body = run.response_body(ex, body)
                     # A Response sends its head and body in one write: one syscall, one packet.

@@ -185,7 +185,7 @@ async def forward(
             else:
                 ex.upstream_headers_at = time.perf_counter()
                 if response.status not in upstream.retry.statuses:
-                    if not _short_body(response):
+                    if not short_body(response):
                         return Forwarded(response, upstream, lease)
                     try:  # nothing has reached the caller yet: a cut here can still be retried
                         await read_whole_body(response, upstream.timeouts.idle_s, small=True)
@@ -305,10 +305,11 @@ def _broken_failure(err: UpstreamStreamBroken, upstream: CompiledUpstream) -> _F
     return _Failure("upstream_error", "broken_body", sent=True, retryable=upstream.retry.on_connect_error, error=err)
 
 
-def _short_body(response: aiohttp.ClientResponse) -> bool:
-    """A body read whole before the handler sees it (`SHORT_BODY` bytes at most, not a stream)."""
+def short_body(response: aiohttp.ClientResponse) -> bool:
+    """Read whole before the answer is accepted, and written with its head in one write: not a stream,
+    its length known and `SHORT_BODY` at most."""
     length = response.content_length
-    return length is not None and 0 < length <= SHORT_BODY and not is_event_stream(response)
+    return length is not None and length <= SHORT_BODY and not is_event_stream(response)
 
 
 def _deadline_failure(upstream: CompiledUpstream) -> _Failure:
