@@ -109,7 +109,7 @@ class ProxyHandler:
                 if route is None
                 else BadRequest("the request path may not contain '.' or '..' segments")
             )
-            self.metrics.requests.labels("unmatched", "none", status_class(err.status)).inc()
+            self.metrics.child(self.metrics.requests, "unmatched", "none", status_class(err.status)).inc()
             return error_response(guess_protocol(request), err, request_id)
 
         ex = Exchange(
@@ -171,8 +171,8 @@ class ProxyHandler:
         response, upstream = forwarded.response, forwarded.upstream
         broken = False  # a body that breaks before anything was sent still counts against the endpoint
         try:
-            head_at = ex.upstream_headers_at or time.perf_counter()
-            self.metrics.child(self.metrics.upstream_seconds, upstream.name).observe(head_at - sent)
+            assert ex.upstream_headers_at is not None  # `forward` marks it when the head arrives
+            self.metrics.child(self.metrics.upstream_seconds, upstream.name).observe(ex.upstream_headers_at - sent)
             ex.status = response.status
             ex.streaming = is_event_stream(response)
             ex.response_headers = caller_response_headers(response.headers)
@@ -181,14 +181,14 @@ class ProxyHandler:
             run.response_headers(ex)
             idle = upstream.timeouts.idle_s
             observed = bool(run.stages) and route.chain.observes_response
+            short = short_body(response)  # already read whole by `forward`
             out: web.StreamResponse
             try:
                 if ex.streaming:
                     out = EventStreamResponse(status=response.status, headers=ex.response_headers)
                     await self._stream_events(request, ex, run, response, out, idle)
-                elif observed or short_body(response):
-                    # A short body was read whole in `forward`; a longer one that a stage observes is read now.
-                    body = await read_whole_body(response, idle, small=short_body(response))
+                elif observed or short:
+                    body = await read_whole_body(response, idle, small=short)  # a longer one a stage observes: now
                     if observed:
                         body = run.response_body(ex, body)
                     # A Response sends its head and body in one write: one syscall, one packet.

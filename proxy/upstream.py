@@ -19,11 +19,12 @@ gives the breaker its verdict when the response is over (`Forwarded.finish`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -327,10 +328,21 @@ def _degrade(
     return reply
 
 
+@contextlib.contextmanager
+def _reading_body() -> Iterator[None]:
+    """A read of the body that times out or fails is a broken stream, whichever reader met it."""
+    try:
+        yield
+    except TimeoutError:
+        raise UpstreamStreamBroken("the upstream stopped sending data", code="upstream_idle_timeout") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamStreamBroken("the upstream connection broke mid-response", code="upstream_stream_broken") from exc
+
+
 async def iter_body(response: aiohttp.ClientResponse, idle_s: float) -> AsyncIterator[bytes]:
     """Body chunks as they arrive; a gap longer than `idle_s`, or a cut, is a broken stream."""
     loop = asyncio.get_running_loop()
-    try:
+    with _reading_body():
         async with asyncio.timeout(None) as deadline:
             while True:
                 deadline.reschedule(loop.time() + idle_s)
@@ -339,23 +351,15 @@ async def iter_body(response: aiohttp.ClientResponse, idle_s: float) -> AsyncIte
                 if not chunk:
                     return
                 yield chunk
-    except TimeoutError:
-        raise UpstreamStreamBroken("the upstream stopped sending data", code="upstream_idle_timeout") from None
-    except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamStreamBroken("the upstream connection broke mid-response", code="upstream_stream_broken") from exc
 
 
 async def read_whole_body(response: aiohttp.ClientResponse, idle_s: float, small: bool = False) -> bytes:
     """The body at once; a `small` body (its length known and short) gets `idle_s` for all of it, in one read."""
     if not small:
         return b"".join([chunk async for chunk in iter_body(response, idle_s)])
-    try:
+    with _reading_body():
         async with asyncio.timeout(idle_s):
             return await response.read()
-    except TimeoutError:
-        raise UpstreamStreamBroken("the upstream stopped sending data", code="upstream_idle_timeout") from None
-    except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamStreamBroken("the upstream connection broke mid-response", code="upstream_stream_broken") from exc
 
 
 def is_event_stream(response: aiohttp.ClientResponse) -> bool:

@@ -90,7 +90,7 @@ class RateLimitStage(Stage):
             self._releases = []  # the store refused: it took nothing
         self._decision = decision
         if decision.admitted:
-            metrics.limit_admissions.labels(self._profile, decision.how).inc()
+            metrics.child(metrics.limit_admissions, self._profile, decision.how).inc()
             if decision.how != "direct":
                 self.decide(ex, f"admitted:{decision.how}")
             self._estimate = guess
@@ -202,16 +202,19 @@ class RateLimitStage(Stage):
                     changes.append(QuotaDelta(check.key, cost_delta, check.expires_at))
         results = await self._f.shared.limiter.settle(changes)
         if results:
-            gauge = self._f.shared.metrics.budget_remaining_usd
+            metrics = self._f.shared.metrics
             for index, quota in quotas:
                 period = "day" if ":usd:d:" in quota.key else "month"
-                gauge.labels(self._profile, period).set(max(0.0, quota.limit - results[index]))
+                metrics.child(metrics.budget_remaining_usd, self._profile, period).set(
+                    max(0.0, quota.limit - results[index])
+                )
 
     def _budget_gauge_from(self, decision: Decision) -> None:
-        gauge = self._f.shared.metrics.budget_remaining_usd
+        metrics = self._f.shared.metrics
         for limit, verdict in decision.results:
             if limit.reason in ("budget_day", "budget_month"):
-                gauge.labels(self._profile, limit.reason.removeprefix("budget_")).set(verdict.remaining)
+                period = limit.reason.removeprefix("budget_")
+                metrics.child(metrics.budget_remaining_usd, self._profile, period).set(verdict.remaining)
 
 
 class RateLimitFactory(StageFactory):
