@@ -55,8 +55,13 @@ def _may_carry_usage(raw: bytes) -> bool:
     return keys > 0 and keys > len(_USAGE_NULL.findall(raw))
 
 
-def _cut_usage_null(raw: bytes) -> bytes | None:
-    """The event without its one `"usage":null` member (and the comma that joined it), or None if absent."""
+def _without_null_usage(raw: bytes) -> bytes | None:
+    """The event without its one `"usage":null` member (and the comma that joined it), cut from the
+    bytes; None when its usage is not exactly one null, and the payload has to be read."""
+    if raw.endswith(_USAGE_NULL_LAST):  # compact JSON, usage last: how OpenAI sends every chunk but one
+        return raw[: -len(_USAGE_NULL_LAST)] + b"}\n\n"
+    if raw.count(_USAGE_KEY) != 1:
+        return None
     start = raw.find(_USAGE_KEY)
     found = _USAGE_NULL.match(raw, start)
     return None if found is None else _cut(raw, start, found.end())
@@ -190,16 +195,10 @@ class OpenAIProtocol(Protocol):
 
     def stream_usage(self, event: SSEEvent, strip: bool) -> tuple[Usage | None, SSEEvent | None]:
         """The common case, a chunk with no usage or `"usage":null`, is settled on the raw bytes."""
-        raw = event.raw
-        if raw.endswith(_USAGE_NULL_LAST):  # compact JSON, usage last: how OpenAI sends every chunk but one
-            return None, SSEEvent(raw[: -len(_USAGE_NULL_LAST)] + b"}\n\n") if strip else event
-        keys = raw.count(_USAGE_KEY)
-        if keys == 0:
+        if (cut := _without_null_usage(event.raw)) is not None:
+            return None, SSEEvent(cut) if strip else event
+        if _USAGE_KEY not in event.raw:
             return None, event
-        if keys == 1:
-            start = raw.find(_USAGE_KEY)
-            if (null := _USAGE_NULL.match(raw, start)) is not None:
-                return None, SSEEvent(_cut(raw, start, null.end())) if strip else event
         return super().stream_usage(event, strip)
 
     def is_terminal_event(self, event: SSEEvent) -> bool:
@@ -238,11 +237,10 @@ class OpenAIProtocol(Protocol):
         The key is cut from the raw bytes, without parsing, so the rest of the event stays byte
         for byte as sent; only if it cannot be found exactly once is the payload re-serialised.
         """
-        keys = event.raw.count(_USAGE_KEY)
-        if keys == 0:
-            return event
-        if keys == 1 and (cut := _cut_usage_null(event.raw)) is not None:
+        if (cut := _without_null_usage(event.raw)) is not None:
             return SSEEvent(cut)
+        if _USAGE_KEY not in event.raw:
+            return event
         payload = event.json()
         if not isinstance(payload, dict) or "usage" not in payload:
             return event
