@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,9 +27,8 @@ import tempfile
 import time
 import uuid
 
-import aiohttp
 import orjson
-from support import ROOT, free_port, start, wait_ready
+from support import ROOT, compare, free_port, start, stop, wait_ready
 
 sys.path.insert(0, str(ROOT))
 
@@ -118,30 +116,8 @@ async def proxy_load(url: str, concurrency: int, total: int) -> float:
     """p50 latency in ms of a plain chat completion."""
     payload = orjson.dumps({"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]})
     headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}", "x-mock-reply-words": "20"}
-    latencies: list[float] = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-
-        async def one() -> None:
-            start = time.perf_counter()
-            async with session.post(url, data=payload, headers=headers) as response:
-                await response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"status {response.status}")
-            latencies.append(time.perf_counter() - start)
-
-        for _ in range(100):
-            await one()
-        latencies.clear()
-        remaining = total
-
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                await one()
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return statistics.median(latencies) * 1000
+    results = await compare({"proxy": (url, headers)}, payload, concurrency, total, rounds=1, warmup=100)
+    return results["proxy"].p(0.5)
 
 
 def main() -> None:
@@ -212,17 +188,13 @@ def main() -> None:
                         p50 = asyncio.run(proxy_load(url, concurrency, args.requests))
                         results[(name, concurrency)] = min(p50, results.get((name, concurrency), p50))
                 finally:
-                    proxy.send_signal(signal.SIGTERM)
-                    proxy.wait(15)
+                    stop([proxy])
         print(f"{'limits':<8}{'conc':>6}{'p50 ms':>10}{'added':>10}")
         for (name, concurrency), p50 in results.items():
             added = p50 - results[("none", concurrency)]
             print(f"{name:<8}{concurrency:>6}{p50:>10.3f}{added:>10.3f}")
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            process.wait(10)
+        stop(processes)
         for name in policies:
             os.unlink(name)
 
