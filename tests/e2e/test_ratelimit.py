@@ -14,7 +14,7 @@ import pytest
 
 from proxy.app import SERVICES
 from proxy.state import RateDelta
-from tests.fixtures.http import post
+from tests.fixtures.http import post, send_post
 from tests.fixtures.proxy_server import ADMIN_KEY, DEMO_KEY, basic_policy
 from tests.fixtures.waiting import wait_for
 
@@ -152,11 +152,7 @@ def test_a_concurrency_slot_is_released_exactly_once_even_when_the_caller_leaves
     proxy = proxy_factory(basic_policy(fake_upstream.url, callers("{concurrent: 1}")))
     body = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
     with socket.create_connection(("127.0.0.1", proxy.port)) as sock:  # holds the slot, then goes away
-        sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\nx-mock-delay-s: 5\r\n"
-            + f"authorization: Bearer {DEMO_KEY}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        send_post(sock, CHAT, body, {"x-mock-delay-s": "5", "authorization": f"Bearer {DEMO_KEY}"})
         wait_for(lambda: fake_upstream.count(CHAT) == 1)
         with pytest.raises(openai.RateLimitError) as busy:
             chat(oai(proxy))

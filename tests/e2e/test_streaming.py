@@ -11,6 +11,7 @@ import openai
 import pytest
 from aiohttp import web
 
+from tests.fixtures.http import send_post
 from tests.fixtures.proxy_server import DEMO_KEY, basic_policy
 from tests.fixtures.servers import ServerThread
 from tests.fixtures.waiting import wait_for
@@ -53,11 +54,7 @@ def test_caller_disconnect_cancels_the_upstream_request(proxy, fake_upstream):
     fake_upstream.behaviour.delay_s = 0.0
     body = b'{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"go"}]}'
     with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
-        sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
-            + f"authorization: Bearer {DEMO_KEY}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        send_post(sock, "/v1/chat/completions", body, {"authorization": f"Bearer {DEMO_KEY}"})
         assert sock.recv(4096).startswith(b"HTTP/1.1 200")
     wait_for(lambda: proxy.metric("agent_proxy_requests_in_flight") == 0)
     wait_for(
@@ -102,11 +99,7 @@ def test_the_head_of_a_stream_reaches_the_caller_before_its_first_event(proxy_fa
         proxy = proxy_factory(basic_policy(upstream.url))
         body = b'{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"go"}]}'
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-            sock.sendall(
-                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
-                + f"authorization: Bearer {DEMO_KEY}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
+            send_post(sock, "/v1/chat/completions", body, {"authorization": f"Bearer {DEMO_KEY}"})
             head = _read_until(sock, b"\r\n\r\n")
             assert not gate.is_set()
             assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
