@@ -47,6 +47,12 @@ def _connection_named(headers: CIMultiDict[str]) -> set[str]:
     return {token.strip().lower() for value in headers.getall("connection", ()) for token in value.split(",")}
 
 
+def drop_proxy_headers(headers: CIMultiDict[str]) -> None:
+    """Remove every `x-agent-proxy-*` header: the proxy's own (caller identity, signatures), never a caller's."""
+    for name in [name for name in headers if name.lower().startswith(PROXY_HEADER_PREFIX)]:
+        headers.popall(name, None)
+
+
 def new_request_id() -> str:
     """32 hex digits: a random per-process prefix and a counter, unique without a syscall per request."""
     return f"{_ID_PREFIX}{next(_id_counter):016x}"
@@ -66,8 +72,7 @@ def upstream_request_headers(
     headers: CIMultiDict[str] = CIMultiDict(caller_headers)  # a copy in C, then the few drops: cheaper than a filter
     for name in NOT_FORWARDED | _connection_named(headers):
         headers.popall(name, None)
-    for name in [name for name in headers if name.lower().startswith(PROXY_HEADER_PREFIX)]:
-        headers.popall(name, None)  # the proxy's own (caller identity, signatures): never the caller's to set
+    drop_proxy_headers(headers)
     for name, value in inject:
         headers[name] = value
     headers["x-request-id"] = request_id

@@ -40,9 +40,8 @@ from multidict import CIMultiDict
 
 from proxy.auth.config import HmacKey
 from proxy.exchange import Caller
-from proxy.headers import PROXY_HEADER_PREFIX
+from proxy.headers import drop_proxy_headers
 
-HEADER_PREFIX = PROXY_HEADER_PREFIX
 CALLER = "x-agent-proxy-caller"
 KEY_ID = "x-agent-proxy-key-id"
 SCOPES = "x-agent-proxy-scopes"
@@ -102,8 +101,7 @@ def sign_request(
     now: float | None = None,
 ) -> None:
     """Add the identity and signature headers in place, replacing any a caller sent."""
-    for name in [name for name in headers if name.lower().startswith(HEADER_PREFIX)]:
-        headers.popall(name, None)
+    drop_proxy_headers(headers)
     name = quote(caller.name, safe=":@") if caller else ""
     key_id = caller.key_id if caller else ""
     scopes = " ".join(sorted(caller.scopes)) if caller else ""
