@@ -12,13 +12,14 @@ import time
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from proxy.errors import ServiceUnavailable
 from proxy.limits.limiter import Limit, Limiter
 from proxy.metrics import Metrics
 from proxy.state import MemoryStore, Quota, QuotaDelta, Rate, RateDelta, Release, Slot, Store
+from proxy.state.arith import EPS
 from proxy.state.redis import RedisStore
 from tests.fixtures.redis_server import REDIS_SERVER
 from tests.fixtures.servers import free_port
@@ -274,15 +275,25 @@ async def _replay(store: Store, ops, prefix: str) -> list[tuple]:
             now += arg
         elif what == "acquire":
             (v,) = await store.acquire([arg], now)
-            seen.append((v.allowed, round(v.remaining, 3), round(v.reset_s, 3), round(v.retry_after_s, 3)))
+            seen.append((v.allowed, v.remaining, v.reset_s, v.retry_after_s))
         else:
-            seen.append(tuple(round(x, 3) for x in await store.adjust([arg], now)))
+            seen.append(tuple(await store.adjust([arg], now)))
     return seen
+
+
+def _agree(a: list[tuple], b: list[tuple]) -> bool:
+    """Equal within the stores' float slack (Redis keeps times to the microsecond); rounding both to a few
+    decimals would split values that sit on a rounding boundary."""
+    return len(a) == len(b) and all(
+        len(x) == len(y) and all(math.isclose(p, q, rel_tol=0, abs_tol=EPS) for p, q in zip(x, y, strict=True))
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 @pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(_op, min_size=1, max_size=40))
+@example(ops=[("rate", 2, 1.0, 1), ("rate", 5, 1.0, 1), ("rate", 16, 1.0, 1)])  # a reset of 0.7625 s
 def test_memory_and_redis_agree_on_every_sequence(redis_server, ops):
     async def both():
         prefix = "parity:" + uuid.uuid4().hex
@@ -293,4 +304,4 @@ def test_memory_and_redis_agree_on_every_sequence(redis_server, ops):
             await redis_store.close()
 
     memory, redis = asyncio.run(both())
-    assert memory == redis
+    assert _agree(memory, redis), (memory, redis)
