@@ -1,6 +1,6 @@
 """The aiohttp application: the proxy handler, health, metrics and admin endpoints.
 
-Resources (client session, policy holder and its watcher, built-in mock upstream,
+Resources (upstream client, policy holder and its watcher, built-in mock upstream,
 background completion tasks) are created in one cleanup context and torn down in
 reverse order, after in-flight work has drained.
 """
@@ -28,7 +28,7 @@ from proxy.policy.schema import Policy
 from proxy.protocols import PROTOCOLS
 from proxy.services import Services
 from proxy.state import open_store
-from proxy.upstream import new_client_session
+from proxy.upstream import new_upstream_client
 
 POLICY = web.AppKey("policy", tuple)
 METRICS = web.AppKey("metrics", Metrics)
@@ -88,7 +88,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         interval_s = policy.ledger.flush_interval_ms / 1000
         ledger = await asyncio.to_thread(Ledger.open, policy.ledger.path, interval_s, metrics)
     mock = BuiltinMock()
-    session = new_client_session()
+    client = new_upstream_client()
     tasks: set[asyncio.Task[None]] = set()
 
     def spawn(coro: Coroutine[Any, Any, None]) -> None:
@@ -100,7 +100,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[SERVICES] = services
     holder = await PolicyHolder.create(policy, path, services, mock.url)
     app[HOLDER] = holder
-    app[HANDLER] = ProxyHandler(holder, session, metrics, spawn)
+    app[HANDLER] = ProxyHandler(holder, client, metrics, spawn)
     watcher = asyncio.create_task(holder.watch()) if path is not None else None
     try:
         yield
@@ -113,7 +113,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await drain(set(tasks))
         if services.ledger is not None:
             await services.ledger.close()
-        await session.close()
+        await client.close()
         await mock.stop()
         if services.state is not None:  # last: completions above released their slots into it
             await services.state.close()

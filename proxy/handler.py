@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from proxy.errors import (
@@ -36,6 +35,7 @@ from proxy.policy.reload import PolicyHolder
 from proxy.protocols import PROTOCOLS, Protocol
 from proxy.protocols.sse import SSEDecoder, SSEEvent, encode
 from proxy.upstream import forward, is_event_stream, iter_body, read_whole_body, short_body
+from proxy.upstream_http import HTTPClient, Response
 
 log = logging.getLogger("agent_proxy.handler")
 
@@ -92,9 +92,9 @@ def _is_json_content_type(request: web.Request) -> bool:
 
 
 class ProxyHandler:
-    def __init__(self, holder: PolicyHolder, session: aiohttp.ClientSession, metrics: Metrics, spawn: Spawn):
+    def __init__(self, holder: PolicyHolder, client: HTTPClient, metrics: Metrics, spawn: Spawn):
         self.holder = holder
-        self.session = session
+        self.client = client
         self.metrics = metrics
         self.spawn = spawn
 
@@ -165,7 +165,7 @@ class ProxyHandler:
         route = ex.route
         sent = time.perf_counter()
         # Retries, breakers and fallbacks happen in `forward`, before anything reaches the caller.
-        forwarded = await forward(self.session, ex, route, self.metrics)
+        forwarded = await forward(self.client, ex, route, self.metrics)
         if isinstance(forwarded, Reply):  # a degraded reply: every upstream failed
             return self._local_reply(ex, forwarded)
         response, upstream = forwarded.response, forwarded.upstream
@@ -218,7 +218,7 @@ class ProxyHandler:
         self,
         request: web.Request,
         ex: Exchange,
-        response: aiohttp.ClientResponse,
+        response: Response,
         out: web.StreamResponse,
         idle: float,
     ) -> None:
@@ -243,7 +243,7 @@ class ProxyHandler:
         request: web.Request,
         ex: Exchange,
         run: ChainRun,
-        response: aiohttp.ClientResponse,
+        response: Response,
         out: web.StreamResponse,
         idle: float,
     ) -> None:
@@ -253,10 +253,7 @@ class ProxyHandler:
         decoder = SSEDecoder()
         observed = bool(run.stages) and ex.route.chain.observes_response
         try:
-            try:
-                arrived = response.content.read_nowait()  # what came with the upstream's head, if anything
-            except (aiohttp.ClientError, OSError):
-                arrived = b""  # the read below meets the same error and reports it
+            arrived = response.read_nowait()  # what came with the upstream's head, if anything
             if arrived:
                 await self._relay_chunk(ex, run, out, decoder, arrived, observed)
             if ex.first_byte_at is None:

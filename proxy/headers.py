@@ -31,7 +31,7 @@ HOP_BY_HOP = frozenset(
 )
 CALLER_CREDENTIALS = frozenset({"authorization", "x-api-key", "api-key"})
 # Set again by the proxy or its HTTP client for the next hop.
-RECOMPUTED = frozenset({"host", "content-length", "accept-encoding", "x-request-id"})
+RECOMPUTED = frozenset({"host", "content-length", "accept-encoding", "expect", "x-request-id"})
 NOT_FORWARDED = HOP_BY_HOP | CALLER_CREDENTIALS | RECOMPUTED
 PROXY_HEADER_PREFIX = "x-agent-proxy-"
 

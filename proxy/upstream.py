@@ -1,6 +1,6 @@
-"""Forwarding to an upstream: one pooled client session, retries, breakers, fallbacks, timeouts, error mapping.
+"""Forwarding to an upstream: one pooled client, retries, breakers, fallbacks, timeouts, error mapping.
 
-Foreign exceptions (aiohttp, asyncio) are mapped here, at the boundary, into the
+Foreign exceptions (the HTTP client's, asyncio's) are mapped here, at the boundary, into the
 `ProxyError` tree. Timeouts: `connect_s` to open a connection, `first_byte_s` until
 the response headers, `idle_s` between two chunks of the body, `total_s` overall: the
 primary upstream's `total_s`, counted from the request's arrival, is the deadline of
@@ -27,8 +27,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-import aiohttp
-
 from proxy.auth.signing import sign_request
 from proxy.errors import ProxyError, ServiceUnavailable, UpstreamStreamBroken, UpstreamTimeout, UpstreamUnreachable
 from proxy.exchange import Exchange, Outcome, Reply
@@ -39,6 +37,7 @@ from proxy.resilience.backoff import parse_retry_after, retry_delay
 from proxy.resilience.balancer import Lease
 from proxy.resilience.degrade import degraded_reply
 from proxy.resilience.targets import Target
+from proxy.upstream_http import ConnectFailed, ConnectTimeout, HTTPClient, Response, UpstreamHTTPError
 
 log = logging.getLogger("agent_proxy.upstream")
 
@@ -52,21 +51,17 @@ SHORT_BODY = 256 * 1024  # read whole, in one call, and written with its head in
 DISCARD_READ_S = 1.0
 
 
-def new_client_session() -> aiohttp.ClientSession:
-    """One session for the process lifetime: connection reuse is most of the latency budget."""
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
-    return aiohttp.ClientSession(
-        connector=connector,
-        # Shared by every caller: a cookie one upstream sets for one caller must never ride on another's request.
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=True,
-        skip_auto_headers=("User-Agent",),
-        timeout=aiohttp.ClientTimeout(total=None),
-    )
+def new_upstream_client() -> HTTPClient:
+    """One client for the process lifetime: connection reuse is most of the latency budget.
+
+    It keeps no cookies: it serves every caller, and what one upstream sets for one caller
+    must never ride on another's request.
+    """
+    return HTTPClient(keepalive_s=30.0)
 
 
 async def open_upstream(
-    session: aiohttp.ClientSession,
+    client: HTTPClient,
     ex: Exchange,
     route: CompiledRoute,
     upstream: CompiledUpstream,
@@ -74,7 +69,7 @@ async def open_upstream(
     *,
     first_byte_s: float | None = None,
     total_s: float | None = None,
-) -> aiohttp.ClientResponse:
+) -> Response:
     """One attempt: send the request to one endpoint and wait for the response head; the body is read later."""
     timeouts = upstream.timeouts
     url = (base_url or upstream.base_url) + route.upstream_path(ex.raw_path or ex.path, ex.path)
@@ -85,27 +80,21 @@ async def open_upstream(
     if upstream.config.sign_requests and upstream.config.signing_key is not None:
         # Auth: caller identity + HMAC signature for tool servers (proxy/auth/signing.py, docs/auth.md).
         sign_request(headers, upstream.config.signing_key, ex.caller, ex.method, url, body)
+    deadline = asyncio.get_running_loop().time() + (total_s or timeouts.total_s)
     try:
         async with asyncio.timeout(first_byte_s or timeouts.first_byte_s):
-            return await session.request(
-                ex.method,
-                aiohttp.client.URL(url, encoded=True),
-                data=body or None,
-                headers=headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=total_s or timeouts.total_s, sock_connect=timeouts.connect_s),
-            )
-    except aiohttp.ConnectionTimeoutError:
+            return await client.request(ex.method, url, headers, body, connect_s=timeouts.connect_s, deadline=deadline)
+    except ConnectTimeout:
         raise UpstreamTimeout(
             f"could not connect to upstream '{upstream.name}' in time", code="upstream_connect_timeout"
         ) from None
     except TimeoutError:
         raise UpstreamTimeout(f"upstream '{upstream.name}' did not answer in time") from None
-    except aiohttp.ClientConnectorError:
+    except ConnectFailed:
         raise UpstreamUnreachable(
             f"could not connect to upstream '{upstream.name}'", code="upstream_connect_failed"
         ) from None
-    except (aiohttp.ClientError, OSError):
+    except (UpstreamHTTPError, OSError):
         raise UpstreamUnreachable(
             f"upstream '{upstream.name}' closed the connection without answering", code="upstream_connection_closed"
         ) from None
@@ -115,7 +104,7 @@ async def open_upstream(
 class Forwarded:
     """A response head from one endpoint; the handler streams the body, then calls `finish` exactly once."""
 
-    response: aiohttp.ClientResponse
+    response: Response
     upstream: CompiledUpstream
     lease: Lease
 
@@ -140,7 +129,7 @@ class _Failure:
 
 
 async def forward(
-    session: aiohttp.ClientSession,
+    client: HTTPClient,
     ex: Exchange,
     route: CompiledRoute,
     metrics: Metrics,
@@ -175,7 +164,7 @@ async def forward(
             first_byte_s = min(upstream.timeouts.first_byte_s, remaining)
             try:
                 response = await open_upstream(
-                    session, ex, route, upstream, lease.url, first_byte_s=first_byte_s, total_s=remaining
+                    client, ex, route, upstream, lease.url, first_byte_s=first_byte_s, total_s=remaining
                 )
             except (UpstreamTimeout, UpstreamUnreachable) as err:
                 lease.finish(False)
@@ -253,14 +242,14 @@ def _use_model(ex: Exchange, model: str | None) -> None:
         ex.replace_request_json({**body, "model": model})
 
 
-async def _discard(response: aiohttp.ClientResponse, lease: Lease, upstream: CompiledUpstream) -> None:
+async def _discard(response: Response, lease: Lease, upstream: CompiledUpstream) -> None:
     """Drop a response that will not be used; a short error body is read first so its connection is reused."""
     length = response.content_length
     try:
         if length is not None and length <= DISCARD_READ_LIMIT:
             async with asyncio.timeout(DISCARD_READ_S):
                 await response.read()
-    except (TimeoutError, aiohttp.ClientError, OSError):
+    except (TimeoutError, UpstreamHTTPError, OSError):
         response.close()
     finally:
         response.release()
@@ -286,7 +275,7 @@ def _error_failure(err: ProxyError, upstream: CompiledUpstream) -> _Failure:
     )
 
 
-def _status_failure(response: aiohttp.ClientResponse, upstream: CompiledUpstream) -> _Failure:
+def _status_failure(response: Response, upstream: CompiledUpstream) -> _Failure:
     status = response.status
     retry_after = parse_retry_after(response.headers)
     headers = {"retry-after": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
@@ -306,7 +295,7 @@ def _broken_failure(err: UpstreamStreamBroken, upstream: CompiledUpstream) -> _F
     return _Failure("upstream_error", "broken_body", sent=True, retryable=upstream.retry.on_connect_error, error=err)
 
 
-def short_body(response: aiohttp.ClientResponse) -> bool:
+def short_body(response: Response) -> bool:
     """Read whole before the answer is accepted, and written with its head in one write: not a stream,
     its length known and `SHORT_BODY` at most."""
     length = response.content_length
@@ -335,32 +324,39 @@ def _reading_body() -> Iterator[None]:
         yield
     except TimeoutError:
         raise UpstreamStreamBroken("the upstream stopped sending data", code="upstream_idle_timeout") from None
-    except (aiohttp.ClientError, OSError) as exc:
+    except (UpstreamHTTPError, OSError) as exc:
         raise UpstreamStreamBroken("the upstream connection broke mid-response", code="upstream_stream_broken") from exc
 
 
-async def iter_body(response: aiohttp.ClientResponse, idle_s: float) -> AsyncIterator[bytes]:
-    """Body chunks as they arrive; a gap longer than `idle_s`, or a cut, is a broken stream."""
+def _read_by(response: Response, idle_s: float, now: float) -> float:
+    """When the next read times out: an idle gap, or the request's overall deadline if that comes first."""
+    by = now + idle_s
+    return by if response.deadline is None or by < response.deadline else response.deadline
+
+
+async def iter_body(response: Response, idle_s: float) -> AsyncIterator[bytes]:
+    """Body chunks as they arrive; a gap longer than `idle_s`, the overall deadline, or a cut is a broken stream."""
     loop = asyncio.get_running_loop()
     with _reading_body():
         async with asyncio.timeout(None) as deadline:
             while True:
-                deadline.reschedule(loop.time() + idle_s)
-                chunk = await response.content.readany()
+                deadline.reschedule(_read_by(response, idle_s, loop.time()))
+                chunk = await response.readany()
                 deadline.reschedule(None)  # never let the deadline fire while the consumer holds a chunk
                 if not chunk:
                     return
                 yield chunk
 
 
-async def read_whole_body(response: aiohttp.ClientResponse, idle_s: float, small: bool = False) -> bytes:
+async def read_whole_body(response: Response, idle_s: float, small: bool = False) -> bytes:
     """The body at once; a `small` body (its length known and short) gets `idle_s` for all of it, in one read."""
     if not small:
         return b"".join([chunk async for chunk in iter_body(response, idle_s)])
+    loop = asyncio.get_running_loop()
     with _reading_body():
-        async with asyncio.timeout(idle_s):
+        async with asyncio.timeout_at(_read_by(response, idle_s, loop.time())):
             return await response.read()
 
 
-def is_event_stream(response: aiohttp.ClientResponse) -> bool:
+def is_event_stream(response: Response) -> bool:
     return response.headers.get("content-type", "").startswith("text/event-stream")

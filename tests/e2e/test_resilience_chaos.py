@@ -117,11 +117,11 @@ async def run(proxy, count: int, offset: int = 0) -> list[str]:
 
 
 def upstream_connections(proxy) -> tuple[int, int]:
-    """(held by a request, idle in the pool) of the proxy's client session."""
-    connector = proxy.app[HANDLER].session.connector
+    """(held by a request, idle in the pool) of the proxy's upstream client."""
+    client = proxy.app[HANDLER].client
 
     async def read() -> tuple[int, int]:
-        return len(connector._acquired), sum(len(c) for c in connector._conns.values())
+        return client.connections()
 
     return proxy.run(read())
 
