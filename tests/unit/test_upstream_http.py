@@ -14,7 +14,7 @@ from proxy.upstream_http import BodyBroken, ClosedBeforeAnswer, ConnectFailed, H
 from proxy.upstream_http.response import HIGH_WATER
 from tests.fixtures.servers import free_port
 
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Script = Callable[["ScriptedServer", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 class ScriptedServer:
@@ -57,27 +57,32 @@ class ScriptedServer:
         self.connections += 1
         self.writers.append(writer)
         try:
-            await self.script(reader, writer)
+            await self.script(self, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
 
 
-def keep_answering(server_ref: list[ScriptedServer], answer: bytes) -> Script:
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def keep_answering(answer: bytes) -> Script:
+    async def script(server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
-            await server_ref[0].read_request(reader)
+            await server.read_request(reader)
             writer.write(answer)
             await writer.drain()
 
     return script
 
 
-async def scripted(script_for: Callable[[ScriptedServer], Script], tls: ssl.SSLContext | None = None) -> ScriptedServer:
-    server = ScriptedServer(lambda r, w: asyncio.sleep(0), tls)
-    server.script = script_for(server)
-    return server
+def answer_once(answer: bytes) -> Script:
+    """Then the connection closes."""
+
+    async def script(server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    return script
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -93,7 +98,7 @@ def headers(**values: str) -> CIMultiDict[str]:
 
 async def test_a_kept_alive_connection_serves_the_next_request():
     answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-type: text/plain\r\n\r\nhello"
-    server = await scripted(lambda s: keep_answering([s], answer))
+    server = ScriptedServer(keep_answering(answer))
     client = HTTPClient()
     async with server:
         url = server.url
@@ -114,19 +119,16 @@ async def test_a_chunked_body_arrives_piece_by_piece_as_it_is_sent():
     sent_second = asyncio.Event()
     got_first = asyncio.Event()
 
-    def script_for(server: ScriptedServer) -> Script:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
-            await got_first.wait()  # the second piece only after the client has the first
-            writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
-            sent_second.set()
-            await reader.read()
-
-        return script
+    async def script(server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await got_first.wait()  # the second piece only after the client has the first
+        writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
+        sent_second.set()
+        await reader.read()
 
     client = HTTPClient()
-    async with await scripted(script_for) as server:
+    async with ScriptedServer(script) as server:
         response = await client.request("GET", server.url + "/", headers())
         assert response.content_length is None
         assert await response.readany() == b"first"
@@ -139,15 +141,9 @@ async def test_a_chunked_body_arrives_piece_by_piece_as_it_is_sent():
 
 
 async def test_a_body_delimited_by_the_end_of_the_connection_is_whole_and_the_connection_is_not_kept():
-    def script_for(server: ScriptedServer) -> Script:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end")
-
-        return script
-
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end"
     client = HTTPClient()
-    async with await scripted(script_for) as server:
+    async with ScriptedServer(answer_once(answer)) as server:
         response = await client.request("GET", server.url + "/", headers())
         assert await response.read() == b"until the end"
         response.release()
@@ -162,7 +158,7 @@ async def test_gzip_bodies_are_decoded_and_interim_answers_skipped():
         + b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n" % len(packed)
         + packed
     )
-    server = await scripted(lambda s: keep_answering([s], answer))
+    server = ScriptedServer(keep_answering(answer))
     client = HTTPClient()
     async with server:
         response = await client.request("POST", server.url + "/", headers(), b"{}")
@@ -174,7 +170,7 @@ async def test_gzip_bodies_are_decoded_and_interim_answers_skipped():
 
 
 async def test_a_head_answer_has_no_body_whatever_its_length_says():
-    server = await scripted(lambda s: keep_answering([s], b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n"))
+    server = ScriptedServer(keep_answering(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n"))
     client = HTTPClient()
     async with server:
         response = await client.request("HEAD", server.url + "/", headers())
@@ -188,15 +184,8 @@ async def test_a_head_answer_has_no_body_whatever_its_length_says():
     [(b"", ClosedBeforeAnswer), (b"HTTP/1.1 20", ClosedBeforeAnswer), (b"SMTP ready\r\n\r\n", ClosedBeforeAnswer)],
 )
 async def test_no_head_is_closed_before_answer(answer, expected):
-    def script_for(server: ScriptedServer) -> Script:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.read_request(reader)
-            writer.write(answer)
-
-        return script
-
     client = HTTPClient()
-    async with await scripted(script_for) as server:
+    async with ScriptedServer(answer_once(answer)) as server:
         with pytest.raises(expected):
             await client.request("GET", server.url + "/", headers())
         assert client.connections() == (0, 0)
@@ -204,15 +193,8 @@ async def test_no_head_is_closed_before_answer(answer, expected):
 
 
 async def test_a_body_cut_short_gives_what_arrived_then_fails():
-    def script_for(server: ScriptedServer) -> Script:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf.")
-
-        return script
-
     client = HTTPClient()
-    async with await scripted(script_for) as server:
+    async with ScriptedServer(answer_once(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf.")) as server:
         response = await client.request("GET", server.url + "/", headers())
         assert await response.readany() == b"half."
         with pytest.raises(BodyBroken):
@@ -236,7 +218,7 @@ async def test_a_line_break_in_a_header_never_reaches_the_wire():
 
 
 async def test_user_info_in_the_url_becomes_basic_auth():
-    server = await scripted(lambda s: keep_answering([s], b"HTTP/1.1 204 No Content\r\n\r\n"))
+    server = ScriptedServer(keep_answering(b"HTTP/1.1 204 No Content\r\n\r\n"))
     client = HTTPClient()
     async with server:
         url = server.url.replace("http://", "http://tool:s%40cret@") + "/"
@@ -249,16 +231,9 @@ async def test_user_info_in_the_url_becomes_basic_auth():
 
 
 async def test_a_connection_the_server_closed_while_idle_is_not_reused():
-    def script_for(server: ScriptedServer) -> Script:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-            await writer.drain()  # then the server closes it, as an idle timeout would
-
-        return script
-
     client = HTTPClient()
-    async with await scripted(script_for) as server:
+    # the server closes each connection after one answer, as an idle timeout would
+    async with ScriptedServer(answer_once(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")) as server:
         first = await client.request("GET", server.url + "/", headers())
         await first.read()
         pooled = first._conn
@@ -275,17 +250,14 @@ async def test_an_unread_body_stops_the_socket_being_read():
     size = 8 * 1024 * 1024
     drained = asyncio.Event()
 
-    def script_for(server: ScriptedServer) -> Script:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size + b"x" * size)
-            await writer.drain()
-            drained.set()
-
-        return script
+    async def script(server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size + b"x" * size)
+        await writer.drain()
+        drained.set()
 
     client = HTTPClient()
-    async with await scripted(script_for) as server:
+    async with ScriptedServer(script) as server:
         response = await client.request("GET", server.url + "/", headers())
         transport = response._conn.transport
         await until(lambda: not transport.is_reading())
@@ -338,7 +310,7 @@ async def test_https_verifies_the_certificate(tmp_path):
     server_side.load_cert_chain(cert, key)
     answer = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecret"
     trusting = HTTPClient(ssl_context=ssl.create_default_context(cafile=cert))
-    async with await scripted(lambda s: keep_answering([s], answer), tls=server_side) as server:
+    async with ScriptedServer(keep_answering(answer), tls=server_side) as server:
         response = await trusting.request("GET", server.url + "/", headers())
         assert await response.read() == b"secret"
         response.release()
