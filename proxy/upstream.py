@@ -80,10 +80,17 @@ async def open_upstream(
     if upstream.config.sign_requests and upstream.config.signing_key is not None:
         # Auth: caller identity + HMAC signature for tool servers (proxy/auth/signing.py, docs/auth.md).
         sign_request(headers, upstream.config.signing_key, ex.caller, ex.method, url, body)
-    deadline = asyncio.get_running_loop().time() + (total_s or timeouts.total_s)
+    now = asyncio.get_running_loop().time()
     try:
-        async with asyncio.timeout(first_byte_s or timeouts.first_byte_s):
-            return await client.request(ex.method, url, headers, body, connect_s=timeouts.connect_s, deadline=deadline)
+        return await client.request(
+            ex.method,
+            url,
+            headers,
+            body,
+            connect_s=timeouts.connect_s,
+            first_byte_at=now + (first_byte_s or timeouts.first_byte_s),
+            deadline=now + (total_s or timeouts.total_s),
+        )
     except ConnectTimeout:
         raise UpstreamTimeout(
             f"could not connect to upstream '{upstream.name}' in time", code="upstream_connect_timeout"
@@ -247,8 +254,7 @@ async def _discard(response: Response, lease: Lease, upstream: CompiledUpstream)
     length = response.content_length
     try:
         if length is not None and length <= DISCARD_READ_LIMIT:
-            async with asyncio.timeout(DISCARD_READ_S):
-                await response.read()
+            await response.read(asyncio.get_running_loop().time() + DISCARD_READ_S)
     except (TimeoutError, UpstreamHTTPError, OSError):
         response.close()
     finally:
@@ -338,24 +344,16 @@ async def iter_body(response: Response, idle_s: float) -> AsyncIterator[bytes]:
     """Body chunks as they arrive; a gap longer than `idle_s`, the overall deadline, or a cut is a broken stream."""
     loop = asyncio.get_running_loop()
     with _reading_body():
-        async with asyncio.timeout(None) as deadline:
-            while True:
-                deadline.reschedule(_read_by(response, idle_s, loop.time()))
-                chunk = await response.readany()
-                deadline.reschedule(None)  # never let the deadline fire while the consumer holds a chunk
-                if not chunk:
-                    return
-                yield chunk
+        while chunk := await response.readany(_read_by(response, idle_s, loop.time())):
+            yield chunk
 
 
 async def read_whole_body(response: Response, idle_s: float, small: bool = False) -> bytes:
-    """The body at once; a `small` body (its length known and short) gets `idle_s` for all of it, in one read."""
+    """The body at once; a `small` body (its length known and short) gets `idle_s` for all of it."""
     if not small:
         return b"".join([chunk async for chunk in iter_body(response, idle_s)])
-    loop = asyncio.get_running_loop()
     with _reading_body():
-        async with asyncio.timeout_at(_read_by(response, idle_s, loop.time())):
-            return await response.read()
+        return await response.read(_read_by(response, idle_s, asyncio.get_running_loop().time()))
 
 
 def is_event_stream(response: Response) -> bool:

@@ -28,11 +28,12 @@ class HTTPClient:
             self._ssl_context = ssl.create_default_context()
         return self._ssl_context
 
-    async def _connect(self, pool: Pool, connect_s: float) -> Connection:
+    async def _connect(self, pool: Pool, connect_s: float, first_byte_at: float | None) -> Connection:
         origin = pool.origin
         loop = asyncio.get_running_loop()
+        budget = connect_s if first_byte_at is None else min(connect_s, first_byte_at - loop.time())
         try:
-            async with asyncio.timeout(connect_s):
+            async with asyncio.timeout(budget):
                 _, conn = await loop.create_connection(
                     lambda: Connection(pool),
                     origin.host,
@@ -41,6 +42,8 @@ class HTTPClient:
                     server_hostname=origin.host if origin.tls else None,
                 )
         except TimeoutError:
+            if budget < connect_s:  # the answer's deadline came first
+                raise TimeoutError from None
             raise ConnectTimeout(f"connecting to {origin.host_header} timed out") from None
         except (OSError, ssl.SSLError) as exc:
             raise ConnectFailed(f"could not connect to {origin.host_header}") from exc
@@ -54,22 +57,27 @@ class HTTPClient:
         body: bytes = b"",
         *,
         connect_s: float = 30.0,
+        first_byte_at: float | None = None,
         deadline: float | None = None,
     ) -> Response:
-        """Send one request and return once the response head is in; the body is read from the `Response`."""
+        """Send one request and return once the response head is in; the body is read from the `Response`.
+
+        `first_byte_at` (loop time): `TimeoutError` if no head by then, connecting included. `deadline`
+        (loop time): kept on the response, for its readers.
+        """
         origin, target = split_url(url)
         pool = self._pools.get(origin)
         if pool is None:
             pool = self._pools[origin] = Pool(origin, self._keepalive_s)
         head = request_head(method, target, origin, headers, body)
-        conn = pool.take() or await self._connect(pool, connect_s)
+        conn = pool.take() or await self._connect(pool, connect_s, first_byte_at)
         pool.in_use += 1
         response = Response(conn, method, deadline)
         conn.start(response, head + body if len(body) <= ONE_WRITE else head)
         if len(body) > ONE_WRITE:  # not copied into one buffer with the head
             conn.transport.write(body)  # type: ignore[union-attr]
         try:
-            await response.head_received()
+            await response.head_received(first_byte_at)
         except BaseException:
             response.close()
             raise

@@ -59,9 +59,9 @@ class Response:
 
     # -- reading, for the proxy
 
-    async def head_received(self) -> None:
-        """Returns once the head is in; raises what prevented it."""
-        await self._head
+    async def head_received(self, until: float | None = None) -> None:
+        """Returns once the head is in; raises what prevented it, or `TimeoutError` at loop time `until`."""
+        await _wait(self._head, until)
 
     def read_nowait(self) -> bytes:
         """Whatever body has arrived and not been read yet (b"" if none)."""
@@ -72,8 +72,12 @@ class Response:
         self._consumed()
         return data
 
-    async def readany(self) -> bytes:
-        """The next bytes of the body as soon as there are any; b"" at its end. Raises `BodyBroken` on a cut."""
+    async def readany(self, until: float | None = None) -> bytes:
+        """The next bytes of the body as soon as there are any; b"" at its end.
+
+        Raises `BodyBroken` on a cut (after what arrived before it), `TimeoutError` if nothing came by loop
+        time `until`. A timer is armed only when there is nothing to read yet.
+        """
         while not self._chunks:
             if self._error is not None:
                 raise self._error
@@ -81,16 +85,16 @@ class Response:
                 return b""
             self._waiter = asyncio.get_running_loop().create_future()
             try:
-                await self._waiter
+                await _wait(self._waiter, until)
             finally:
                 self._waiter = None
         return self.read_nowait()
 
-    async def read(self) -> bytes:
-        """The whole body; read once, it is kept, and a second `read` returns it again."""
+    async def read(self, until: float | None = None) -> bytes:
+        """The whole body by loop time `until`; read once, it is kept, and a second `read` returns it again."""
         if self._body is None:
             chunks = []
-            while chunk := await self.readany():
+            while chunk := await self.readany(until):
                 chunks.append(chunk)
             self._body = b"".join(chunks)
         return self._body
@@ -110,7 +114,7 @@ class Response:
 
     @property
     def has_head(self) -> bool:
-        return self._head.done()
+        return self.status != 0
 
     @property
     def done(self) -> bool:
@@ -169,3 +173,20 @@ class Response:
             self._head.set_exception(error)
             self._head.exception()  # retrieved: nobody may be waiting any more
         self._wake()
+
+
+async def _wait(future: asyncio.Future[None], until: float | None) -> None:
+    """`await future`, failing with `TimeoutError` at loop time `until`: one timer, not a cancellation scope."""
+    if until is None or future.done():
+        await future
+        return
+    timer = asyncio.get_running_loop().call_at(until, _expire, future)
+    try:
+        await future
+    finally:
+        timer.cancel()
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())

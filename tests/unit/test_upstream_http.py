@@ -317,3 +317,34 @@ async def test_https_verifies_the_certificate(tmp_path):
         with pytest.raises(ConnectFailed):  # the default trust store does not know this certificate
             await HTTPClient().request("GET", server.url + "/", headers(), connect_s=2)
     await trusting.close()
+
+
+async def test_no_head_by_the_first_byte_deadline_times_out_and_drops_the_connection():
+    async def silent(server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        await reader.read()
+
+    client = HTTPClient()
+    async with ScriptedServer(silent) as server:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(TimeoutError):
+            await client.request("GET", server.url + "/", headers(), first_byte_at=loop.time() + 0.05)
+        assert client.connections() == (0, 0)
+    await client.close()
+
+
+async def test_a_read_with_nothing_arriving_times_out_at_its_deadline():
+    async def head_only(server: ScriptedServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n")
+        await reader.read()
+
+    client = HTTPClient()
+    async with ScriptedServer(head_only) as server:
+        response = await client.request("GET", server.url + "/", headers())
+        loop = asyncio.get_running_loop()
+        assert await response.readany(loop.time() + 0.05) == b"hi"  # what is there needs no wait
+        with pytest.raises(TimeoutError):
+            await response.readany(loop.time() + 0.05)
+        response.close()
+    await client.close()
