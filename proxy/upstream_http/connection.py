@@ -13,6 +13,9 @@ from proxy.upstream_http.response import Response
 from proxy.upstream_http.wire import Origin
 
 MAX_IDLE_PER_ORIGIN = 256
+# Bytes parsed per turn of the event loop: a burst (a whole stream written at once) is parsed a slice at a
+# time, so whoever waits for the head or the first bytes runs before the rest is parsed.
+FEED_SLICE = 16 * 1024
 
 
 class Connection(asyncio.Protocol):
@@ -25,7 +28,9 @@ class Connection(asyncio.Protocol):
         self._reason = ""
         self._informational = False
         self._keep_alive = False
-        self._paused = False
+        self._paused = False  # the response holds enough unread body: back-pressure
+        self._backlog = b""  # received, not parsed yet (see FEED_SLICE)
+        self._reading = True
         self._until_close = False
         self.transport: asyncio.Transport | None = None
         self.lost = False
@@ -40,16 +45,47 @@ class Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
+        if self._backlog:  # an earlier burst is still being parsed: this comes after it
+            self._backlog += data
+            return
         if self._response is None or self._response.done:  # bytes nobody asked for: not to be trusted again
             self._unsolicited()
             return
+        if len(data) > FEED_SLICE:
+            data, self._backlog = data[:FEED_SLICE], data[FEED_SLICE:]
+            self._update_reading()
+            self._feed(data)
+            asyncio.get_running_loop().call_soon(self._feed_backlog)  # after whoever this slice woke
+            return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:
             self._broken("the upstream sent a malformed response")
             self.transport.close()  # type: ignore[union-attr]
 
+    def _feed_backlog(self) -> None:
+        data, self._backlog = self._backlog, b""
+        if data and not self.lost:
+            self.data_received(data)
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        reading = not (self._paused or self._backlog)
+        if reading != self._reading and not self.lost:
+            self._reading = reading
+            if reading:
+                self.transport.resume_reading()  # type: ignore[union-attr]
+            else:
+                self.transport.pause_reading()  # type: ignore[union-attr]
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._backlog:  # what arrived before the end is parsed before the end is
+            data, self._backlog = self._backlog, b""
+            if self._response is not None and not self._response.done:
+                self._feed(data)
         self.lost = True
         response = self._response
         if response is not None and response.has_head and self._until_close and exc is None:
@@ -99,9 +135,9 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         response = self._response
-        if response is not None and not response._done and response._on_body(body) and not self._paused:
+        if response is not None and not response.done and response._on_body(body) and not self._paused:
             self._paused = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
+            self._update_reading()
 
     def on_message_complete(self) -> None:
         if self._informational:
@@ -109,7 +145,7 @@ class Connection(asyncio.Protocol):
             return
         self._keep_alive = self._keep_alive and self._parser.should_keep_alive()
         response = self._response
-        if response is not None and not response._done:
+        if response is not None and not response.done:
             response._on_end()
 
     # -- used by the pool and the response
@@ -120,14 +156,14 @@ class Connection(asyncio.Protocol):
         self.transport.write(data)  # type: ignore[union-attr]
 
     def resume(self) -> None:
-        if self._paused and not self.lost:
+        if self._paused:
             self._paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
+            self._update_reading()
 
     def finish(self, reusable: bool) -> None:
         self._response = None
         self._pool.in_use -= 1
-        if reusable and self._keep_alive and not self.lost:
+        if reusable and self._keep_alive and not self.lost and not self._backlog:
             self.resume()
             self._pool.put(self)
         else:

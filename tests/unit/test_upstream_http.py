@@ -11,7 +11,9 @@ import pytest
 from multidict import CIMultiDict
 
 from proxy.upstream_http import BodyBroken, ClosedBeforeAnswer, ConnectFailed, HTTPClient
-from proxy.upstream_http.response import HIGH_WATER
+from proxy.upstream_http.connection import FEED_SLICE, Connection, Pool
+from proxy.upstream_http.response import HIGH_WATER, Response
+from proxy.upstream_http.wire import parse_origin
 from tests.fixtures.servers import free_port
 
 Script = Callable[["ScriptedServer", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -348,3 +350,43 @@ async def test_a_read_with_nothing_arriving_times_out_at_its_deadline():
             await response.readany(loop.time() + 0.05)
         response.close()
     await client.close()
+
+
+class RecordingTransport(asyncio.Transport):
+    """Stands in for the socket, so one `data_received` can carry a whole burst."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading, self.closed = True, False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
+async def test_a_burst_is_parsed_a_slice_at_a_time_so_the_head_is_read_before_the_rest():
+    events = [b"data: event %d\n\n" % i for i in range(5000)]
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
+    burst = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n" + chunked
+    assert len(burst) > 4 * FEED_SLICE
+    pool = Pool(parse_origin("http://upstream.test"), 30.0)
+    conn, transport = Connection(pool), RecordingTransport()
+    conn.connection_made(transport)
+    response = Response(conn, "GET", None)
+    conn.start(response, b"")
+    conn.data_received(burst)  # all of it in one read
+    assert response.has_head and not response.done  # the rest waits for later turns of the loop
+    assert not transport.reading  # and no more is read from the socket meanwhile
+    assert await response.read() == b"".join(events)  # every slice, in order
+    assert response.done and transport.reading
