@@ -60,8 +60,8 @@ class Answer:
     content_length = None  # the body is never read here
 
 
-class InstantSession:
-    """Stands in for aiohttp.ClientSession: the response head is there at once."""
+class InstantClient:
+    """Stands in for the upstream `HTTPClient`: the response head is there at once."""
 
     async def request(self, *args: Any, **kwargs: Any) -> Answer:
         return Answer()
@@ -77,17 +77,17 @@ def exchange(policy_text: str) -> Exchange:
 
 
 async def per_request_us(ex: Exchange, resilient: bool, count: int) -> float:
-    session: Any = InstantSession()
+    client: Any = InstantClient()
     metrics = Metrics()
     route = ex.route
     start = time.perf_counter()
     if resilient:
         for _ in range(count):
-            forwarded = await forward(session, ex, route, metrics)
+            forwarded = await forward(client, ex, route, metrics)
             forwarded.finish(ex)  # type: ignore[union-attr]
     else:
         for _ in range(count):
-            await open_upstream(session, ex, route, route.upstream)
+            await open_upstream(client, ex, route, route.upstream)
     return (time.perf_counter() - start) / count * 1e6
 
 
