@@ -49,7 +49,8 @@ def print_table(kind: str, concurrency: int, results: dict[str, Samples]) -> Non
     direct = results["direct"]
     for name, r in results.items():
         ttfb = r.p(0.5, ttfb=True)
-        line = f"{kind:<8}{concurrency:>5}{name:>9}{r.rps:>9.0f}{r.p(0.5):>9.2f}{r.p(0.99):>9.2f}{ttfb:>9.2f}"
+        line = f"{kind:<8}{concurrency:>5}{name:>9}{r.rps:>9.0f}{r.cpu_us_per_request:>9.0f}"
+        line += f"{r.p(0.5):>9.2f}{r.p(0.99):>9.2f}{ttfb:>9.2f}"
         if name != "direct":
             line += f"{r.p(0.5) - direct.p(0.5):>11.3f}{r.p(0.5, ttfb=True) - direct.p(0.5, ttfb=True):>11.3f}"
         print(line)
@@ -102,15 +103,17 @@ def main() -> None:
                 {**headers, "authorization": f"Bearer {KEY}"},
             ),
         }
+        pids = {"direct": processes[0].pid, "proxy": processes[1].pid, "floor": processes[2].pid}
         print("floor = bare_forwarder.py, the least an aiohttp proxy does; added = versus direct")
+        print("cpu us = CPU time per request of the serving process (the mock for direct)")
         print(
-            f"{'mode':<8}{'conc':>5}{'target':>9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ttfb50':>9}"
+            f"{'mode':<8}{'conc':>5}{'target':>9}{'req/s':>9}{'cpu us':>9}{'p50 ms':>9}{'p99 ms':>9}{'ttfb50':>9}"
             f"{'added p50':>11}{'added ttfb':>11}"
         )
         for stream in (False, True):
             for concurrency in args.concurrency:
                 results = asyncio.run(
-                    compare(targets, body(stream, args.words), concurrency, args.requests, args.rounds)
+                    compare(targets, body(stream, args.words), concurrency, args.requests, args.rounds, pids=pids)
                 )
                 print_table("stream" if stream else "json", concurrency, results)
 

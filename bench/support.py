@@ -62,13 +62,24 @@ def stop(processes: Iterable[subprocess.Popen[bytes]], timeout: float = 15) -> N
             process.kill()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Samples:
-    """Latencies and times to first body byte, in seconds, pooled over rounds."""
+    """Latencies and times to first body byte, in seconds, pooled over rounds; the server's CPU time."""
 
     latencies: list[float] = field(default_factory=list)
     ttfbs: list[float] = field(default_factory=list)
     elapsed: float = 0.0
+    cpu_s: float = 0.0  # used by the process serving the target, while it did
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_s / len(self.latencies) * 1e6 if self.latencies else 0.0
 
     @property
     def rps(self) -> float:
@@ -128,8 +139,12 @@ async def compare(
     total: int,
     rounds: int = 5,
     warmup: int = 50,
+    pids: dict[str, int] | None = None,
 ) -> dict[str, Samples]:
-    """The same load on each target, interleaved in rounds so that drift in machine speed hits all alike."""
+    """The same load on each target, interleaved in rounds so that drift in machine speed hits all alike.
+
+    `pids` names the process serving each target, whose CPU time is then counted.
+    """
     results = {name: Samples() for name in targets}
     sessions = {name: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) for name in targets}
     try:
@@ -138,7 +153,11 @@ async def compare(
         per_round = max(1, total // rounds)
         for _ in range(rounds):
             for name, (url, headers) in targets.items():
+                pid = (pids or {}).get(name)
+                before = cpu_seconds(pid) if pid else 0.0
                 await load(sessions[name], url, payload, headers, concurrency, per_round, results[name])
+                if pid:
+                    results[name].cpu_s += cpu_seconds(pid) - before
     finally:
         for session in sessions.values():
             await session.close()

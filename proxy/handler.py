@@ -180,7 +180,7 @@ class ProxyHandler:
             ex.response_headers["x-agent-proxy-upstream"] = upstream.name
             run.response_headers(ex)
             idle = upstream.timeouts.idle_s
-            observed = bool(run.stages) and route.chain.observes_response
+            observed = bool(run.observers)
             short = short_body(response)  # already read whole by `forward`
             out: web.StreamResponse
             try:
@@ -251,7 +251,7 @@ class ProxyHandler:
         out.content_length = None
         await out.prepare(request)
         decoder = SSEDecoder()
-        observed = bool(run.stages) and ex.route.chain.observes_response
+        observed = bool(run.observers)
         try:
             arrived = response.read_nowait()  # what came with the upstream's head, if anything
             if arrived:

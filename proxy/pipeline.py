@@ -91,7 +91,9 @@ class Chain:
         self.observes_response = any(f.observes_response for f in self.factories)
 
     def start(self) -> ChainRun:
-        return ChainRun([f.create() for f in self.factories])
+        stages = [f.create() for f in self.factories]
+        observers = [stage for stage, f in zip(stages, self.factories, strict=True) if f.observes_response]
+        return ChainRun(stages, observers[::-1])
 
     @property
     def names(self) -> list[str]:
@@ -99,12 +101,17 @@ class Chain:
 
 
 class ChainRun:
-    """The per-request stages of one chain, and the order their hooks run in."""
+    """The per-request stages of one chain, and the order their hooks run in.
 
-    __slots__ = ("stages",)
+    Body and event hooks run only on the stages that observe responses (`observers`, already in
+    reverse order): a pass-through hook per streamed event is work for nothing.
+    """
 
-    def __init__(self, stages: list[Stage]):
+    __slots__ = ("observers", "stages")
+
+    def __init__(self, stages: list[Stage], observers: list[Stage] | None = None):
         self.stages = stages
+        self.observers = stages[::-1] if observers is None else observers
 
     async def request_headers(self, ex: Exchange) -> Reply | None:
         for stage in self.stages:
@@ -137,7 +144,7 @@ class ChainRun:
             stage.on_response_headers(ex)
 
     def response_events(self, ex: Exchange, events: list[SSEEvent]) -> list[SSEEvent]:
-        for stage in reversed(self.stages):
+        for stage in self.observers:
             out: list[SSEEvent] = []
             for event in events:
                 out.extend(stage.on_response_event(ex, event))
@@ -148,7 +155,7 @@ class ChainRun:
     def response_end(self, ex: Exchange) -> list[SSEEvent]:
         """Flush each stage in turn; what a stage flushes still passes the stages outside it."""
         events: list[SSEEvent] = []
-        for stage in reversed(self.stages):
+        for stage in self.observers:
             out: list[SSEEvent] = []
             for event in events:
                 out.extend(stage.on_response_event(ex, event))
@@ -158,7 +165,7 @@ class ChainRun:
         return events
 
     def response_body(self, ex: Exchange, body: bytes) -> bytes:
-        for stage in reversed(self.stages):
+        for stage in self.observers:
             out = stage.on_response_body(ex, body)
             if stage.enforcing:
                 body = out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import unquote, urlsplit
 
@@ -18,7 +18,7 @@ class Origin:
     host: str
     port: int
     host_header: str
-    authorization: str | None  # from user info in the URL
+    authorization: str | None = field(repr=False)  # from user info in the URL: never shown
 
     @property
     def tls(self) -> bool:

@@ -121,6 +121,8 @@ class Failer(Recorder):
 
 
 class Factory(StageFactory):
+    observes_response: ClassVar[bool] = True  # a Recorder tags events and bodies
+
     def __init__(self, cls: type[Recorder], name: str, log: list, mode: str = "enforce"):
         super().__init__(mode)  # type: ignore[arg-type]
         self.cls, self.stage_name, self.log = cls, name, log
@@ -212,13 +214,28 @@ async def test_off_factories_are_dropped(ex):
     assert Chain([]).start().stages == []
 
 
-def test_observes_response_is_any_enabled_factory():
-    class Observing(Factory):
-        observes_response: ClassVar[bool] = True
+class Blind(Factory):
+    """Declares that its stages never look at response bodies or events."""
 
-    assert not chain([], (Recorder, "a")).observes_response
-    assert Chain([Factory(Recorder, "a", []), Observing(Recorder, "o", [])]).observes_response
-    assert not Chain([Factory(Recorder, "a", []), Observing(Recorder, "o", [], "off")]).observes_response
+    observes_response: ClassVar[bool] = False
+
+
+def test_observes_response_is_any_enabled_factory():
+    assert not Chain([Blind(Recorder, "a", [])]).observes_response
+    assert Chain([Blind(Recorder, "a", []), Factory(Recorder, "o", [])]).observes_response
+    assert not Chain([Blind(Recorder, "a", []), Factory(Recorder, "o", [], "off")]).observes_response
+
+
+async def test_body_and_event_hooks_skip_stages_that_do_not_observe_responses(ex):
+    log: list = []
+    run = Chain([Blind(Recorder, "blind", log), Factory(Recorder, "seer", log)]).start()
+    run.response_headers(ex)
+    out = run.response_events(ex, [ev("x")])
+    assert run.response_body(ex, b"body:") == b"body:seer"
+    run.response_end(ex)
+    assert texts(out) == ["x+seer"]
+    assert ("blind", "response_headers") in log  # the head is every stage's (limits read it)
+    assert [hook for name, hook in log if name == "blind"] == ["response_headers"]
 
 
 def test_a_fresh_stage_per_request():
