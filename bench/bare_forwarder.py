@@ -1,8 +1,9 @@
-"""The floor: the least an aiohttp reverse proxy can do, to compare agent-proxy against.
+"""The floor: the least a reverse proxy built on aiohttp's server and client can do.
 
 No policy, auth, metrics, timeouts, header filtering or accounting: read the request,
-send it upstream on a pooled session, and copy the answer back (streams chunk by chunk).
-Whatever any aiohttp-based proxy adds on this machine is at least what this adds.
+send it upstream on a pooled `ClientSession`, and copy the answer back (streams chunk by
+chunk). A proxy made of those two parts adds at least what this adds; agent-proxy keeps
+aiohttp's server but has its own upstream client (proxy/upstream_http/).
 Run:  python bench/bare_forwarder.py UPSTREAM_URL PORT
 """
 

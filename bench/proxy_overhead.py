@@ -1,9 +1,9 @@
 """What the proxy adds: latency (p50, p99), time to first byte and throughput, direct vs proxied.
 
 Starts the built-in mock upstream, the proxy (default chain: auth and usage accounting) and,
-for reference, `bare_forwarder.py` (the least any aiohttp proxy does: the floor on this
-machine) as separate processes, then drives all three with the same load, interleaved in
-rounds so that drift in machine speed hits all alike. Run:
+for reference, `bare_forwarder.py` (the least a proxy of aiohttp's server and client does)
+as separate processes, then drives all three with the same load, interleaved in rounds so
+that drift in machine speed hits all alike, and counts each server's CPU time. Run:
   python bench/proxy_overhead.py [--requests 2000] [--concurrency 1 16 64]
 Figures are for this machine only; the load generator shares its CPUs with the servers.
 """
@@ -104,7 +104,7 @@ def main() -> None:
             ),
         }
         pids = {"direct": processes[0].pid, "proxy": processes[1].pid, "floor": processes[2].pid}
-        print("floor = bare_forwarder.py, the least an aiohttp proxy does; added = versus direct")
+        print("floor = bare_forwarder.py, aiohttp's server and client and nothing else; added = versus direct")
         print("cpu us = CPU time per request of the serving process (the mock for direct)")
         print(
             f"{'mode':<8}{'conc':>5}{'target':>9}{'req/s':>9}{'cpu us':>9}{'p50 ms':>9}{'p99 ms':>9}{'ttfb50':>9}"

@@ -354,6 +354,17 @@ def test_an_idle_stream_is_ended_cleanly_and_counts_against_the_endpoint(proxy_f
         assert breaker(proxy, "primary-openai")["consecutive_failures"] == 1
 
 
+def test_a_stream_still_going_at_the_deadline_is_ended_cleanly(proxy_factory, fake_upstream):
+    timeouts = "{connect_s: 1, first_byte_s: 2, idle_s: 5, total_s: 0.6}"  # each gap is short, the whole is long
+    proxy = proxy_factory(policy(fake_upstream.url, retries(1), timeouts=timeouts))
+    paced = {"x-mock-reply-words": "200", "x-mock-event-interval-ms": "20"}  # about 4 s in all
+    received = []
+    with pytest.raises(openai.APIError) as err:
+        for chunk in chat(proxy, stream=True, extra_headers=paced):
+            received.append(chunk)
+    assert 3 < len(received) < 200 and "stopped sending" in str(err.value)
+
+
 # ---- degraded replies and what everything-failed looks like --------------------------------------------------------
 
 
