@@ -109,9 +109,9 @@ class ChainRun:
 
     __slots__ = ("observers", "stages")
 
-    def __init__(self, stages: list[Stage], observers: list[Stage] | None = None):
+    def __init__(self, stages: list[Stage], observers: list[Stage]):
         self.stages = stages
-        self.observers = stages[::-1] if observers is None else observers
+        self.observers = observers
 
     async def request_headers(self, ex: Exchange) -> Reply | None:
         for stage in self.stages:
