@@ -7,9 +7,11 @@ import re
 
 import openai
 import pytest
+from aiohttp import web
 
 from tests.fixtures.http import post
 from tests.fixtures.proxy_server import DEMO_KEY, basic_policy
+from tests.fixtures.servers import ServerThread
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me about tides"}]
 
@@ -123,3 +125,47 @@ def test_percent_encoded_paths_keep_their_meaning_upstream(proxy, fake_upstream)
     assert response.status == 404  # the mock knows no such model; what matters is what it was asked
     seen = fake_upstream.last()
     assert seen.path == "/v1/models/ft:model?x=1/y" and seen.query == {}
+
+
+ACCEPTED = web.AppKey("accepted", list)
+
+
+async def _gzip_app() -> web.Application:
+    """An upstream that compresses its answers whenever the request accepts gzip, as CDNs in front of APIs do."""
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        request.app[ACCEPTED].append(request.headers.get("accept-encoding", ""))
+        completion = {
+            "id": "c1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "tide " * 200}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 200, "total_tokens": 209},
+        }
+        response = web.json_response(completion)
+        response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    app = web.Application()
+    app[ACCEPTED] = []
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
+def test_a_compressed_upstream_answer_reaches_the_sdk_decoded(proxy_factory):
+    with ServerThread(_gzip_app, name="gzip") as upstream:
+        proxy = proxy_factory(basic_policy(upstream.url))
+        raw = post(
+            proxy.openai_base_url + "/chat/completions",
+            {"model": "gpt-4o-mini", "messages": MESSAGES},
+            {"authorization": f"Bearer {DEMO_KEY}", "accept-encoding": "identity"},
+        )
+        assert "content-encoding" not in raw.headers and raw.body.startswith(b"{")
+        client = openai.OpenAI(base_url=proxy.openai_base_url, api_key=DEMO_KEY, max_retries=0)
+        completion = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert completion.choices[0].message.content == "tide " * 200 and completion.usage.completion_tokens == 200
+        assert all("gzip" in accepted for accepted in upstream.app[ACCEPTED])  # so the upstream did compress
