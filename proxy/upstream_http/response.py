@@ -30,6 +30,8 @@ class Response:
         "_error",
         "_head",
         "_raw_headers",
+        "_timer",
+        "_until",
         "_waiter",
         "content_length",
         "deadline",
@@ -52,6 +54,8 @@ class Response:
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
+        self._until: float | None = None  # when the read now waiting times out
+        self._timer: asyncio.TimerHandle | None = None
         self._done = False
         self._error: UpstreamHTTPError | None = None
         self._decoder: zlib._Decompress | None = None
@@ -76,19 +80,41 @@ class Response:
         """The next bytes of the body as soon as there are any; b"" at its end.
 
         Raises `BodyBroken` on a cut (after what arrived before it), `TimeoutError` if nothing came by loop
-        time `until`. A timer is armed only when there is nothing to read yet.
+        time `until`. Deadlines are watched by one timer per response that moves on lazily, not by a timer
+        per read: a stream of many events then costs one float store per event, not a timer each.
         """
         while not self._chunks:
             if self._error is not None:
                 raise self._error
             if self._done:
                 return b""
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            if until is not None:
+                self._until = until
+                if self._timer is None or self._timer.when() > until:
+                    self._rearm(loop, until)
             try:
-                await _wait(self._waiter, until)
+                await self._waiter
             finally:
-                self._waiter = None
+                self._waiter = self._until = None
         return self.read_nowait()
+
+    def _rearm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter, until = self._waiter, self._until
+        if waiter is None or until is None or waiter.done():
+            return  # nobody is waiting: the next wait arms it again
+        loop = asyncio.get_running_loop()
+        if loop.time() < until:
+            self._rearm(loop, until)  # the wait now in progress started after this timer was set
+        else:
+            waiter.set_exception(TimeoutError())
 
     async def read(self, until: float | None = None) -> bytes:
         """The whole body by loop time `until`; read once, it is kept, and a second `read` returns it again."""
@@ -101,14 +127,21 @@ class Response:
 
     def release(self) -> None:
         """Done with it: the connection goes back to the pool if the body was read whole, else it is closed."""
+        self._stop_timer()
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.finish(reusable=self._done and self._error is None)
 
     def close(self) -> None:
+        self._stop_timer()
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.finish(reusable=False)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # -- fed by the connection
 

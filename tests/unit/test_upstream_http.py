@@ -390,3 +390,26 @@ async def test_a_burst_is_parsed_a_slice_at_a_time_so_the_head_is_read_before_th
     assert not transport.reading  # and no more is read from the socket meanwhile
     assert await response.read() == b"".join(events)  # every slice, in order
     assert response.done and transport.reading
+
+
+class IdleConnection:
+    """What a `Response` needs of its connection when it is fed by hand."""
+
+    def resume(self) -> None:
+        pass
+
+    def finish(self, reusable: bool) -> None:
+        pass
+
+
+async def test_a_read_is_timed_by_its_own_deadline_not_an_earlier_one():
+    loop = asyncio.get_running_loop()
+    response = Response(IdleConnection(), "GET", None)
+    response._on_head(200, "OK")
+    loop.call_later(0.01, response._on_body, b"first")
+    assert await response.readany(loop.time() + 0.05) == b"first"  # arms the watch for +0.05
+    loop.call_later(0.1, response._on_body, b"second")  # after that first deadline, before this read's own
+    assert await response.readany(loop.time() + 0.5) == b"second"
+    with pytest.raises(TimeoutError):
+        await response.readany(loop.time() + 0.02)
+    response.close()
