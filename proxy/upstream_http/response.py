@@ -33,6 +33,7 @@ class Response:
         "_timer",
         "_until",
         "_waiter",
+        "_watched",
         "content_length",
         "deadline",
         "headers",
@@ -54,7 +55,8 @@ class Response:
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
-        self._until: float | None = None  # when the read now waiting times out
+        self._watched: asyncio.Future[None] | None = None  # the wait in progress (head or body) and its deadline
+        self._until: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._done = False
         self._error: UpstreamHTTPError | None = None
@@ -65,7 +67,11 @@ class Response:
 
     async def head_received(self, until: float | None = None) -> None:
         """Returns once the head is in; raises what prevented it, or `TimeoutError` at loop time `until`."""
-        await _wait(self._head, until)
+        self._watch(self._head, until)
+        try:
+            await self._head
+        finally:
+            self._watched = self._until = None
 
     def read_nowait(self) -> bytes:
         """Whatever body has arrived and not been read yet (b"" if none)."""
@@ -80,25 +86,31 @@ class Response:
         """The next bytes of the body as soon as there are any; b"" at its end.
 
         Raises `BodyBroken` on a cut (after what arrived before it), `TimeoutError` if nothing came by loop
-        time `until`. Deadlines are watched by one timer per response that moves on lazily, not by a timer
-        per read: a stream of many events then costs one float store per event, not a timer each.
+        time `until`.
         """
         while not self._chunks:
             if self._error is not None:
                 raise self._error
             if self._done:
                 return b""
-            loop = asyncio.get_running_loop()
-            self._waiter = loop.create_future()
-            if until is not None:
-                self._until = until
-                if self._timer is None or self._timer.when() > until:
-                    self._rearm(loop, until)
+            self._waiter = waiter = asyncio.get_running_loop().create_future()
+            self._watch(waiter, until)
             try:
-                await self._waiter
+                await waiter
             finally:
-                self._waiter = self._until = None
+                self._waiter = self._watched = self._until = None
         return self.read_nowait()
+
+    def _watch(self, future: asyncio.Future[None], until: float | None) -> None:
+        """Fail `future` with `TimeoutError` at loop time `until` unless it is settled first.
+
+        Every wait of a response shares one timer that moves on lazily, not a timer per wait: a stream
+        of many events costs a float store per event, not a timer each. The waiter clears `_watched`.
+        """
+        if until is not None and not future.done():
+            self._watched, self._until = future, until
+            if self._timer is None or self._timer.when() > until:
+                self._rearm(asyncio.get_running_loop(), until)
 
     def _rearm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
@@ -107,7 +119,7 @@ class Response:
 
     def _on_timer(self) -> None:
         self._timer = None
-        waiter, until = self._waiter, self._until
+        waiter, until = self._watched, self._until
         if waiter is None or until is None or waiter.done():
             return  # nobody is waiting: the next wait arms it again
         loop = asyncio.get_running_loop()
@@ -206,20 +218,3 @@ class Response:
             self._head.set_exception(error)
             self._head.exception()  # retrieved: nobody may be waiting any more
         self._wake()
-
-
-async def _wait(future: asyncio.Future[None], until: float | None) -> None:
-    """`await future`, failing with `TimeoutError` at loop time `until`: one timer, not a cancellation scope."""
-    if until is None or future.done():
-        await future
-        return
-    timer = asyncio.get_running_loop().call_at(until, _expire, future)
-    try:
-        await future
-    finally:
-        timer.cancel()
-
-
-def _expire(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
