@@ -125,10 +125,9 @@ class Connection(asyncio.Protocol):
             response._raw_headers.clear()
             return
         self._keep_alive = self._parser.should_keep_alive()
-        headers = response._raw_headers
-        framed = any(name.lower() in ("content-length", "transfer-encoding") for name, _ in headers)
-        self._until_close = not framed and status not in (204, 304)
         response._on_head(status, self._reason)
+        framed = "content-length" in response.headers or "transfer-encoding" in response.headers
+        self._until_close = not framed and status not in (204, 304)
         if response.method == "HEAD":  # llhttp cannot be told a HEAD answer has no body
             self._keep_alive = False
             response._on_end()
