@@ -15,15 +15,13 @@ import hashlib
 import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import urllib.request
 
 import aiohttp
 import orjson
 from proxy_overhead import KEY, POLICY, body
-from support import ROOT, Samples, free_port, load, start, stop, wait_ready
+from support import Samples, free_port, load, start, stop, wait_ready
 
 BARE = "upstream: mock, auth: none, stages: {usage: {mode: 'off'}}}"
 
@@ -42,8 +40,8 @@ def main() -> None:
     log_path = policy.name + ".log"
     with open(log_path, "wb") as log:
         mock = start(["mock-upstream", "--port", str(upstream_port)])
-        command = [sys.executable, "-m", "proxy", "serve", "--policy", policy.name, "--port", str(proxy_port)]
-        proxy = subprocess.Popen([*command, "--host", "127.0.0.1"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+        serve = ["serve", "--policy", policy.name, "--host", "127.0.0.1", "--port", str(proxy_port)]
+        proxy = start(serve, stderr=log)
         try:
             wait_ready(f"http://127.0.0.1:{upstream_port}/v1/models")
             wait_ready(f"http://127.0.0.1:{proxy_port}/readyz")

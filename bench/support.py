@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -42,11 +43,14 @@ def wait_ready(url: str, timeout: float = 20) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """`python -m proxy ARGS` (or `python FILE ARGS` when args[0] ends in .py), output discarded."""
+def start(
+    args: list[str], env: dict[str, str] | None = None, stderr: Any = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """`python -m proxy ARGS` (or `python FILE ARGS` when args[0] ends in .py); output discarded unless
+    `stderr` (a file) is given for the log lines."""
     command = [sys.executable, *args] if args[0].endswith(".py") else [sys.executable, "-m", "proxy", *args]
     return subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=stderr
     )
 
 
