@@ -22,11 +22,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from proxy.upstream import forward, open_upstream
+
 from proxy.exchange import Exchange, Outcome
 from proxy.metrics import Metrics
 from proxy.policy.compile import compile_policy
 from proxy.policy.load import policy_from_text
-from proxy.upstream import forward, open_upstream
 
 POLICY = """
 version: 1

@@ -19,8 +19,9 @@ from aiohttp import web
 
 from proxy.errors import BadRequest, NotFound, ProxyError
 from proxy.exchange import Caller
+from proxy.forward.headers import request_id_from
+from proxy.forward.transport import Transport
 from proxy.handler import ProxyHandler, drain, error_response
-from proxy.headers import request_id_from
 from proxy.ledger import Ledger
 from proxy.metrics import Metrics
 from proxy.policy.reload import PolicyHolder
@@ -28,7 +29,6 @@ from proxy.policy.schema import Policy
 from proxy.protocols import PROTOCOLS
 from proxy.services import Services
 from proxy.state import open_store
-from proxy.upstream import new_upstream_client
 
 POLICY = web.AppKey("policy", tuple)
 METRICS = web.AppKey("metrics", Metrics)
@@ -88,7 +88,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         interval_s = policy.ledger.flush_interval_ms / 1000
         ledger = await asyncio.to_thread(Ledger.open, policy.ledger.path, interval_s, metrics)
     mock = BuiltinMock()
-    client = new_upstream_client()
+    transport = Transport(policy.server.upstream_pool)
     tasks: set[asyncio.Task[None]] = set()
 
     def spawn(coro: Coroutine[Any, Any, None]) -> None:
@@ -100,7 +100,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[SERVICES] = services
     holder = await PolicyHolder.create(policy, path, services, mock.url)
     app[HOLDER] = holder
-    app[HANDLER] = ProxyHandler(holder, client, metrics, spawn)
+    app[HANDLER] = ProxyHandler(holder, transport, metrics, spawn)
     watcher = asyncio.create_task(holder.watch()) if path is not None else None
     try:
         yield
@@ -113,7 +113,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await drain(set(tasks))
         if services.ledger is not None:
             await services.ledger.close()
-        await client.close()
+        await transport.close()
         await mock.stop()
         if services.state is not None:  # last: completions above released their slots into it
             await services.state.close()

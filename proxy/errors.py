@@ -85,3 +85,21 @@ class UpstreamStreamBroken(ProxyError):
     """The upstream failed after the first byte went to the caller: only the stream can end."""
 
     status, kind, source = 502, "upstream", "upstream"
+
+
+class UpstreamProtocolError(UpstreamUnreachable):
+    """The upstream's answer head was not one a proxy can pass on: too large, malformed, or an upgrade.
+
+    Retried like a connection closed before answering: the request may have been processed.
+    """
+
+    kind = "upstream_protocol"
+
+
+class UpstreamLimitExceeded(UpstreamStreamBroken):
+    """An upstream answer went past a bound of the policy (body, event, inflation, total bytes).
+
+    Before the first byte went to the caller it is a 502; after, the stream ends with the error event.
+    """
+
+    kind = "upstream_limit"

@@ -27,15 +27,16 @@ from proxy.errors import (
     UpstreamStreamBroken,
 )
 from proxy.exchange import Exchange, Outcome, Reply
-from proxy.headers import caller_response_headers, request_id_from
+from proxy.forward.attempts import forward, short_body
+from proxy.forward.headers import caller_response_headers, request_id_from
+from proxy.forward.response import UpstreamResponse
+from proxy.forward.transport import Transport
 from proxy.logs import log_request
 from proxy.metrics import Metrics, status_class
 from proxy.pipeline import ChainRun
 from proxy.policy.reload import PolicyHolder
 from proxy.protocols import PROTOCOLS, Protocol
 from proxy.protocols.sse import SSEDecoder, SSEEvent, encode
-from proxy.upstream import forward, is_event_stream, iter_body, read_whole_body, short_body
-from proxy.upstream_http import HTTPClient, Response
 
 log = logging.getLogger("agent_proxy.handler")
 
@@ -92,9 +93,9 @@ def _is_json_content_type(request: web.Request) -> bool:
 
 
 class ProxyHandler:
-    def __init__(self, holder: PolicyHolder, client: HTTPClient, metrics: Metrics, spawn: Spawn):
+    def __init__(self, holder: PolicyHolder, transport: Transport, metrics: Metrics, spawn: Spawn):
         self.holder = holder
-        self.client = client
+        self.transport = transport
         self.metrics = metrics
         self.spawn = spawn
 
@@ -165,68 +166,59 @@ class ProxyHandler:
         route = ex.route
         sent = time.perf_counter()
         # Retries, breakers and fallbacks happen in `forward`, before anything reaches the caller.
-        forwarded = await forward(self.client, ex, route, self.metrics)
+        forwarded = await forward(self.transport, ex, route, self.metrics)
         if isinstance(forwarded, Reply):  # a degraded reply: every upstream failed
             return self._local_reply(ex, forwarded)
-        response, upstream = forwarded.response, forwarded.upstream
-        broken = False  # a body that breaks before anything was sent still counts against the endpoint
-        try:
+        async with forwarded:  # the connection, the breaker's verdict and the endpoint's slot, given back on exit
+            response, upstream = forwarded.response, forwarded.upstream
             assert ex.upstream_headers_at is not None  # `forward` marks it when the head arrives
             self.metrics.child(self.metrics.upstream_seconds, upstream.name).observe(ex.upstream_headers_at - sent)
             ex.status = response.status
-            ex.streaming = is_event_stream(response)
+            ex.streaming = response.event_stream
             ex.response_headers = caller_response_headers(response.headers)
             ex.response_headers["x-request-id"] = ex.request_id
             ex.response_headers["x-agent-proxy-upstream"] = upstream.name
             run.response_headers(ex)
             idle = upstream.timeouts.idle_s
             observed = bool(run.observers)
-            short = short_body(response)  # already read whole by `forward`
             out: web.StreamResponse
             try:
                 if ex.streaming:
                     out = EventStreamResponse(status=response.status, headers=ex.response_headers)
                     await self._stream_events(request, ex, run, response, out, idle)
-                elif observed or short:
-                    body = await read_whole_body(response, idle, small=short)  # a longer one a stage observes: now
+                elif observed or short_body(response):  # a short one was read whole by `forward`
+                    body = await response.read(idle)
                     if observed:
                         body = run.response_body(ex, body)
                     # A Response sends its head and body in one write: one syscall, one packet.
                     out = web.Response(status=response.status, headers=ex.response_headers, body=body)
                     await out.prepare(request)
                     ex.first_byte_at = time.perf_counter()
+                    ex.outcome = Outcome.OK  # the caller has the whole answer once it is written
                     await out.write_eof()
                 else:
                     out = web.StreamResponse(status=response.status, headers=ex.response_headers)
                     await self._pass_through(request, ex, response, out, idle)
             except ConnectionResetError:  # the caller went away mid-response
-                ex.outcome = Outcome.CLIENT_GONE
+                if ex.outcome is None:
+                    ex.outcome = Outcome.CLIENT_GONE
             if ex.outcome is None:
                 ex.outcome = Outcome.OK
             return out
-        except UpstreamStreamBroken:
-            broken = True
-            raise
-        finally:
-            forwarded.finish(ex, broken)  # the breaker's verdict and the endpoint's in-flight slot
-            if ex.outcome is Outcome.OK:
-                response.release()
-            else:
-                response.close()
 
     async def _pass_through(
         self,
         request: web.Request,
         ex: Exchange,
-        response: Response,
+        response: UpstreamResponse,
         out: web.StreamResponse,
         idle: float,
     ) -> None:
-        if response.content_length is not None and "content-encoding" not in response.headers:
+        if response.content_length is not None:
             out.content_length = response.content_length
         await out.prepare(request)
         try:
-            async for chunk in iter_body(response, idle):
+            async for chunk in response.chunks(idle):
                 if ex.first_byte_at is None:
                     ex.first_byte_at = time.perf_counter()
                 await out.write(chunk)
@@ -236,6 +228,7 @@ class ProxyHandler:
             if request.transport is not None:  # a cut body can only be signalled by a cut connection
                 request.transport.close()
             return
+        ex.outcome = Outcome.OK
         await out.write_eof()
 
     async def _stream_events(
@@ -243,53 +236,70 @@ class ProxyHandler:
         request: web.Request,
         ex: Exchange,
         run: ChainRun,
-        response: Response,
+        response: UpstreamResponse,
         out: web.StreamResponse,
         idle: float,
     ) -> None:
-        """SSE: whole events only, so a broken upstream never leaves half an event with the caller."""
+        """SSE: whole events only, so a broken upstream never leaves half an event with the caller.
+
+        The answer is complete at the protocol's terminal event: from then on usage is final and
+        completion may run, whatever the upstream still sends or the caller does next.
+        """
         out.content_length = None
         await out.prepare(request)
-        decoder = SSEDecoder()
+        decoder = SSEDecoder(response.limits.max_event_bytes)
         observed = bool(run.observers)
         try:
             arrived = response.read_nowait()  # what came with the upstream's head, if anything
-            if arrived:
-                await self._relay_chunk(ex, run, out, decoder, arrived, observed)
+            done = bool(arrived) and await self._relay_chunk(ex, run, out, decoder, arrived, observed)
             if ex.first_byte_at is None:
                 await out.write(b"")  # nothing to send with it: the caller gets the head now
-            async for chunk in iter_body(response, idle):
-                await self._relay_chunk(ex, run, out, decoder, chunk, observed)
-            tail = decoder.flush()
-            if tail and not ex.protocol.is_terminal_event(tail[0]):
-                raise UpstreamStreamBroken("the upstream stream ended mid-event", code="upstream_stream_broken")
-            if observed:
-                tail = run.response_events(ex, tail) + run.response_end(ex)
-            if tail:
-                await self._write_events(ex, out, tail)
+            if not done:
+                async for chunk in response.chunks(idle):
+                    if await self._relay_chunk(ex, run, out, decoder, chunk, observed):
+                        done = True
+                        break
+            if not done:
+                tail = decoder.flush()
+                if tail and not ex.protocol.is_terminal_event(tail[-1]):
+                    raise UpstreamStreamBroken("the upstream stream ended mid-event", code="upstream_stream_broken")
+                if observed:
+                    tail = run.response_events(ex, tail) + run.response_end(ex)
+                if tail:
+                    await self._write_events(ex, out, tail)
         except UpstreamStreamBroken as err:
             ex.error, ex.outcome = err, Outcome.STREAM_BROKEN
             self._log_broken(ex)
             await self._write_events(ex, out, [ex.protocol.stream_error_event(err)])
+        if ex.outcome is None:
+            ex.outcome = Outcome.OK  # before the last write: a caller that hangs up at the terminal event has it all
         await out.write_eof()
 
     async def _relay_chunk(
         self, ex: Exchange, run: ChainRun, out: web.StreamResponse, decoder: SSEDecoder, chunk: bytes, observed: bool
-    ) -> None:
+    ) -> bool:
+        """Relays the chunk's events; True once the protocol's terminal event went out."""
         if ex.first_byte_at is None:
             # The first event goes out before the rest of its chunk is decoded, so the time to
             # first byte does not grow with how much the upstream sent at once.
-            await self._relay(ex, run, out, decoder.feed(chunk, limit=1), observed)
+            if await self._relay(ex, run, out, decoder.feed(chunk, limit=1), observed):
+                return True
             chunk = b""
-        await self._relay(ex, run, out, decoder.feed(chunk), observed)
+        return await self._relay(ex, run, out, decoder.feed(chunk), observed)
 
     async def _relay(
         self, ex: Exchange, run: ChainRun, out: web.StreamResponse, events: list[SSEEvent], observed: bool
-    ) -> None:
+    ) -> bool:
+        terminal = bool(events) and ex.protocol.is_terminal_event(events[-1])
         if observed and events:
             events = run.response_events(ex, events)
+            if terminal and events:  # what a stage still holds goes out before the terminal event
+                events[-1:-1] = run.response_end(ex)
         if events:
             await self._write_events(ex, out, events)
+        if terminal:
+            ex.outcome = Outcome.OK
+        return terminal
 
     @staticmethod
     async def _write_events(ex: Exchange, out: web.StreamResponse, events: list[SSEEvent]) -> None:

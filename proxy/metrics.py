@@ -95,7 +95,7 @@ class Metrics:
             "agent_proxy_ledger_errors", "Ledger storage errors by operation (open, write).", ["op"], registry=r
         )
 
-        # ---- resilient forwarding (proxy/resilience/, proxy/upstream.py)
+        # ---- resilient forwarding (proxy/forward/, proxy/forward/attempts.py)
         # endpoint = an upstream URL from the policy, without user info; reason and kind are small fixed sets.
         self.circuit_state = Gauge(
             "agent_proxy_circuit_state",

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from proxy.auth.jwks import JwksRegistry
+from proxy.forward.registry import EndpointRegistry
 from proxy.ledger import Ledger
 from proxy.metrics import Metrics
-from proxy.resilience.registry import EndpointRegistry
 from proxy.state.base import Store
 
 
@@ -21,7 +21,7 @@ from proxy.state.base import Store
 class Services:
     metrics: Metrics = field(default_factory=Metrics)
     ledger: Ledger | None = None  # opened at startup when `ledger.path` is set; closed after requests drain
-    # Circuit breakers and in-flight counts per upstream endpoint, kept across reloads (proxy/resilience/).
+    # Circuit breakers and in-flight counts per upstream endpoint, kept across reloads (proxy/forward/).
     endpoints: EndpointRegistry = field(default_factory=EndpointRegistry)
     # JWKS URL key sets, cached across reloads (proxy/auth/jwks.py).
     jwks: JwksRegistry = field(default_factory=JwksRegistry)

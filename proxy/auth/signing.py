@@ -40,7 +40,7 @@ from multidict import CIMultiDict
 
 from proxy.auth.config import HmacKey
 from proxy.exchange import Caller
-from proxy.headers import drop_proxy_headers
+from proxy.forward.headers import drop_proxy_headers
 
 CALLER = "x-agent-proxy-caller"
 KEY_ID = "x-agent-proxy-key-id"

@@ -1,7 +1,7 @@
 """What every part of the policy shares: the strict base model, stage modes and name patterns.
 
 Each component declares its own settings next to its code (proxy/auth/config.py,
-proxy/resilience/config.py, proxy/limits/config.py, proxy/safety/config.py);
+proxy/forward/config.py, proxy/limits/config.py, proxy/safety/config.py);
 proxy/policy/schema.py assembles them into the `Policy`.
 """
 

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from proxy.forward.balancer import Balancer
+from proxy.forward.bounds import ResponseLimits, Timeouts
+from proxy.forward.config import DegradedReplies
+from proxy.forward.targets import RetryPolicy, Target, build_balancer
+from proxy.forward.transport import resolve_proxy
 from proxy.pipeline import Chain
-from proxy.policy.schema import Policy, Timeouts, Upstream
+from proxy.policy.schema import Policy, Upstream
 from proxy.protocols import PROTOCOLS, Protocol
-from proxy.resilience.balancer import Balancer
-from proxy.resilience.config import DegradedReplies
-from proxy.resilience.targets import RetryPolicy, Target, build_balancer
 from proxy.services import Services
 from proxy.stages.auth import Authenticator, authenticator_for
 from proxy.stages.registry import STAGE_BUILDERS, BuildContext
@@ -32,6 +34,8 @@ class CompiledUpstream:
     protocol: Protocol
     inject_headers: tuple[tuple[str, str], ...]
     timeouts: Timeouts
+    limits: ResponseLimits
+    proxies: dict[str, str | None]  # the HTTP proxy of each endpoint URL, resolved once at load
     config: Upstream
     balancer: Balancer  # its endpoints (breaker, in-flight count) are process-wide, from `Services.endpoints`
     retry: RetryPolicy
@@ -118,6 +122,11 @@ def _compile_upstream(
         protocol=PROTOCOLS[upstream.protocol],
         inject_headers=tuple(headers),
         timeouts=upstream.timeouts,
+        limits=upstream.limits,
+        proxies={
+            url: None if given == BUILTIN_MOCK else resolve_proxy(url, upstream.proxy)
+            for url, given in zip(urls, written, strict=True)
+        },
         config=upstream,
         balancer=build_balancer(
             services.endpoints, name, list(zip(urls, written, strict=True)), upstream.circuit_breaker, services.metrics

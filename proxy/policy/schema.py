@@ -1,7 +1,7 @@
 """The policy file, as pydantic models: frozen, unknown keys rejected, every field documented.
 
 The core (server, upstreams, routes, callers, pricing) is declared here; each component's
-own settings live next to its code (proxy/auth/config.py, proxy/resilience/config.py,
+own settings live next to its code (proxy/auth/config.py, proxy/forward/config.py,
 proxy/limits/config.py, proxy/safety/config.py) and are assembled into `Policy` here.
 `agent-proxy schema` prints the JSON Schema of `Policy` for editor validation.
 """
@@ -15,9 +15,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from proxy.auth.config import AuthConfig, HmacKey
+from proxy.forward.bounds import ResponseLimits, Timeouts, UpstreamPool
+from proxy.forward.config import CircuitBreakerConfig, DegradedReplies, Fallback, Retries
 from proxy.limits.config import Budget, RateLimit, RateLimitStageConfig, RunsConfig
 from proxy.policy.base import Glob, Mode, Name, Strict
-from proxy.resilience.config import CircuitBreakerConfig, DegradedReplies, Fallback, Retries
 from proxy.safety.config import InputConfig, RedactionConfig
 
 
@@ -29,6 +30,9 @@ class ServerConfig(Strict):
     )
     reload_interval_s: float = Field(1.0, gt=0, le=3600, description="How often the policy file is checked.")
     shutdown_timeout_s: float = Field(30.0, ge=0, le=3600, description="Grace for in-flight requests on stop.")
+    upstream_pool: UpstreamPool = Field(
+        default_factory=UpstreamPool, description="Connections to upstreams, shared by every route (read at start)."
+    )
 
 
 class StateConfig(Strict):
@@ -67,13 +71,6 @@ class Credentials(Strict):
     value: SecretStr = Field(description="Its value; use ${ENV_VAR} interpolation, never a literal secret.")
 
 
-class Timeouts(Strict):
-    connect_s: float = Field(5.0, gt=0, le=600)
-    first_byte_s: float = Field(60.0, gt=0, le=3600, description="Until the response headers arrive.")
-    idle_s: float = Field(30.0, gt=0, le=3600, description="Longest gap between two chunks of a response.")
-    total_s: float = Field(600.0, gt=0, le=86400)
-
-
 def _check_url(url: str) -> str:
     if url == "builtin://mock":
         return url
@@ -99,6 +96,14 @@ class Upstream(Strict):
     credentials: Credentials | None = Field(None, description="Injected into every request to this upstream.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers sent upstream.")
     timeouts: Timeouts = Timeouts()
+    limits: ResponseLimits = Field(
+        default_factory=ResponseLimits, description="Bounds on what one answer of this upstream may hold."
+    )
+    proxy: str | None = Field(
+        None,
+        description="An HTTP proxy to reach this upstream through (http://[user:pass@]host:port), or `direct`. "
+        "Omitted: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment, read once at policy load.",
+    )
     retries: Retries = Field(
         default_factory=lambda: Retries(attempts=1),
         description="Omitted: one attempt (callers' SDKs retry already; retrying in both multiplies load in an "
@@ -116,6 +121,15 @@ class Upstream(Strict):
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
         return None if url is None else _check_url(url)
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, proxy: str | None) -> str | None:
+        if proxy is None or proxy == "direct":
+            return proxy
+        if not re.match(r"^http://[^/\s?#]+/?$", proxy):
+            raise ValueError("must be `direct` or an http:// proxy URL (host and port, no path)")
+        return proxy.rstrip("/")
 
     @field_validator("endpoints")
     @classmethod

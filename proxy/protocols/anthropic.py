@@ -20,6 +20,8 @@ _ERROR_TYPES = {
     "rate_limit": "rate_limit_error",
     "insufficient_quota": "rate_limit_error",
     "upstream": "api_error",
+    "upstream_protocol": "api_error",
+    "upstream_limit": "api_error",
     "timeout": "timeout_error",
     "unavailable": "overloaded_error",
     "internal": "api_error",

@@ -22,6 +22,8 @@ _ERROR_TYPES = {
     "rate_limit": "rate_limit_error",
     "insufficient_quota": "insufficient_quota",
     "upstream": "server_error",
+    "upstream_protocol": "server_error",
+    "upstream_limit": "server_error",
     "timeout": "server_error",
     "unavailable": "server_error",
     "internal": "server_error",
@@ -34,6 +36,8 @@ _DEFAULT_CODES = {
     "rate_limit": "rate_limit_exceeded",
     "insufficient_quota": "insufficient_quota",
     "upstream": "upstream_error",
+    "upstream_protocol": "upstream_bad_response",
+    "upstream_limit": "upstream_response_too_large",
     "timeout": "upstream_timeout",
     "unavailable": "service_unavailable",
 }

@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from proxy.errors import UpstreamLimitExceeded
+
 _UNSET: Any = object()
 
 
@@ -82,13 +84,20 @@ class SSEEvent:
 
 
 class SSEDecoder:
-    """Feed bytes, get whole events; `flush()` returns a trailing event without its blank line."""
+    """Feed bytes, get whole events; `flush()` returns a trailing event without its blank line.
 
-    __slots__ = ("_after_cr", "_buffer")
+    Linear in the bytes fed, however they are cut: each byte is searched once, and the pieces of
+    an event still open are joined once, when it ends. An event may hold `max_event_bytes` at most.
+    """
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    __slots__ = ("_after_cr", "_held", "_max", "_parts", "_rest")
+
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self._parts: list[bytes] = []  # an event still open: no blank line inside, nor across two parts
+        self._held = 0
+        self._rest = b""  # whole events not yet handed out (`feed(..., limit=)`), not yet searched
         self._after_cr = False  # the last chunk ended with CR: a LF opening the next one completes that CRLF
+        self._max = max_event_bytes
 
     def feed(self, chunk: bytes, limit: int | None = None) -> list[SSEEvent]:
         """The events completed so far, at most `limit` of them: the rest stay buffered for the next call."""
@@ -99,32 +108,57 @@ class SSEDecoder:
             if b"\r" in chunk:
                 # A CR is a whole line ending at once, so an event ended by CR CR goes out without waiting for more.
                 chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        elif not self._buffer:
-            return []
-        buffer = self._buffer + chunk if self._buffer else chunk
+        data = self._rest + chunk if self._rest else chunk
+        self._rest = b""
         events: list[SSEEvent] = []
         start = 0
-        while (end := buffer.find(b"\n\n", start)) != -1:
-            events.append(SSEEvent(buffer[start : end + 2]))
+        if self._parts and data:
+            if self._parts[-1].endswith(b"\n") and data.startswith(b"\n"):  # the blank line spans two chunks
+                end = 0
+            elif (end := data.find(b"\n\n")) == -1:
+                self._hold(data)
+                return events
+            else:
+                end += 1
+            self._parts.append(data[: end + 1])
+            events.append(SSEEvent(b"".join(self._parts)))
+            self._parts.clear()
+            self._held = 0
+            start = end + 1
+        while (limit is None or len(events) < limit) and (end := data.find(b"\n\n", start)) != -1:
+            events.append(SSEEvent(data[start : end + 2]))
             start = end + 2
-            if limit is not None and len(events) >= limit:
-                break
-        self._buffer = buffer[start:] if start else buffer
+        if limit is not None and len(events) >= limit:
+            self._rest = data[start:]
+        elif start < len(data):
+            self._hold(data[start:] if start else data)
         return events
+
+    def _hold(self, piece: bytes) -> None:
+        self._parts.append(piece)
+        self._held += len(piece)
+        if self._max is not None and self._held > self._max:
+            self._parts.clear()
+            self._held = 0
+            raise UpstreamLimitExceeded(
+                f"an event of the upstream's stream is larger than {self._max} bytes", code="upstream_event_too_large"
+            )
 
     def flush(self) -> list[SSEEvent]:
         """What is left when the stream ends; an incomplete event is still returned."""
-        rest = self._buffer
-        self._buffer = b""
+        events = self.feed(b"")
+        rest = b"".join(self._parts)
+        self._parts.clear()
+        self._held = 0
         self._after_cr = False
-        if not rest.strip(b"\n"):
-            return []
-        return [SSEEvent(rest.rstrip(b"\n") + b"\n\n")]
+        if rest.strip(b"\n"):
+            events.append(SSEEvent(rest.rstrip(b"\n") + b"\n\n"))
+        return events
 
     @property
     def pending(self) -> bool:
         """True when bytes of an unfinished event are held."""
-        return bool(self._buffer.strip(b"\n"))
+        return bool(self._rest.strip(b"\n")) or any(part.strip(b"\n") for part in self._parts)
 
 
 def encode(events: list[SSEEvent]) -> bytes:

@@ -118,10 +118,10 @@ async def run(proxy, count: int, offset: int = 0) -> list[str]:
 
 def upstream_connections(proxy) -> tuple[int, int]:
     """(held by a request, idle in the pool) of the proxy's upstream client."""
-    client = proxy.app[HANDLER].client
+    transport = proxy.app[HANDLER].transport
 
     async def read() -> tuple[int, int]:
-        return client.connections()
+        return transport.connections()
 
     return proxy.run(read())
 

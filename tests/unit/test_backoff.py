@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.resilience.backoff import MAX_RETRY_AFTER_S, backoff_delay, parse_retry_after, retry_delay
+from proxy.forward.backoff import MAX_RETRY_AFTER_S, backoff_delay, parse_retry_after, retry_delay
 
 
 class Fixed(random.Random):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from proxy.forward.balancer import Balancer, Endpoint
+from proxy.forward.breaker import BreakerSettings, CircuitBreaker, State
+from proxy.forward.registry import EndpointRegistry, safe_label
 from proxy.metrics import Metrics
 from proxy.policy.compile import compile_policy
 from proxy.policy.load import policy_from_text
-from proxy.resilience.balancer import Balancer, Endpoint
-from proxy.resilience.breaker import BreakerSettings, CircuitBreaker, State
-from proxy.resilience.registry import EndpointRegistry, safe_label
 from proxy.services import Services
 
 

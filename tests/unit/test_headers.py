@@ -7,7 +7,7 @@ import re
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.headers import HOP_BY_HOP, caller_response_headers, request_id_from, upstream_request_headers
+from proxy.forward.headers import HOP_BY_HOP, caller_response_headers, request_id_from, upstream_request_headers
 
 INJECT = [("Authorization", "Bearer sk-upstream")]
 

@@ -30,6 +30,8 @@ ERRORS = [
     (errors.ServiceUnavailable, 503, "server_error", "service_unavailable", "overloaded_error"),
     (errors.UpstreamTimeout, 504, "server_error", "upstream_timeout", "timeout_error"),
     (errors.UpstreamStreamBroken, 502, "server_error", "upstream_error", "api_error"),
+    (errors.UpstreamProtocolError, 502, "server_error", "upstream_bad_response", "api_error"),
+    (errors.UpstreamLimitExceeded, 502, "server_error", "upstream_response_too_large", "api_error"),
     (errors.ProxyError, 500, "server_error", None, "api_error"),
 ]
 

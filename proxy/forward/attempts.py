@@ -1,10 +1,9 @@
-"""Forwarding to an upstream: one pooled client, retries, breakers, fallbacks, timeouts, error mapping.
+"""Forwarding to an upstream: retries, breakers, fallbacks, timeouts, and one owner per answer.
 
-Foreign exceptions (the HTTP client's, asyncio's) are mapped here, at the boundary, into the
-`ProxyError` tree. Timeouts: `connect_s` to open a connection, `first_byte_s` until
-the response headers, `idle_s` between two chunks of the body, `total_s` overall: the
-primary upstream's `total_s`, counted from the request's arrival, is the deadline of
-the whole exchange, retries and fallbacks included.
+Timeouts: `connect_s` to open a connection, `first_byte_s` until the response headers,
+`idle_s` between two chunks of the body, `total_s` overall: the primary upstream's
+`total_s`, counted from the request's arrival, is the deadline of the whole exchange,
+retries and fallbacks included.
 
 `forward` tries the route's targets (the upstream, then its fallbacks) in order. Within
 a target it picks an endpoint (least in flight, breaker permitting) and retries what
@@ -12,36 +11,44 @@ the upstream's `retries.on` lists, with backoff, while attempts and the deadline
 All of this happens before the response is accepted: a short body (its length known,
 `SHORT_BODY` at most, not a stream) is read whole first, so a cut in it is retried too;
 once a response is handed to the handler, bytes may reach the caller, and nothing is ever
-tried again. The handler
-gives the breaker its verdict when the response is over (`Forwarded.finish`).
+tried again. The answer handed over is a `Forwarded`, used in `async with`: whatever
+happens (the caller gone, a cancellation, a timeout, a stage's exception), leaving it
+gives the breaker its verdict, frees the endpoint's in-flight slot and gives the
+connection back (or closes it). Until it is handed over, `forward` owns it the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from types import TracebackType
 
 from proxy.auth.signing import sign_request
-from proxy.errors import ProxyError, ServiceUnavailable, UpstreamStreamBroken, UpstreamTimeout, UpstreamUnreachable
+from proxy.errors import (
+    ProxyError,
+    ServiceUnavailable,
+    UpstreamLimitExceeded,
+    UpstreamStreamBroken,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from proxy.exchange import Exchange, Outcome, Reply
-from proxy.headers import upstream_request_headers
+from proxy.forward.backoff import parse_retry_after, retry_delay
+from proxy.forward.balancer import Lease
+from proxy.forward.degrade import degraded_reply
+from proxy.forward.headers import upstream_request_headers
+from proxy.forward.response import UpstreamResponse
+from proxy.forward.targets import Target
+from proxy.forward.transport import Transport
 from proxy.metrics import Metrics
 from proxy.policy.compile import CompiledRoute, CompiledUpstream
-from proxy.resilience.backoff import parse_retry_after, retry_delay
-from proxy.resilience.balancer import Lease
-from proxy.resilience.degrade import degraded_reply
-from proxy.resilience.targets import Target
-from proxy.upstream_http import ConnectFailed, ConnectTimeout, HTTPClient, Response, UpstreamHTTPError
 
 log = logging.getLogger("agent_proxy.upstream")
 
-READ_CHUNK = 64 * 1024
 # RFC 9110 section 9.2.2; POST and PATCH may have done something even when no answer came back.
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # Error codes for failures where the request provably never left: safe to repeat whatever the method.
@@ -51,17 +58,8 @@ SHORT_BODY = 256 * 1024  # read whole, in one call, and written with its head in
 DISCARD_READ_S = 1.0
 
 
-def new_upstream_client() -> HTTPClient:
-    """One client for the process lifetime: connection reuse is most of the latency budget.
-
-    It keeps no cookies: it serves every caller, and what one upstream sets for one caller
-    must never ride on another's request.
-    """
-    return HTTPClient(keepalive_s=30.0)
-
-
 async def open_upstream(
-    client: HTTPClient,
+    transport: Transport,
     ex: Exchange,
     route: CompiledRoute,
     upstream: CompiledUpstream,
@@ -69,10 +67,11 @@ async def open_upstream(
     *,
     first_byte_s: float | None = None,
     total_s: float | None = None,
-) -> Response:
+) -> UpstreamResponse:
     """One attempt: send the request to one endpoint and wait for the response head; the body is read later."""
     timeouts = upstream.timeouts
-    url = (base_url or upstream.base_url) + route.upstream_path(ex.raw_path or ex.path, ex.path)
+    base_url = base_url or upstream.base_url
+    url = base_url + route.upstream_path(ex.raw_path or ex.path, ex.path)
     if ex.query_string:
         url += "?" + ex.query_string
     headers = upstream_request_headers(ex.headers, upstream.inject_headers, ex.request_id)
@@ -81,48 +80,60 @@ async def open_upstream(
         # Auth: caller identity + HMAC signature for tool servers (proxy/auth/signing.py, docs/auth.md).
         sign_request(headers, upstream.config.signing_key, ex.caller, ex.method, url, body)
     now = asyncio.get_running_loop().time()
-    try:
-        return await client.request(
-            ex.method,
-            url,
-            headers,
-            body,
-            connect_s=timeouts.connect_s,
-            first_byte_at=now + (first_byte_s or timeouts.first_byte_s),
-            deadline=now + (total_s or timeouts.total_s),
-        )
-    except ConnectTimeout:
-        raise UpstreamTimeout(
-            f"could not connect to upstream '{upstream.name}' in time", code="upstream_connect_timeout"
-        ) from None
-    except TimeoutError:
-        raise UpstreamTimeout(f"upstream '{upstream.name}' did not answer in time") from None
-    except ConnectFailed:
-        raise UpstreamUnreachable(
-            f"could not connect to upstream '{upstream.name}'", code="upstream_connect_failed"
-        ) from None
-    except (UpstreamHTTPError, OSError):
-        raise UpstreamUnreachable(
-            f"upstream '{upstream.name}' closed the connection without answering", code="upstream_connection_closed"
-        ) from None
+    return await transport.open(
+        ex.method,
+        url,
+        headers,
+        body,
+        connect_s=timeouts.connect_s,
+        first_byte_at=now + (first_byte_s or timeouts.first_byte_s),
+        deadline=now + (total_s or timeouts.total_s),
+        limits=upstream.limits,
+        proxy=upstream.proxies.get(base_url),
+        upstream=upstream.name,
+    )
 
 
-@dataclass(slots=True)
 class Forwarded:
-    """A response head from one endpoint; the handler streams the body, then calls `finish` exactly once."""
+    """The one owner of an accepted answer: `async with` it; leaving gives everything back, whatever happened.
 
-    response: Response
-    upstream: CompiledUpstream
-    lease: Lease
+    The breaker's verdict: a failure status or a stream broken mid-way fails; a caller gone is no
+    verdict. The connection goes back to the pool when the body was read to its end; when the
+    caller has its whole answer but the upstream has not ended its body, the rest is read off the
+    request path (bounded); in every other case the connection is closed.
+    """
 
-    def finish(self, ex: Exchange, broken: bool = False) -> None:
-        """The breaker's verdict: a failure status or a stream broken mid-way fails; a caller gone is no verdict."""
-        if broken or ex.outcome is Outcome.STREAM_BROKEN or self.response.status in self.upstream.failure_statuses:
+    __slots__ = ("ex", "lease", "response", "transport", "upstream")
+
+    def __init__(
+        self, response: UpstreamResponse, upstream: CompiledUpstream, lease: Lease, ex: Exchange, transport: Transport
+    ) -> None:
+        self.response = response
+        self.upstream = upstream
+        self.lease = lease
+        self.ex = ex
+        self.transport = transport
+
+    async def __aenter__(self) -> Forwarded:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        ex, response = self.ex, self.response
+        broken = isinstance(exc, UpstreamStreamBroken) or ex.outcome is Outcome.STREAM_BROKEN
+        if broken or response.status in self.upstream.failure_statuses:
             self.lease.finish(False)
-        elif ex.outcome is None:
+        elif ex.outcome is None or exc is not None:
             self.lease.finish(None)
         else:
             self.lease.finish(True)
+        if response.finished:
+            response.release()
+        elif ex.outcome is Outcome.OK and exc is None:
+            self.transport.finish_later(response)
+        else:
+            response.close()
 
 
 @dataclass(slots=True)
@@ -136,7 +147,7 @@ class _Failure:
 
 
 async def forward(
-    client: HTTPClient,
+    transport: Transport,
     ex: Exchange,
     route: CompiledRoute,
     metrics: Metrics,
@@ -171,7 +182,7 @@ async def forward(
             first_byte_s = min(upstream.timeouts.first_byte_s, remaining)
             try:
                 response = await open_upstream(
-                    client, ex, route, upstream, lease.url, first_byte_s=first_byte_s, total_s=remaining
+                    transport, ex, route, upstream, lease.url, first_byte_s=first_byte_s, total_s=remaining
                 )
             except (UpstreamTimeout, UpstreamUnreachable) as err:
                 lease.finish(False)
@@ -181,26 +192,26 @@ async def forward(
                 raise
             else:
                 ex.upstream_headers_at = time.perf_counter()
-                if response.status not in upstream.retry.statuses:
-                    if not short_body(response):
-                        return Forwarded(response, upstream, lease)
-                    try:  # nothing has reached the caller yet: a cut here can still be retried
-                        await read_whole_body(response, upstream.timeouts.idle_s, small=True)
-                    except UpstreamStreamBroken as err:
-                        lease.finish(False)
-                        response.close()
-                        response, last = None, _broken_failure(err, upstream)
-                    else:
-                        return Forwarded(response, upstream, lease)
-                else:
-                    last = _status_failure(response, upstream)
+                try:
+                    accepted, last = await _accept(response, upstream)
+                except BaseException:  # the caller went away, or a cancellation: nothing may stay leased
+                    lease.finish(None)
+                    response.close()
+                    raise
+                if accepted:
+                    return Forwarded(response, upstream, lease, ex, transport)
+                if last.reason == "broken_body":
+                    lease.finish(False)
+                    response.close()
+                    response = None
+            assert last is not None
             sent = sent or last.sent
             delay = _retry_delay(last, attempt, upstream, deadline, repeatable, rng)
             if response is not None:
                 if delay is None and not _fallback_left(targets, position, deadline, sent, repeatable):
                     # The last word: the upstream's own answer goes to the caller, unless the route degrades.
                     if (reply := _degrade(ex, route, last, caller_model, metrics)) is None:
-                        return Forwarded(response, upstream, lease)
+                        return Forwarded(response, upstream, lease, ex, transport)
                     await _discard(response, lease, upstream)
                     return reply
                 await _discard(response, lease, upstream)
@@ -215,6 +226,18 @@ async def forward(
     if reply is not None:
         return reply
     raise last.error
+
+
+async def _accept(response: UpstreamResponse, upstream: CompiledUpstream) -> tuple[bool, _Failure | None]:
+    """Whether to hand this answer over; else why not. A short body is read whole first: a cut is still retried."""
+    if response.status in upstream.retry.statuses:
+        return False, _status_failure(response, upstream)
+    if short_body(response):
+        try:
+            await response.read(upstream.timeouts.idle_s)
+        except UpstreamStreamBroken as err:
+            return False, _broken_failure(err, upstream)
+    return True, None
 
 
 def _retry_delay(
@@ -249,14 +272,12 @@ def _use_model(ex: Exchange, model: str | None) -> None:
         ex.replace_request_json({**body, "model": model})
 
 
-async def _discard(response: Response, lease: Lease, upstream: CompiledUpstream) -> None:
+async def _discard(response: UpstreamResponse, lease: Lease, upstream: CompiledUpstream) -> None:
     """Drop a response that will not be used; a short error body is read first so its connection is reused."""
-    length = response.content_length
     try:
+        length = response.content_length
         if length is not None and length <= DISCARD_READ_LIMIT:
-            await response.read(asyncio.get_running_loop().time() + DISCARD_READ_S)
-    except (TimeoutError, UpstreamHTTPError, OSError):
-        response.close()
+            await response.drain(DISCARD_READ_LIMIT, DISCARD_READ_S)
     finally:
         response.release()
         lease.finish(response.status not in upstream.failure_statuses)
@@ -281,7 +302,7 @@ def _error_failure(err: ProxyError, upstream: CompiledUpstream) -> _Failure:
     )
 
 
-def _status_failure(response: Response, upstream: CompiledUpstream) -> _Failure:
+def _status_failure(response: UpstreamResponse, upstream: CompiledUpstream) -> _Failure:
     status = response.status
     retry_after = parse_retry_after(response.headers)
     headers = {"retry-after": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
@@ -298,14 +319,15 @@ def _status_failure(response: Response, upstream: CompiledUpstream) -> _Failure:
 
 def _broken_failure(err: UpstreamStreamBroken, upstream: CompiledUpstream) -> _Failure:
     """A short body cut before it was whole: retried as a connection error is."""
-    return _Failure("upstream_error", "broken_body", sent=True, retryable=upstream.retry.on_connect_error, error=err)
+    retryable = upstream.retry.on_connect_error and not isinstance(err, UpstreamLimitExceeded)  # a bomb stays one
+    return _Failure("upstream_error", "broken_body", sent=True, retryable=retryable, error=err)
 
 
-def short_body(response: Response) -> bool:
+def short_body(response: UpstreamResponse) -> bool:
     """Read whole before the answer is accepted, and written with its head in one write: not a stream,
     its length known and `SHORT_BODY` at most."""
     length = response.content_length
-    return length is not None and length <= SHORT_BODY and not is_event_stream(response)
+    return length is not None and length <= SHORT_BODY and not response.event_stream
 
 
 def _deadline_failure(upstream: CompiledUpstream) -> _Failure:
@@ -321,40 +343,3 @@ def _degrade(
         metrics.degraded_replies.labels(route.label, failure.kind).inc()
         ex.decisions.append(("resilience", f"degraded:{failure.kind}", "enforce"))
     return reply
-
-
-@contextlib.contextmanager
-def _reading_body() -> Iterator[None]:
-    """A read of the body that times out or fails is a broken stream, whichever reader met it."""
-    try:
-        yield
-    except TimeoutError:
-        raise UpstreamStreamBroken("the upstream stopped sending data", code="upstream_idle_timeout") from None
-    except (UpstreamHTTPError, OSError) as exc:
-        raise UpstreamStreamBroken("the upstream connection broke mid-response", code="upstream_stream_broken") from exc
-
-
-def _read_by(response: Response, idle_s: float, now: float) -> float:
-    """When the next read times out: an idle gap, or the request's overall deadline if that comes first."""
-    by = now + idle_s
-    return by if response.deadline is None or by < response.deadline else response.deadline
-
-
-async def iter_body(response: Response, idle_s: float) -> AsyncIterator[bytes]:
-    """Body chunks as they arrive; a gap longer than `idle_s`, the overall deadline, or a cut is a broken stream."""
-    loop = asyncio.get_running_loop()
-    with _reading_body():
-        while chunk := await response.readany(_read_by(response, idle_s, loop.time())):
-            yield chunk
-
-
-async def read_whole_body(response: Response, idle_s: float, small: bool = False) -> bytes:
-    """The body at once; a `small` body (its length known and short) gets `idle_s` for all of it."""
-    if not small:
-        return b"".join([chunk async for chunk in iter_body(response, idle_s)])
-    with _reading_body():
-        return await response.read(_read_by(response, idle_s, asyncio.get_running_loop().time()))
-
-
-def is_event_stream(response: Response) -> bool:
-    return response.headers.get("content-type", "").startswith("text/event-stream")

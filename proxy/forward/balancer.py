@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxy.resilience.breaker import CircuitBreaker, Permit
+from proxy.forward.breaker import CircuitBreaker, Permit
 
 
 @dataclass(eq=False, slots=True)

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from proxy.exchange import Exchange, Reply
-from proxy.resilience.config import DegradedReplies
+from proxy.forward.config import DegradedReplies
 
 DEGRADED_HEADER = "x-agent-proxy-degraded"
 KINDS = ("rate_limited", "timeout", "upstream_error")

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from yarl import URL
 
+from proxy.forward.balancer import Endpoint
+from proxy.forward.breaker import BreakerSettings, CircuitBreaker, State
 from proxy.logs import log_event
-from proxy.resilience.balancer import Endpoint
-from proxy.resilience.breaker import BreakerSettings, CircuitBreaker, State
 
 if TYPE_CHECKING:
     from proxy.metrics import Metrics

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from proxy.resilience.balancer import Balancer
-from proxy.resilience.breaker import BreakerSettings
-from proxy.resilience.config import CircuitBreakerConfig, Retries
-from proxy.resilience.registry import EndpointRegistry
+from proxy.forward.balancer import Balancer
+from proxy.forward.breaker import BreakerSettings
+from proxy.forward.config import CircuitBreakerConfig, Retries
+from proxy.forward.registry import EndpointRegistry
 
 if TYPE_CHECKING:
     from proxy.metrics import Metrics

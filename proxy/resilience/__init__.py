@@ -1,1 +1,0 @@
-"""Resilient forwarding: circuit breakers, backoff, endpoint balancing, degraded replies."""
