@@ -87,6 +87,19 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def raw_query(request: web.Request) -> str | None:
+    """The query string byte for byte as the caller sent it: forwarded as is, never decoded and encoded again.
+
+    aiohttp's parser has refused spaces and line breaks in the request line already; anything else
+    outside printable ASCII must have been percent-encoded by the caller (None: it was not).
+    """
+    target = request.raw_path  # the request target as it came: path and query, still percent-encoded
+    query = target.partition("?")[2] if target.startswith("/") else request.rel_url.raw_query_string
+    if query and (not query.isascii() or any(ord(c) < 0x21 or c == "\x7f" for c in query)):
+        return None
+    return query
+
+
 def _is_json_content_type(request: web.Request) -> bool:
     ctype = request.content_type
     return ctype == JSON or ctype.endswith("+json")
@@ -104,11 +117,14 @@ class ProxyHandler:
         request_id = request_id_from(request.headers)
         path = request.path
         route = policy.match(path, request.method)
-        if route is None or _unsafe_path(path):
+        query = raw_query(request)
+        if route is None or _unsafe_path(path) or query is None:
             err = (
                 NotFound(f"no route for {request.method} {path}")
                 if route is None
                 else BadRequest("the request path may not contain '.' or '..' segments")
+                if query is not None
+                else BadRequest("the query string has characters that must be percent-encoded", code="invalid_query")
             )
             self.metrics.child(self.metrics.requests, "unmatched", "none", status_class(err.status)).inc()
             return error_response(guess_protocol(request), err, request_id)
@@ -118,7 +134,7 @@ class ProxyHandler:
             method=request.method,
             path=path,
             raw_path=request.rel_url.raw_path,
-            query_string=request.query_string,
+            query_string=query,
             headers=request.headers,
             route=route,
             protocol=route.protocol,

@@ -23,6 +23,7 @@ from yarl import URL
 
 from proxy.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
 from proxy.forward.bounds import ResponseLimits, UpstreamPool
+from proxy.forward.pool import GuardedConnector
 from proxy.forward.response import DECODED, UpstreamResponse
 
 ACCEPT_ENCODING = "gzip, deflate"  # what `response.py` decodes
@@ -57,7 +58,7 @@ class Transport:
 
     def __init__(self, pool: UpstreamPool | None = None) -> None:
         pool = pool or UpstreamPool()
-        connector = aiohttp.TCPConnector(
+        connector = GuardedConnector(
             limit=0,
             limit_per_host=pool.connections_per_origin,
             keepalive_timeout=pool.keepalive_s,
@@ -141,7 +142,7 @@ class Transport:
         aiohttp has no public count; its connector's two collections are read as they are.
         """
         connector = self._session.connector
-        assert isinstance(connector, aiohttp.TCPConnector)
+        assert isinstance(connector, GuardedConnector)
         idle = sum(len(conns) for conns in connector._conns.values())
         return len(connector._acquired), idle
 
