@@ -22,9 +22,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from proxy.upstream import forward, open_upstream
-
 from proxy.exchange import Exchange, Outcome
+from proxy.forward.attempts import forward, open_upstream
 from proxy.metrics import Metrics
 from proxy.policy.compile import compile_policy
 from proxy.policy.load import policy_from_text
@@ -59,12 +58,17 @@ class Answer:
     status = 200
     headers: dict[str, str] = {"content-type": "application/json"}
     content_length = None  # the body is never read here
+    event_stream = False
+    finished = True
+
+    def release(self) -> None:
+        pass
 
 
-class InstantClient:
-    """Stands in for the upstream `HTTPClient`: the response head is there at once."""
+class InstantTransport:
+    """Stands in for the upstream `Transport`: the response head is there at once."""
 
-    async def request(self, *args: Any, **kwargs: Any) -> Answer:
+    async def open(self, *args: Any, **kwargs: Any) -> Answer:
         return Answer()
 
 
@@ -78,14 +82,14 @@ def exchange(policy_text: str) -> Exchange:
 
 
 async def per_request_us(ex: Exchange, resilient: bool, count: int) -> float:
-    client: Any = InstantClient()
+    client: Any = InstantTransport()
     metrics = Metrics()
     route = ex.route
     start = time.perf_counter()
     if resilient:
         for _ in range(count):
-            forwarded = await forward(client, ex, route, metrics)
-            forwarded.finish(ex)  # type: ignore[union-attr]
+            async with await forward(client, ex, route, metrics):  # type: ignore[union-attr]
+                pass
     else:
         for _ in range(count):
             await open_upstream(client, ex, route, route.upstream)

@@ -7,7 +7,6 @@ asserts the caller's clean, protocol-shaped error, and the peak stays under `PEA
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,15 +31,16 @@ STREAM = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "h
 MIB = 1024 * 1024
 LIMITS = "{max_body_bytes: 4194304, max_event_bytes: 1048576, max_response_bytes: 67108864}"
 TIMEOUTS = "{connect_s: 2, first_byte_s: 5, idle_s: 5, total_s: 30}"
-NO_BREAKER = "{enabled: false}"  # every case fails on purpose; a breaker would answer 503 in their place
+# Every case fails on purpose: a breaker would answer 503 in their place.
+UPSTREAM = f"timeouts: {TIMEOUTS}, limits: {LIMITS}, circuit_breaker: {{enabled: false}}"
 
 
 def policy(upstream_url: str) -> str:
     return f"""
 version: 1
 upstreams:
-  hostile: {{url: "{upstream_url}", protocol: openai, timeouts: {TIMEOUTS}, limits: {LIMITS}, circuit_breaker: {NO_BREAKER}}}
-  hostile-tool: {{url: "{upstream_url}", protocol: http, timeouts: {TIMEOUTS}, limits: {LIMITS}, circuit_breaker: {NO_BREAKER}}}
+  hostile: {{url: "{upstream_url}", protocol: openai, {UPSTREAM}}}
+  hostile-tool: {{url: "{upstream_url}", protocol: http, {UPSTREAM}}}
 routes:
   - {{name: tool, prefix: /tools/, upstream: hostile-tool, rewrite_prefix: /v1/, stages: {{usage: {{mode: "off"}}}}}}
   - {{name: llm, prefix: /v1/, upstream: hostile}}
@@ -225,4 +225,4 @@ async def test_the_breakers_and_the_pool_hold_nothing_after_all_of_it(proxy):
         status = await response.json()
     for row in status["circuit_breakers"]:
         assert row["in_flight"] == 0 and row["probes_in_flight"] == 0, row
-    assert os.path.exists(f"/proc/{proxy.process.pid}")
+    assert proxy.process.poll() is None
