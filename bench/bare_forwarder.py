@@ -2,8 +2,8 @@
 
 No policy, auth, metrics, timeouts, header filtering or accounting: read the request,
 send it upstream on a pooled `ClientSession`, and copy the answer back (streams chunk by
-chunk). A proxy made of those two parts adds at least what this adds; agent-proxy keeps
-aiohttp's server but has its own upstream client (proxy/upstream_http/).
+chunk). A proxy made of those two parts adds at least what this adds; agent-proxy is made
+of them too (proxy/forward/transport.py), with its policy work in between.
 Run:  python bench/bare_forwarder.py UPSTREAM_URL PORT
 """
 

@@ -28,16 +28,21 @@ DECODED = frozenset({"gzip", "x-gzip", "deflate"})
 class _Inflater:
     """gzip or deflate (zlib-wrapped or raw, as servers send both), a bounded piece at a time."""
 
-    __slots__ = ("_decoder", "_encoding")
+    __slots__ = ("_decoder", "_encoding", "_start")
 
     def __init__(self, encoding: str) -> None:
         self._encoding = encoding
+        self._start = b""  # deflate's first bytes, until there are two to tell its two forms apart
         self._decoder: zlib._Decompress | None = (
             zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding != "deflate" else None
         )
 
     def pieces(self, data: bytes) -> Iterator[bytes]:
         if self._decoder is None:  # deflate: a zlib header (RFC 1950) or raw deflate (what some servers send)
+            data = self._start + data
+            if len(data) < 2:
+                self._start = data
+                return
             zlib_header = len(data) >= 2 and data[0] & 0x0F == 8 and ((data[0] << 8) | data[1]) % 31 == 0
             self._decoder = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
         decoder = self._decoder

@@ -224,3 +224,22 @@ def test_a_large_event_split_into_many_chunks():
     chunks = [raw[i : i + 4096] for i in range(0, len(raw), 4096)]
     [event] = [SSEEvent(r) for r in decode(*chunks)]
     assert event.json() == payload
+
+
+def test_an_event_past_its_bound_is_refused_however_it_is_cut():
+    from proxy.errors import UpstreamLimitExceeded
+
+    for piece in (1, 7, 1024):
+        decoder = SSEDecoder(max_event_bytes=4096)
+        stream = b"data: " + b"x" * 5000
+        with pytest.raises(UpstreamLimitExceeded) as caught:
+            for at in range(0, len(stream), piece):
+                decoder.feed(stream[at : at + piece])
+        assert caught.value.code == "upstream_event_too_large"
+
+
+def test_events_up_to_the_bound_pass_and_the_bound_is_per_event():
+    decoder = SSEDecoder(max_event_bytes=64)
+    event = b"data: " + b"y" * 50 + b"\n\n"
+    events = [e for _ in range(100) for e in decoder.feed(event[:30]) + decoder.feed(event[30:])]
+    assert [e.raw for e in events] == [event] * 100
