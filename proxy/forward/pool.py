@@ -23,7 +23,7 @@ class _GuardedHandler(ResponseHandler):
         self.pooled = False
 
     def data_received(self, data: bytes) -> None:
-        if self.pooled and self.transport is not None:  # nobody asked: it must never become the next answer
+        if data and self.pooled and self.transport is not None:  # nobody asked: never the next answer
             self.transport.close()
             return
         super().data_received(data)

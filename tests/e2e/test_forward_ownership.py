@@ -141,3 +141,12 @@ async def test_no_proxy_and_direct_bypass_the_environments_proxy(proxy_factory, 
             proxy = proxy_factory(TOOL_POLICY.format(proxy=", proxy: direct"))
         assert await call_tool(proxy.url) == 502  # straight to the closed port
         assert forward_proxy.targets == []
+
+
+async def test_sequential_requests_reuse_one_pooled_connection(proxy_factory):
+    with HostileUpstream() as hostile:
+        proxy = proxy_factory(basic_policy(hostile.url))
+        for _ in range(5):
+            status, _ = await post(proxy.url)
+            assert status == 201
+        assert hostile.connections == 1
