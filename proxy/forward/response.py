@@ -72,7 +72,20 @@ def reading_body() -> Iterator[None]:
 class UpstreamResponse:
     """An answer's head and body; `release` or `close` it once done (the forwarding owner does)."""
 
-    __slots__ = ("_inflater", "_raw", "body", "deadline", "decoded", "headers", "limits", "received", "status")
+    __slots__ = (
+        "_inflater",
+        "_raw",
+        "_timer",
+        "_until",
+        "_waiting",
+        "body",
+        "decoded",
+        "deadline",
+        "headers",
+        "limits",
+        "received",
+        "status",
+    )
 
     def __init__(self, raw: aiohttp.ClientResponse, limits: ResponseLimits, deadline: float) -> None:
         self._raw = raw
@@ -85,6 +98,11 @@ class UpstreamResponse:
         self.received = 0  # bytes as they came, compressed or not
         self.decoded = 0
         self.body: bytes | None = None  # set once read whole
+        # Body reads are timed by one loop timer per answer that moves on lazily: a streamed event
+        # costs a float store, not a timer of its own; when it fires during a wait, the wait fails.
+        self._timer: asyncio.TimerHandle | None = None
+        self._until = 0.0
+        self._waiting = False
 
     @property
     def content_length(self) -> int | None:
@@ -120,8 +138,11 @@ class UpstreamResponse:
                     if content.at_eof():
                         return
                     until = loop.time() + idle_s
-                    async with asyncio.timeout_at(until if until < self.deadline else self.deadline):
+                    self._watch(loop, until if until < self.deadline else self.deadline)
+                    try:
                         data = await content.readany()
+                    finally:
+                        self._waiting = False
                     if not data:
                         return
                 if self._inflater is None:
@@ -149,6 +170,21 @@ class UpstreamResponse:
             parts.append(part)
         self.body = b"".join(parts)
         return self.body
+
+    def _watch(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
+        self._until = until  # never earlier than before: `now + idle_s`, capped by the fixed deadline
+        self._waiting = True
+        if self._timer is None:
+            self._timer = loop.call_at(until, self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if not self._waiting:
+            return  # the next wait arms it again
+        if loop.time() < self._until:
+            self._timer = loop.call_at(self._until, self._expire, loop)
+        else:
+            self._raw.content.set_exception(TimeoutError())
 
     def _count(self, data: bytes) -> None:
         self.received += len(data)
@@ -182,7 +218,14 @@ class UpstreamResponse:
 
     def release(self) -> None:
         """Done with: the connection goes back to the pool if the body was read to its end, else it is closed."""
+        self._stop_timer()
         self._raw.release()
 
     def close(self) -> None:
+        self._stop_timer()
         self._raw.close()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
