@@ -217,7 +217,7 @@ async def test_the_query_string_arrives_exactly_as_the_caller_sent_it(proxy, hos
     assert hostile.targets == [f"/v1/echo-target/search?{query}".encode()]
 
 
-async def test_the_breakers_and_the_pool_hold_nothing_after_all_of_it(proxy):
+async def test_after_all_of_it_the_breakers_hold_nothing_and_every_bound_was_counted(proxy):
     async with (
         aiohttp.ClientSession() as session,
         session.get(proxy.url + "/admin/status", headers={"authorization": f"Bearer {ADMIN_KEY}"}) as response,
@@ -226,3 +226,7 @@ async def test_the_breakers_and_the_pool_hold_nothing_after_all_of_it(proxy):
     for row in status["circuit_breakers"]:
         assert row["in_flight"] == 0 and row["probes_in_flight"] == 0, row
     assert proxy.process.poll() is None
+    async with aiohttp.ClientSession() as session, session.get(proxy.url + "/metrics") as response:
+        metrics = await response.text()
+    for kind in ("upstream_limit", "upstream_protocol"):
+        assert f'agent_proxy_errors_total{{kind="{kind}",source="upstream"}}' in metrics, "each bound is counted"
