@@ -29,7 +29,7 @@ from proxy.safety.stream_redactor import StreamRedactor, TextPipeline
 
 PASSWORD = BY_NAME["password"]
 BIG_NUMBER = re.compile(rb"[0-9]{20}")
-_RESTORE = Scanner([PLACEHOLDER])
+_RESTORE = Scanner([PLACEHOLDER], normalises=False)
 
 
 def blocked_error(detector: str) -> Forbidden:
