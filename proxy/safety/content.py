@@ -57,11 +57,12 @@ class CompiledRedaction:
 
         output, inputs = detectors(config.output), detectors(config.input)
         secret = config.hash_secret.get_secret_value().encode() if config.hash_secret is not None else None
+        thresholds = config.detector_thresholds()
         return cls(
-            output=Scanner(output) if output else None,
+            output=Scanner(output, thresholds) if output else None,
             actions=config.output_actions(),
             hash_key=secret,
-            input=Scanner(inputs) if inputs else None,
+            input=Scanner(inputs, thresholds) if inputs else None,
             input_action=config.input_action,
         )
 

@@ -182,7 +182,8 @@ SECRET_DETECTORS: tuple[Detector, ...] = (
         "password",
         "[SECRET]",
         rf"(?<![A-Za-z0-9]){_SECRET_KEYS}[\"']?(?:[ \t]{{0,4}}(?P<eq>[:=])[ \t]{{0,4}}[\"'`]?|{_IS})"
-        rf"(?:(?:bearer|basic|token)[ \t]{{1,4}})?(?P<v>{_VALUE}{{4,{MAX_SECRET}}}(?<!\.))",
+        rf"(?:(?:bearer|basic|token)[ \t]{{1,4}})?(?!(?:bearer|basic|token)[ \t])"  # the scheme is never the value
+        rf"(?P<v>{_VALUE}{{4,{MAX_SECRET}}}(?<!\.))",
         re.IGNORECASE,
         start=re.compile(
             rf"{_SECRET_KEYS}[\"']?[ \t]{{0,4}}(?:\Z|[:=`]|i\Z|is(?:[ \t]|\Z)|wa?\Z|was(?:[ \t]|\Z))" + _KEYWORD_TAIL,

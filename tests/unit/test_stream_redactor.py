@@ -35,11 +35,15 @@ VALUES = [
     "fe80::1ff:fe23:4567:890a", corpus.OPENAI_PROJECT, corpus.ANTHROPIC, corpus.AWS_ID,
     f"aws_secret_access_key = {corpus.AWS_SECRET}", corpus.GITHUB_CLASSIC, corpus.SLACK_BOT, corpus.STRIPE_LIVE,
     corpus.JWT, corpus.RSA_PEM, "password: hunter22", "api_key=9f8e7d6c5b4a", "TCK-123456",
+    "a\u200b@b.co", "4111\u00a01111\u00a01111\u00a01111", "5116.9562.5300.3191", "ssn 536221234",
+    corpus.RSA_PEM.replace("\n", "\\n"), "postgres://u:Zq8vR2mK9w@db", "curl -u a:Tr0ub4dor3x",
+    "password is Xk29vLq7pT",
 ]  # fmt: skip
 NEAR_MISSES = [
     " ", "  ", "\n", ".", ",", "-", "@", ":", "::", "+", "(", ")", "'", '"', "=", "a", "the", "Z9", "1", "12",
     "4111", "sk-", "sk-ant-", "AKIA", "eyJ", "ghp_", "xoxb-", "-----BEGIN ", "PRIVATE KEY-----", "password",
     "token", "DE89", "192.168", "icon@2x.png", "café", "😀", "TCK-", "12:30",
+    "\u200b", "\u00ad", "\uff20", "\u00a0", "\u202e", "\\n", " is ", "`", "://", "-u ", "-p", "127.0.0.1", "git@",
 ]  # fmt: skip
 TEXTS = st.lists(st.sampled_from(VALUES + NEAR_MISSES), min_size=1, max_size=10).map("".join)
 
