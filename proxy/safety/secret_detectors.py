@@ -88,6 +88,8 @@ _SECRET_KEYS = (
 _VALUE = r"""[^\s"'`,;)}\]]"""
 _VALUE_RUN = re.compile(f"{_VALUE}*")
 _IS = r"(?:[ \t]{1,4}(?:is|was)[ \t]{1,4}[\"'`]?|[ \t]{1,4}`)"  # prose: `password is X`, password `X`
+# Where `=`, `:`, a backtick, or the `s` of ` is `/` was ` (either case) ends the key: a fast anchor for both.
+_SEPARATOR_ANCHOR = r"[:=`sS](?:(?<=[:=`])|(?<=[ \t][iI][sS])(?=[ \t])|(?<=[ \t][wW][aA][sS])(?=[ \t]))"
 _ESCAPED_NL = r"(?:\s|\\[rn])"  # a line break, or one written as \n inside a JSON, YAML or .env string
 MAX_SECRET = 4096  # an assigned value longer than this is masked up to here
 
@@ -129,8 +131,8 @@ SECRET_DETECTORS: tuple[Detector, ...] = (
         ),
         settled=_settled_after_value,
         value_group="v",
-        anchor="[:=`]| is | was ",
-        anchor_reach=28,
+        anchor=_SEPARATOR_ANCHOR,
+        anchor_reach=30,
         anchor_hints=("secret",),
     ),
     make(
@@ -192,8 +194,8 @@ SECRET_DETECTORS: tuple[Detector, ...] = (
         pick=_pick_secret_value,
         settled=_settled_after_run,
         value_group="v",
-        anchor="[:=`]| is | was ",
-        anchor_reach=18,
+        anchor=_SEPARATOR_ANCHOR,
+        anchor_reach=22,
         anchor_hints=("secret", "pass", "pwd", "key", "token", "authorization"),
     ),
     make(
