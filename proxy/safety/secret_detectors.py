@@ -83,8 +83,9 @@ _AWS_SECRET_KEY = r"(?:aws_?)?secret[ _]?(?:access[ _]?)?key"
 _AWS_TAILS = _phrase_tails("secret access key", "secret key")
 _SECRET_KEYS = (
     r"(?:client[_-]?secret|secret[_-]?key|secret|passphrase|password|passwd|pwd|api[_-]?key|apikey|"
-    r"access[_-]?token|auth[_-]?token|refresh[_-]?token|token|private[_-]?key|authorization)"
+    r"access[_-]?token|auth[_-]?token|refresh[_-]?token|token|private[_-]?key|authorization|pass)"
 )
+_ENV_PREFIX = r"(?-i:[A-Z][A-Z0-9]{0,15})?"  # PGPASSWORD, MYSQLPWD: a capitalised variable ending in a key
 _VALUE = r"""[^\s"'`,;)}\]]"""
 _VALUE_RUN = re.compile(f"{_VALUE}*")
 _IS = r"(?:[ \t]{1,4}(?:is|was)[ \t]{1,4}[\"'`]?|[ \t]{1,4}`)"  # prose: `password is X`, password `X`
@@ -183,19 +184,20 @@ SECRET_DETECTORS: tuple[Detector, ...] = (
     make(
         "password",
         "[SECRET]",
-        rf"(?<![A-Za-z0-9]){_SECRET_KEYS}[\"']?(?:[ \t]{{0,4}}(?P<eq>[:=])[ \t]{{0,4}}[\"'`]?|{_IS})"
+        rf"(?<![A-Za-z0-9]){_ENV_PREFIX}{_SECRET_KEYS}[\"']?(?:[ \t]{{0,4}}(?P<eq>[:=])[ \t]{{0,4}}[\"'`]?|{_IS})"
         rf"(?:(?:bearer|basic|token)[ \t]{{1,4}})?(?!(?:bearer|basic|token)[ \t])"  # the scheme is never the value
         rf"(?P<v>{_VALUE}{{4,{MAX_SECRET}}}(?<!\.))",
         re.IGNORECASE,
         start=re.compile(
-            rf"{_SECRET_KEYS}[\"']?[ \t]{{0,4}}(?:\Z|[:=`]|i\Z|is(?:[ \t]|\Z)|wa?\Z|was(?:[ \t]|\Z))" + _KEYWORD_TAIL,
+            rf"{_ENV_PREFIX}{_SECRET_KEYS}[\"']?[ \t]{{0,4}}(?:\Z|[:=`]|i\Z|is(?:[ \t]|\Z)|wa?\Z|was(?:[ \t]|\Z))"
+            + _KEYWORD_TAIL,
             re.IGNORECASE,
         ),
         pick=_pick_secret_value,
         settled=_settled_after_run,
         value_group="v",
         anchor=_SEPARATOR_ANCHOR,
-        anchor_reach=22,
+        anchor_reach=38,
         anchor_hints=("secret", "pass", "pwd", "key", "token", "authorization"),
     ),
     make(

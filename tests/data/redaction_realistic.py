@@ -431,7 +431,62 @@ def _records() -> list[Record]:
     for s in ssns(4):
         v = s.replace("-", "\u2011")
         add("ssn", "prose", f"SSN {v} on the form.", v, obfuscated=True)
+    out.extend(_second_batch())
     return out
+
+
+def _second_batch() -> list[Record]:
+    """Written after the detectors were tuned on the records above, to check that they generalise."""
+    e, p, pw, c = emails(8), phones(6), passwords(12), cards(6)
+    ip, gh, aws_id, aws_secret = ipv4s(4), github_tokens(2), aws_ids(2), aws_secrets(2)
+    pem = RSA_PEM
+    items = [
+        ("email", "prose", f"| Name | Email |\n|---|---|\n| Ana | {e[0]} |", e[0]),
+        ("email", "log", f'From: "Li Wei" <{e[1]}>\nTo: support', e[1]),
+        ("email", "code", f"users.csv:\nid,name,email\n17,Olu,{e[2]}\n", e[2]),
+        ("email", "json", f'{{"to": ["{e[3]}", "{e[4]}"]}}', e[3]),
+        ("email", "prose", f"Please cc {e[5].upper()} as well.", e[5].upper()),
+        ("email", "yaml", f"maintainers: [{e[6]}]", e[6]),
+        ("phone", "prose", "Reach me on +33 6 12 34 56 78 or by mail.", "+33 6 12 34 56 78"),
+        ("phone", "code", f'<a href="tel:{p[0].replace(" ", "")}">call</a>', p[0].replace(" ", "")),
+        ("phone", "prose", f"Her mobile is {p[2]}.", p[2]),
+        ("phone", "json", f'{{"mobile": "{p[1]}"}}', p[1]),
+        ("ssn", "prose", "ss#: 219099999 (verified)", "219099999"),
+        ("ssn", "yaml", "ssn: '078-05-1120'", "078-05-1120"),
+        ("ssn", "prose", "SSN 536 22 1234 belongs to the claimant.", "536 22 1234"),
+        ("credit_card", "json", f'{{"pan": {c[0]}}}', c[0]),
+        ("credit_card", "prose", f"card: {_grouped_card(c[1], '-')}", _grouped_card(c[1], "-")),
+        ("credit_card", "code", f"CARD = '{c[2]}'", c[2]),
+        ("credit_card", "log", f"txn ok card={_grouped_card(c[3], ' ')} amount=12.00", _grouped_card(c[3], " ")),
+        ("password", "env", f"PGPASSWORD={pw[0]} psql -h db -U app", pw[0]),
+        ("password", "shell", f"$ docker run -e MYSQL_ROOT_PASSWORD={pw[1]} mysql:8", pw[1]),
+        ("password", "shell", f"$ mysql --password={pw[2]} -u root", pw[2]),
+        ("password", "prose", f"The root password is {pw[3]}, please change it.", pw[3]),
+        ("password", "prose", f"sudo password: {pw[4]}", pw[4]),
+        ("password", "yaml", f"spring:\n  datasource:\n    password: '{pw[5]}'", pw[5]),
+        ("password", "code", f"DATABASES = {{'default': {{'USER': 'app', 'PASSWORD': '{pw[6]}'}}}}", pw[6]),
+        ("password", "shell", f"$ git clone https://oauth2:{pw[7]}@gitlab.acmecorp.io/team/app.git", pw[7]),
+        ("password", "json", f'{{"db": {{"user": "app", "pass": "{pw[8]}"}}}}', pw[8]),
+        ("password", "prose", f"Credentials: admin / {pw[9]}", pw[9]),
+        ("password", "env", f"SMTP_PASS={pw[10]}", pw[10]),
+        ("password", "code", f'login("admin", password="{pw[11]}")', pw[11]),
+        ("github_token", "shell", f"$ git remote set-url origin https://{gh[0]}@github.com/o/r.git", gh[0]),
+        ("github_token", "prose", f"Authorization: token {gh[1]}", gh[1]),
+        ("aws_access_key", "env", f"[default]\naws_access_key_id = {aws_id[0]}\n", aws_id[0]),
+        ("aws_secret_key", "env", f"[default]\naws_secret_access_key = {aws_secret[0]}\n", aws_secret[0]),
+        ("aws_secret_key", "shell", f"$ export AWS_SECRET_ACCESS_KEY='{aws_secret[1]}'", aws_secret[1]),
+        ("private_key", "prose", f"```pem\n{pem}\n```", pem),
+        (
+            "private_key",
+            "json",
+            json.dumps({"key": pem.replace("\n", "\r\n")}),
+            json.dumps(pem.replace("\n", "\r\n"))[1:-1],
+        ),
+        ("ipv4", "log", f"X-Forwarded-For: {ip[3]}", ip[3]),
+        ("ipv4", "shell", f"$ ssh -i key.pem ubuntu@{ip[0]}", ip[0]),
+        ("ipv4", "prose", f"Accepted password for deploy from {ip[1]} port 51812 ssh2", ip[1]),
+    ]
+    return [Record(kind, fmt, text, (value,)) for kind, fmt, text, value in items]
 
 
 # ---- clean texts that look dangerous ----------------------------------------------------------------------------
@@ -682,9 +737,33 @@ _CLEAN_TEXTS: dict[str, list[str]] = {
 }
 
 
+_SECOND_CLEAN = [
+    "The `--password` flag reads the password from stdin.",
+    "mysql -u root -p$MYSQL_ROOT_PASSWORD",
+    'export PGPASSWORD="$(op read op://vault/db/password)"',
+    'curl -u "$USER:$PASS" https://ci.example.com',
+    "Windows 10.0.19041.1 build",
+    "Phone numbers look like (XXX) XXX-XXXX.",
+    "SSN format: XXX-XX-XXXX",
+    "IBAN format: DE00 0000 0000 0000 0000 00",
+    "Keys begin with sk-proj- and are shown once.",
+    "Connect with `psql -h localhost -U postgres`.",
+    "docker run -p 127.0.0.1:5432:5432 postgres:16",
+    "pip install 'django>=4.2,<5.0'",
+    "Release 10.2.0.1 fixes the leak.",
+    "See RFC 5737: 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24.",
+    "user_email = request.user.email",
+    "Reset link sent to the address on file.",
+    "Use `ssh -T git@gitlab.com` to check your key.",
+    "token = jwt.encode(payload, key, algorithm='HS256')",
+    "SECRET_KEY = env('DJANGO_SECRET_KEY')",
+    "password = input('Password: ')",
+]
+
+
 def _more_clean() -> list[Clean]:
     """Generated near misses: versions, placeholders and doc addresses in every format."""
-    out = []
+    out = [Clean("second-batch", text) for text in _SECOND_CLEAN]
     for i in range(40):
         major, minor, patch, build = _rng.randint(1, 9), _rng.randint(0, 20), _rng.randint(0, 20), _rng.randint(0, 9)
         version = f"{major}.{minor}.{patch}.{build}"
