@@ -14,6 +14,7 @@ import random
 import pytest
 from pydantic import ValidationError
 
+from proxy.safety import scanner as scanner_module
 from proxy.safety.config import RedactionConfig
 from proxy.safety.content import CompiledRedaction
 from proxy.safety.detectors import BUILTIN
@@ -68,6 +69,16 @@ def test_streamed_equals_whole_at_random_splits():
         for _ in range(3):
             cuts = [rng.randint(0, len(text)) for _ in range(rng.randint(1, 12))]
             assert _streamed(text, cuts) == whole, (text, cuts)
+
+
+def test_anchored_search_finds_what_a_plain_search_finds():
+    texts = [r.text for r in RECORDS] + [c.text for c in CLEAN]
+    outputs = []
+    for threshold in (0, 1 << 30):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(scanner_module, "ANCHORED_FROM", threshold)
+            outputs.append([_whole(text) for text in texts])
+    assert outputs[0] == outputs[1]
 
 
 # ---- private keys
