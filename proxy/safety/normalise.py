@@ -46,19 +46,40 @@ def _table() -> dict[int, str]:
 
 
 TABLE = _table()
-_SPECIAL = re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(TABLE)) + "]")
+_KEYS = frozenset(map(chr, TABLE))
+
+
+def _class(codes: list[int]) -> str:
+    """A character class of runs (`a-z`), which the regex engine tests far faster than one of single characters."""
+    runs: list[tuple[int, int]] = []
+    for code in codes:
+        if runs and runs[-1][1] == code - 1:
+            runs[-1] = (runs[-1][0], code)
+        else:
+            runs.append((code, code))
+    parts = (re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in runs)
+    return "[" + "".join(parts) + "]"
+
+
+_SPECIAL = re.compile(_class(sorted(TABLE)))
 
 
 def normalise(text: str) -> tuple[str, list[int] | None]:
     """The normal form, and for each of its characters the index of the original one; None when unchanged."""
-    if text.isascii() or _SPECIAL.search(text) is None:
+    if text.isascii() or _KEYS.isdisjoint(text):
         return text, None
     out: list[str] = []
     where: list[int] = []
-    table = TABLE
-    for index, char in enumerate(text):
-        mapped = table.get(ord(char), char)
+    last = 0
+    for found in _SPECIAL.finditer(text):
+        at = found.start()
+        out.append(text[last:at])
+        where.extend(range(last, at))
+        mapped = TABLE[ord(text[at])]
         if mapped:
             out.append(mapped)
-            where.append(index)
+            where.append(at)
+        last = at + 1
+    out.append(text[last:])
+    where.extend(range(last, len(text)))
     return "".join(out), where

@@ -213,6 +213,7 @@ def test_normal_form_maps_back_to_the_original():
     normal, where = normalise(text)
     assert normal == "a@b c" and where == [0, 2, 3, 4, 5]
     assert normalise("plain ascii") == ("plain ascii", None)
+    assert normalise("café 😀") == ("café 😀", None)
 
 
 @pytest.mark.parametrize("text", ["a\u200b@b.co x", "j\uff20c.io.", "pwd=a\u00adb1c2", "1.2\u200b.3.4 ", "\u202e1.2"])
