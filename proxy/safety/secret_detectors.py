@@ -9,7 +9,7 @@ import re
 import orjson
 
 from proxy.safety.detector import Detector, literal_starts, make
-from proxy.safety.secret_values import chosen, random_looking
+from proxy.safety.secret_values import chosen, random_looking, strong
 
 
 def _pick_jwt(match: re.Match[str]) -> tuple[int, int] | None:
@@ -46,9 +46,9 @@ def _pick_secret_value(match: re.Match[str]) -> tuple[int, int] | None:
 
 
 def _pick_inline(match: re.Match[str]) -> tuple[int, int] | None:
-    """URL credentials, `curl -u` and auth tuples need a chosen value; a bare `-a X`/`-pX` also a random-looking one."""
+    """URL credentials, `curl -u` and auth tuples need a chosen value; a bare `-a X`/`-pX` a strong one."""
     name, value = next((k, v) for k, v in match.groupdict().items() if v is not None)
-    return match.span() if (random_looking if name == "a" else chosen)(value) else None
+    return match.span() if (strong if name == "a" else chosen)(value) else None
 
 
 def _pick_pem(match: re.Match[str]) -> tuple[int, int] | None:

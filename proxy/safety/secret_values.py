@@ -61,3 +61,12 @@ def random_looking(value: str) -> bool:
     letters = any(c.isalpha() for c in value)
     others = any(not c.isalpha() for c in value)
     return letters and others and not value.startswith(("/", "~", "-"))
+
+
+def strong(value: str) -> bool:
+    """After a bare command-line flag (`-a X`, `-pX`), which also takes patterns and plugin names: three of
+    lower case, upper case, digits and symbols."""
+    if not random_looking(value):
+        return False
+    kinds = (str.islower, str.isupper, str.isdigit, lambda c: not c.isalnum())
+    return sum(any(kind(c) for c in value) for kind in kinds) >= 3
