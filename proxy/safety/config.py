@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from proxy.policy.base import Mode, Name, Strict
-from proxy.safety.detectors import GROUPS, KNOWN_NAMES, MAX_CUSTOM_REACH, custom_detector, expand
+from proxy.safety.detectors import BY_NAME, GROUPS, KNOWN_NAMES, MAX_CUSTOM_REACH, custom_detector, expand
 from proxy.safety.regexbounds import UnboundedPattern
 
 OutputAction = Literal["mask", "hash", "block"]
@@ -140,6 +140,12 @@ class RedactionConfig(Strict):
         description="mask: [EMAIL] goes upstream; pseudonymise: [EMAIL_1] goes upstream and the caller's answer "
         "gets the original value back.",
     )
+    thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Least confidence (0 to 1) a hit needs to be redacted, per detector or group; default 0.5 for "
+        "every detector. Raise `credit_card` to 0.7 to leave published test card numbers, lower `ipv4` to 0.2 to "
+        "redact version-like and documentation addresses too (docs/redaction.md lists the scores).",
+    )
     custom: list[CustomDetectorConfig] = Field(default_factory=list, max_length=64, description="Your own regexes.")
     hash_secret: SecretStr | None = Field(
         None, description="HMAC key of the hash action (use ${ENV}); at least 16 characters."
@@ -154,16 +160,32 @@ class RedactionConfig(Strict):
         if len(set(customs)) != len(customs):
             raise ValueError("two custom detectors have the same name")
         known = KNOWN_NAMES | set(customs)
-        for field, names in (("output", self.output), ("input", self.input), ("actions", list(self.actions))):
+        named = (("output", self.output), ("input", self.input), ("actions", list(self.actions)))
+        for field, names in (*named, ("thresholds", list(self.thresholds))):
             for name in names:
                 if name not in known:
                     raise ValueError(f"{field}: unknown detector '{name}' (known: {', '.join(sorted(known))})")
+        for name, value in self.thresholds.items():
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"thresholds: '{name}' must be between 0 and 1, not {value}")
         if "hash" in (self.action, *self.actions.values()) and self.hash_secret is None:
             raise ValueError("the hash action needs `hash_secret`")
         secret = self.hash_secret.get_secret_value() if self.hash_secret is not None else None
         if secret is not None and len(secret) < 16:
             raise ValueError("`hash_secret` must have at least 16 characters")
         return self
+
+    def detector_thresholds(self) -> dict[str, float]:
+        """Each built-in detector's threshold: its default, its group's entry, then its own entry."""
+        result = {name: detector.threshold for name, detector in BY_NAME.items()}
+        for name, value in self.thresholds.items():
+            if name in GROUPS:
+                for member in expand([name]):
+                    result[member] = value
+        for name, value in self.thresholds.items():
+            if name not in GROUPS or name in BY_NAME:
+                result[name] = value
+        return result
 
     def output_actions(self) -> dict[str, OutputAction]:
         """Each enabled output detector's action; a detector's own entry beats its group's."""

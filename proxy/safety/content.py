@@ -29,7 +29,7 @@ from proxy.safety.stream_redactor import StreamRedactor, TextPipeline
 
 PASSWORD = BY_NAME["password"]
 BIG_NUMBER = re.compile(rb"[0-9]{20}")
-_RESTORE = Scanner([PLACEHOLDER])
+_RESTORE = Scanner([PLACEHOLDER], normalises=False)
 
 
 def blocked_error(detector: str) -> Forbidden:
@@ -57,11 +57,12 @@ class CompiledRedaction:
 
         output, inputs = detectors(config.output), detectors(config.input)
         secret = config.hash_secret.get_secret_value().encode() if config.hash_secret is not None else None
+        thresholds = config.detector_thresholds()
         return cls(
-            output=Scanner(output) if output else None,
+            output=Scanner(output, thresholds) if output else None,
             actions=config.output_actions(),
             hash_key=secret,
-            input=Scanner(inputs) if inputs else None,
+            input=Scanner(inputs, thresholds) if inputs else None,
             input_action=config.input_action,
         )
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from proxy.safety.regexbounds import bounds
 
 Pick = Callable[[re.Match[str]], tuple[int, int] | None]
+Score = Callable[[re.Match[str], int, int], float]
+"""Confidence in 0..1 of a confirmed hit at (start, end), from the hit and at most `context` characters before it."""
 Settled = Callable[[re.Match[str], int], bool]
 
 
@@ -32,11 +34,15 @@ class Detector:
     start: re.Pattern[str] | None = None  # where a match could start, when the text may still grow
     pick: Pick | None = None  # confirms a candidate: the span to redact, or None to reject it
     settled: Settled | None = None  # a match found at a start is final once the text reaches this far
-    value_group: str | None = None  # only this group is replaced (assignments keep their key)
+    value_group: str | tuple[str, ...] | None = None  # only this group (or the first of these that took part)
+    # is replaced: assignments keep their key
     needs: str | None = None  # a substring every match contains: a cheap way to skip text
     anchor: re.Pattern[str] | None = None  # found in every match, at most `anchor_reach` characters after its start
     anchor_reach: int = 0
     anchor_hints: tuple[str, ...] = ()  # one of these (lower case) is in every match, before its anchor
+    score: Score | None = None  # confidence of a hit; without it every confirmed hit has confidence 1
+    threshold: float = 0.5  # default least confidence a hit needs to be redacted (the policy may change it)
+    context: int = 0  # characters before a match that `score` may read (kept in streams for it)
 
     @property
     def tag(self) -> str:
@@ -72,12 +78,13 @@ def make(
         head = literal_starts([reach.literal_prefix])
     if anchor is None and reach.literal_prefix:
         anchor = re.escape(reach.literal_prefix)
+    context = int(options.get("context", 0))  # type: ignore[call-overload]
     return Detector(
         name=name,
         label=label,
         pattern=pattern,
         ahead=reach.ahead,
-        behind=reach.behind,
+        behind=max(reach.behind, context),
         run=re.compile(f"{run}*") if run else None,
         start=head,
         anchor=re.compile(anchor) if anchor else None,

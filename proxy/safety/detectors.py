@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from proxy.safety.detector import Detector, make
 from proxy.safety.pii_detectors import PII_DETECTORS
-from proxy.safety.secret_detectors import API_KEYS, SECRET_DETECTORS
+from proxy.safety.secret_detectors import API_KEYS, PASSWORDS, SECRET_DETECTORS
 
 BUILTIN: tuple[Detector, ...] = (*PII_DETECTORS, *SECRET_DETECTORS)
 
@@ -16,7 +16,8 @@ BY_NAME: dict[str, Detector] = {d.name: d for d in BUILTIN}
 GROUPS: dict[str, tuple[str, ...]] = {
     "api_key": API_KEYS,
     "ip_address": ("ipv4", "ipv6"),
-    "secrets": (*API_KEYS, "jwt", "private_key", "password"),
+    "secrets": (*API_KEYS, "jwt", "private_key", *PASSWORDS),
+    "password": PASSWORDS,  # assignments, URL credentials and command-line passwords: one policy name
     "pii": ("email", "phone", "ssn", "credit_card", "iban"),
     "all": tuple(BY_NAME),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from proxy.safety import confidence
 from proxy.safety.checksums import IBAN_LENGTHS, iban_valid, luhn_valid
 from proxy.safety.detector import Detector, make
 
@@ -34,8 +35,10 @@ _CARD_GROUPS = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4)})
 
 def _pick_card(match: re.Match[str]) -> tuple[int, int] | None:
     text = match.group()
-    for cut in _cuts(text, " -"):
-        groups = tuple(map(len, re.split(r"[ -]", text[:cut])))
+    if len(set(re.sub(r"[0-9]", "", text))) > 1:  # one kind of separator: 4111 1111-1111 1111 is no card
+        return None
+    for cut in _cuts(text, " -."):
+        groups = tuple(map(len, re.split(r"[ .-]", text[:cut])))
         digits = re.sub(r"\D", "", text[:cut])
         if len(digits) < 13:
             return None
@@ -98,6 +101,7 @@ PII_DETECTORS: tuple[Detector, ...] = (
         r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,6}[A-Za-z]{2,24}(?![\w-]|\.[A-Za-z0-9])",
         run="[A-Za-z0-9._%+@-]",
         pick=_pick_email,
+        score=confidence.email,
         needs="@",
         anchor="@",
         anchor_reach=64,
@@ -111,22 +115,28 @@ PII_DETECTORS: tuple[Detector, ...] = (
         start=r"[+(0-9]",
         pick=_pick_phone,
         anchor="[+(0-9][0-9]",
+        score=confidence.phone,
+        context=confidence.CONTEXT,
     ),
     make(
         "ssn",
         "[SSN]",
-        r"(?<![\w-])(?!000|666|9[0-9][0-9])[0-9]{3}([- ])(?!00)[0-9]{2}\1(?!0000)[0-9]{4}(?![\w-])",
+        r"(?<![\w-])(?!000|666|9[0-9][0-9])[0-9]{3}(?:-(?!00)[0-9]{2}-| (?!00)[0-9]{2} |(?!00)[0-9]{2})"
+        r"(?!0000)[0-9]{4}(?![\w-])",
         run="[0-9 -]",
         start=r"[0-9]",
-        anchor="[0-9][0-9][0-9][- ][0-9][0-9][- ]",
+        anchor="[0-9][0-9][0-9][- 0-9][0-9][0-9]",
+        score=confidence.ssn,
+        context=confidence.CONTEXT,
     ),
     make(
         "credit_card",
         "[CARD]",
-        r"(?<![\w.,+-])(?<![A-Z]{2}[0-9][0-9] )(?:[0-9]{13,19}|[0-9]{4}(?:[ -][0-9]{2,6}){2,4})(?![\w-])",
-        run="[0-9 -]",
+        r"(?<![\w.,+-])(?<![A-Z]{2}[0-9][0-9] )(?:[0-9]{13,19}|[0-9]{4}(?:[ .-][0-9]{2,6}){2,4})(?![\w-]|\.[0-9])",
+        run="[0-9 .-]",
         start=r"[0-9]",
         pick=_pick_card,
+        score=confidence.credit_card,
         anchor="[0-9][0-9][0-9][0-9]",
     ),
     make(
@@ -146,6 +156,8 @@ PII_DETECTORS: tuple[Detector, ...] = (
         needs=".",
         anchor="[0-9][.][0-9]",
         anchor_reach=2,
+        score=confidence.ipv4,
+        context=confidence.CONTEXT,
     ),
     make(
         "ipv6",
@@ -156,5 +168,6 @@ PII_DETECTORS: tuple[Detector, ...] = (
         needs=":",
         anchor=":[0-9A-Fa-f:]",  # the first colon of an address is followed by a hex digit or another colon
         anchor_reach=4,
+        score=confidence.ipv6,
     ),
 )

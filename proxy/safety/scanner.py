@@ -15,7 +15,7 @@ on a character the text already has (`settled`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,31 +35,46 @@ class Hit:
     value_end: int
 
 
-class Scanner:
-    __slots__ = ("_plan", "behind", "detectors")
+def _value_span(match: re.Match[str], group: str | tuple[str, ...]) -> tuple[int, int]:
+    if isinstance(group, str):
+        return match.span(group)
+    return next(span for name in group if (span := match.span(name))[0] >= 0)
 
-    def __init__(self, detectors: Sequence[Detector]):
+
+class Scanner:
+    __slots__ = ("_plan", "_thresholds", "behind", "detectors", "normalises")
+
+    def __init__(
+        self, detectors: Sequence[Detector], thresholds: Mapping[str, float] | None = None, normalises: bool = True
+    ):
+        """`thresholds`: the least confidence a hit needs, by detector name (default: the detector's own);
+        `normalises`: detect on the normal form of the text (see normalise.py)."""
         self.detectors = tuple(detectors)
         self.behind = max((d.behind for d in self.detectors), default=0) + 1
-        """Characters kept before the unreleased text, for lookbehinds."""
+        """Characters kept before the unreleased text, for lookbehinds and context."""
         self._plan = tuple((d, d.ahead, d.run, d.start) for d in self.detectors)
+        chosen = thresholds or {}
+        self._thresholds = tuple(chosen.get(d.name, d.threshold) for d in self.detectors)
+        self.normalises = normalises
 
     def new_cache(self, text: str) -> list[Any]:
         """Per-detector next hits for one text; a detector missing its required substring has none."""
         return [None if d.needs is not None and d.needs not in text else _UNKNOWN for d in self.detectors]
 
     @staticmethod
-    def _next_for(detector: Detector, text: str, pos: int) -> Hit | None:
-        """The first hit at or after `pos`: a candidate its check rejects is skipped, the search goes on one later."""
+    def _next_for(detector: Detector, threshold: float, text: str, pos: int) -> Hit | None:
+        """The first hit at or after `pos`: a candidate its check rejects, or whose confidence is below the
+        threshold, is skipped and the search goes on one character later."""
         pattern, pick, group, anchor = detector.pattern, detector.pick, detector.value_group, detector.anchor
+        score = detector.score
         if anchor is None or len(text) - pos < ANCHORED_FROM:
             candidates = Scanner._searched(pattern, text, pos)
         else:
             candidates = Scanner._anchored(detector, text, pos)
         for match in candidates:
             span = match.span() if pick is None else pick(match)
-            if span is not None:
-                value = match.span(group) if group is not None else span
+            if span is not None and (score is None or score(match, span[0], span[1]) >= threshold):
+                value = span if group is None else _value_span(match, group)
                 return Hit(detector, span[0], span[1], value[0], value[1])
         return None
 
@@ -93,7 +108,7 @@ class Scanner:
         for index, detector in enumerate(self.detectors):
             hit = cache[index]
             if hit is _UNKNOWN or (hit is not None and hit.start < pos):
-                hit = cache[index] = self._next_for(detector, text, pos)
+                hit = cache[index] = self._next_for(detector, self._thresholds[index], text, pos)
             if hit is not None and (
                 best is None or hit.start < best.start or (hit.start == best.start and hit.end > best.end)
             ):

@@ -12,9 +12,11 @@ it into pieces give the same output, which is the property the tests check.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
 from proxy.safety.detector import Detector
+from proxy.safety.normalise import normalise
 from proxy.safety.scanner import Scanner
 
 Replace = Callable[[Detector, str], str]
@@ -50,6 +52,10 @@ class StreamRedactor:
         return len(self._buf) - self._base
 
     def _drain(self, final: bool) -> str:
+        if self._scanner.normalises:
+            text, where = normalise(self._buf)
+            if where is not None:
+                return self._drain_mapped(final, text, where)
         buf, pos = self._buf, self._base
         scanner = self._scanner
         hold = len(buf) if final else scanner.hold_from(buf, pos)
@@ -65,6 +71,33 @@ class StreamRedactor:
                 out.append(buf[pos:hold])
                 pos = hold
         keep = max(0, pos - scanner.behind)
+        self._buf = buf[keep:]
+        self._base = pos - keep
+        return "".join(out)
+
+    def _drain_mapped(self, final: bool, text: str, where: list[int]) -> str:
+        """The same on the normal form `text` of the buffer; `where` maps its characters back to the buffer's,
+        and the original characters of each hit are what gets replaced."""
+        buf, pos = self._buf, self._base
+        scanner = self._scanner
+        npos = bisect_left(where, pos)
+        nhold = len(text) if final else scanner.hold_from(text, npos)
+        hold = len(buf) if nhold >= len(text) else where[nhold]
+        out: list[str] = []
+        if hold > pos:
+            cache = scanner.new_cache(text)
+            while (hit := scanner.next_hit(text, npos, cache)) is not None and hit.start < nhold:
+                value_start, value_end = where[hit.value_start], where[hit.value_end - 1] + 1
+                end = where[hit.end - 1] + 1
+                out.append(buf[pos:value_start])
+                out.append(self._replace(hit.detector, buf[value_start:value_end]))
+                out.append(buf[value_end:end])
+                pos, npos = end, hit.end
+            if hold > pos:
+                out.append(buf[pos:hold])
+                pos = hold
+        back = bisect_left(where, pos) - scanner.behind  # keep `behind` characters of the normal form
+        keep = 0 if back <= 0 else min(where[back], pos - scanner.behind)
         self._buf = buf[keep:]
         self._base = pos - keep
         return "".join(out)

@@ -59,16 +59,16 @@ JWT_RS = (
 
 POSITIVE: dict[str, list[Positive]] = {
     "email": [
-        Positive("Please reach out to john.doe@example.com for the invoice.", ("john.doe@example.com",)),
+        Positive("Please reach out to john.doe@acmecorp.com for the invoice.", ("john.doe@acmecorp.com",)),
         Positive(
             "Contact: Jane <jane_smith+billing@sub.mail.example.co.uk>", ("jane_smith+billing@sub.mail.example.co.uk",)
         ),
         Positive("Send it to ops@corp.io, then cc legal@corp.io.", ("ops@corp.io", "legal@corp.io")),
         Positive('user: {"email": "a.b-c@d-e.org"}', ("a.b-c@d-e.org",)),
-        Positive("Reply-To: support@helpdesk.example.net\nSubject: refund", ("support@helpdesk.example.net",)),
+        Positive("Reply-To: support@helpdesk.initech.net\nSubject: refund", ("support@helpdesk.initech.net",)),
         Positive("Her address (maria.garcia@uni.edu.es) is on file.", ("maria.garcia@uni.edu.es",)),
         Positive("mailto:x1@y2.travel", ("x1@y2.travel",)),
-        Positive("Email JOHN.DOE@EXAMPLE.COM now", ("JOHN.DOE@EXAMPLE.COM",)),
+        Positive("Email JOHN.DOE@GLOBEX.COM now", ("JOHN.DOE@GLOBEX.COM",)),
     ],
     "phone": [
         Positive("Call me at +1 415 555 0132 after 5pm.", ("+1 415 555 0132",)),
@@ -109,14 +109,14 @@ POSITIVE: dict[str, list[Positive]] = {
     ],
     "ipv4": [
         Positive("The database listens on 192.168.1.10:5432.", ("192.168.1.10",)),
-        Positive("Resolve via 8.8.8.8 or 1.1.1.1.", ("8.8.8.8", "1.1.1.1")),
+        Positive("DNS servers 8.8.8.8 and 9.9.9.9.", ("8.8.8.8", "9.9.9.9")),
         Positive("ssh admin@10.0.0.254 -p 22", ("10.0.0.254",)),
         Positive("allow from 172.16.254.1/32", ("172.16.254.1",)),
     ],
     "ipv6": [
-        Positive("Ping 2001:db8::1 to test.", ("2001:db8::1",)),
+        Positive("Ping 2a00:1450:4001::1 to test.", ("2a00:1450:4001::1",)),
         Positive("link-local fe80::1ff:fe23:4567:890a on eth0", ("fe80::1ff:fe23:4567:890a",)),
-        Positive("full form 2001:0db8:85a3:0000:0000:8a2e:0370:7334.", ("2001:0db8:85a3:0000:0000:8a2e:0370:7334",)),
+        Positive("full form 2607:f8b0:85a3:0000:0000:8a2e:0370:7334.", ("2607:f8b0:85a3:0000:0000:8a2e:0370:7334",)),
         Positive("mapped ::ffff:192.168.1.1 address", ("::ffff:192.168.1.1",)),
     ],
     "openai_key": [
@@ -170,6 +170,17 @@ POSITIVE: dict[str, list[Positive]] = {
         Positive("Authorization: Bearer a1b2c3d4e5f6g7h8i9j0", ("a1b2c3d4e5f6g7h8i9j0",)),
         Positive("client_secret = 'QmFzZTY0U2VjcmV0'", ("QmFzZTY0U2VjcmV0",)),
         Positive("login with pwd=Tr0ub4dor&3 today", ("Tr0ub4dor&3",)),
+    ],
+    "url_password": [
+        Positive("DATABASE_URL=postgres://app:Zq8vR2mK9w@db.internal:5432/shop", ("Zq8vR2mK9w",)),
+        Positive("redis://:s3cr3tPa55@cache:6379/0", ("s3cr3tPa55",)),
+        Positive("git clone https://deploy:x7Hk29dLq@git.acmecorp.io/app.git", ("x7Hk29dLq",)),
+    ],
+    "cli_password": [
+        Positive("curl -u admin:Tr0ub4dor3x https://ci.acmecorp.io", ("Tr0ub4dor3x",)),
+        Positive("redis-cli -h cache -a Vx92kLmq7 ping", ("Vx92kLmq7",)),
+        Positive("mysql -u root -pH54d1tjxgb! shop", ("H54d1tjxgb!",)),
+        Positive('requests.get(url, auth=("svc", "p4ssW0rd-2024"))', ("p4ssW0rd-2024",)),
     ],
 }
 
@@ -284,6 +295,23 @@ NEGATIVE: dict[str, list[str]] = {
         "The max_tokens: 1024 setting limits output.",
         "token: none",
         "password = changeme",
+        'password = os.environ["DB_PASSWORD"]',
+        "const token = process.env.GITHUB_TOKEN;",
+        "password is stored hashed",
+    ],
+    "url_password": [
+        "psql postgresql://user:password@localhost:5432/db",
+        "redis://:<password>@localhost:6379/0",
+        "https://github.com/org/repo and git@github.com:org/repo.git",
+        "postgres://USER:PASSWORD@HOST:5432/DB",
+    ],
+    "cli_password": [
+        "ssh -p 2222 deploy@host and docker run -p 8080:80 app",
+        "mkdir -p /var/lib/app && ls -a dir",
+        "git push -u origin main",
+        "curl -u $USER:$TOKEN https://ci.example.com",
+        'auth=(username, password) or auth=("user", "pass")',
+        "mysql -u root -p",
     ],
 }
 

@@ -19,7 +19,7 @@ from tests.fixtures.proxy_server import ADMIN_KEY, DEMO_KEY, basic_policy
 from tests.fixtures.waiting import wait_for
 
 KEY = "sk-" + "proj-" + "Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2Ji1Hg0Fe"
-TEXT = f"Write to john.doe@example.com, card 4111 1111 1111 1111, key {KEY}. Bye!"
+TEXT = f"Write to john.doe@acmecorp.com, card 4111 1111 1111 1111, key {KEY}. Bye!"
 REDACTED = "Write to [EMAIL], card [CARD], key [API_KEY]. Bye!"
 MESSAGES = [{"role": "user", "content": "hello"}]
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}

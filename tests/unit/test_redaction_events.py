@@ -18,7 +18,7 @@ from proxy.safety.config import RedactionConfig
 from proxy.safety.content import CompiledRedaction, ExchangeRedaction
 from proxy.safety.events import StreamRewriter
 
-TEXT = "Mail john.doe@example.com or call +1 415 555 0132; card 4111 1111 1111 1111. Thanks!"
+TEXT = "Mail john.doe@acmecorp.com or call +1 415 555 0132; card 4111 1111 1111 1111. Thanks!"
 REDACTED = "Mail [EMAIL] or call [PHONE]; card [CARD]. Thanks!"
 CONFIG = RedactionConfig(output=["pii", "api_key", "city"], custom=[{"name": "city", "pattern": "Paris"}])
 
@@ -218,7 +218,7 @@ def test_refusal_text_is_a_channel_of_its_own():
     base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
     events = [
         SSEEvent(SSEEvent.from_json({**base, "choices": [{"index": 0, "delta": {"refusal": piece}}]}).raw)
-        for piece in ["I won't mail jo", "hn@exa", "mple.com."]
+        for piece in ["I won't mail jo", "hn@glo", "bex.com."]
     ]
     events.append(
         SSEEvent(SSEEvent.from_json({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}).raw)
