@@ -29,6 +29,7 @@ from proxy.policy.schema import Policy
 from proxy.protocols import PROTOCOLS
 from proxy.services import Services
 from proxy.state import open_store
+from proxy.tracing import Tracing
 
 POLICY = web.AppKey("policy", tuple)
 METRICS = web.AppKey("metrics", Metrics)
@@ -36,6 +37,7 @@ SERVICES = web.AppKey("services", Services)
 HOLDER = web.AppKey("holder", PolicyHolder)
 HANDLER = web.AppKey("handler", ProxyHandler)
 STARTED = web.AppKey("started", float)
+TRACER_PROVIDER = web.AppKey("tracer_provider", object)
 
 
 class BuiltinMock:
@@ -64,9 +66,13 @@ class BuiltinMock:
             await self._runner.cleanup()
 
 
-def build_app(policy: Policy, path: Path | None = None, metrics: Metrics | None = None) -> web.Application:
+def build_app(
+    policy: Policy, path: Path | None = None, metrics: Metrics | None = None, tracer_provider: Any = None
+) -> web.Application:
+    """`tracer_provider` replaces the one `server.tracing` would configure (tests export spans in memory)."""
     app = web.Application()
     app[POLICY] = (policy, path)
+    app[TRACER_PROVIDER] = tracer_provider
     app[METRICS] = metrics or Metrics()
     app[STARTED] = time.time()
     app.cleanup_ctx.append(_resources)
@@ -100,7 +106,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[SERVICES] = services
     holder = await PolicyHolder.create(policy, path, services, mock.url)
     app[HOLDER] = holder
-    app[HANDLER] = ProxyHandler(holder, transport, metrics, spawn)
+    tracing = Tracing.from_config(policy.server.tracing, app[TRACER_PROVIDER])
+    app[HANDLER] = ProxyHandler(holder, transport, metrics, spawn, tracing)
     watcher = asyncio.create_task(holder.watch()) if path is not None else None
     try:
         yield
@@ -114,6 +121,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         if services.ledger is not None:
             await services.ledger.close()
         await transport.close()
+        if tracing is not None:  # after the completions above ended their spans
+            await asyncio.to_thread(tracing.shutdown)
         await mock.stop()
         if services.state is not None:  # last: completions above released their slots into it
             await services.state.close()

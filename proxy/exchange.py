@@ -20,6 +20,7 @@ from proxy.protocols.base import Protocol, Usage
 
 if TYPE_CHECKING:
     from proxy.policy.compile import CompiledRoute
+    from proxy.tracing import RequestTrace
 
 
 class Outcome(StrEnum):
@@ -90,6 +91,7 @@ class Exchange:
     decisions: list[tuple[str, str, str]] = field(default_factory=list)
     # Values redacted, by (direction, detector): counts for metrics and the log line, never the values.
     redactions: dict[tuple[str, str], int] = field(default_factory=dict)
+    trace: RequestTrace | None = None  # set when the policy turns tracing on (proxy/tracing.py)
     _json: Any = _NOT_PARSED
     _body_replaced: bool = False
 

@@ -37,6 +37,7 @@ from proxy.pipeline import ChainRun
 from proxy.policy.reload import PolicyHolder
 from proxy.protocols import PROTOCOLS, Protocol
 from proxy.protocols.sse import SSEDecoder, SSEEvent, encode
+from proxy.tracing import Tracing
 
 log = logging.getLogger("agent_proxy.handler")
 
@@ -106,9 +107,12 @@ def _is_json_content_type(request: web.Request) -> bool:
 
 
 class ProxyHandler:
-    def __init__(self, holder: PolicyHolder, transport: Transport, metrics: Metrics, spawn: Spawn):
+    def __init__(
+        self, holder: PolicyHolder, transport: Transport, metrics: Metrics, spawn: Spawn, tracing: Tracing | None = None
+    ):
         self.holder = holder
         self.transport = transport
+        self.tracing = tracing
         self.metrics = metrics
         self.spawn = spawn
 
@@ -139,6 +143,8 @@ class ProxyHandler:
             route=route,
             protocol=route.protocol,
         )
+        if self.tracing is not None:
+            ex.trace = self.tracing.start(ex)
         run = route.chain.start()
         self.metrics.in_flight.inc()
         try:
@@ -352,12 +358,19 @@ class ProxyHandler:
         if run.stages:
             self.spawn(self._complete(ex, run))
         else:
-            log_request(ex)
+            _after_completion(ex)
 
     @staticmethod
     async def _complete(ex: Exchange, run: ChainRun) -> None:
         await run.complete(ex)
-        log_request(ex)
+        _after_completion(ex)
+
+
+def _after_completion(ex: Exchange) -> None:
+    """The log line and the request's span carry tokens and cost: they wait for completion."""
+    log_request(ex)
+    if ex.trace is not None:
+        ex.trace.end(ex)
 
 
 async def drain(tasks: set[asyncio.Task[None]]) -> None:

@@ -79,19 +79,28 @@ async def open_upstream(
     if upstream.config.sign_requests and upstream.config.signing_key is not None:
         # Auth: caller identity + HMAC signature for tool servers (proxy/auth/signing.py, docs/auth.md).
         sign_request(headers, upstream.config.signing_key, ex.caller, ex.method, url, body)
+    attempt = ex.trace.attempt(upstream.name, base_url, headers, ex.model_requested) if ex.trace else None
     now = asyncio.get_running_loop().time()
-    return await transport.open(
-        ex.method,
-        url,
-        headers,
-        body,
-        connect_s=timeouts.connect_s,
-        first_byte_at=now + (first_byte_s or timeouts.first_byte_s),
-        deadline=now + (total_s or timeouts.total_s),
-        limits=upstream.limits,
-        proxy=upstream.proxies.get(base_url),
-        upstream=upstream.name,
-    )
+    try:
+        response = await transport.open(
+            ex.method,
+            url,
+            headers,
+            body,
+            connect_s=timeouts.connect_s,
+            first_byte_at=now + (first_byte_s or timeouts.first_byte_s),
+            deadline=now + (total_s or timeouts.total_s),
+            limits=upstream.limits,
+            proxy=upstream.proxies.get(base_url),
+            upstream=upstream.name,
+        )
+    except BaseException as exc:
+        if attempt is not None:
+            attempt.failed(exc)
+        raise
+    if attempt is not None:
+        attempt.answered(response.status)
+    return response
 
 
 class Forwarded:

@@ -20,6 +20,7 @@ from proxy.forward.config import CircuitBreakerConfig, DegradedReplies, Fallback
 from proxy.limits.config import Budget, RateLimit, RateLimitStageConfig, RunsConfig
 from proxy.policy.base import Glob, Mode, Name, Strict
 from proxy.safety.config import InputConfig, RedactionConfig
+from proxy.tracing import TracingConfig
 
 
 class ServerConfig(Strict):
@@ -32,6 +33,9 @@ class ServerConfig(Strict):
     shutdown_timeout_s: float = Field(30.0, ge=0, le=3600, description="Grace for in-flight requests on stop.")
     upstream_pool: UpstreamPool = Field(
         default_factory=UpstreamPool, description="Connections to upstreams, shared by every route (read at start)."
+    )
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig, description="OpenTelemetry traces, off by default (read at start)."
     )
 
 
