@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from proxy.errors import ServiceUnavailable
 from proxy.limits.headers import Report
-from proxy.state import BackendUnavailable, Change, Check, Quota, Rate, Slot, Store, Verdict
+from proxy.state import BackendUnavailable, Change, Check, Quota, Rate, Release, Slot, Store, Verdict
 
 POLL_S = 0.02  # how often a waiting request asks again for a concurrency slot
 REASONS = frozenset(
@@ -144,11 +144,28 @@ class Limiter:
             pause = max(pause, POLL_S if isinstance(limit.check, Slot) else verdict.retry_after_s)
         return max(pause, 0.001)
 
-    async def settle(self, changes: Sequence[Change]) -> list[float] | None:
-        """Corrections after the response; never refuses, and a store outage only loses them."""
+    @property
+    def lease_s(self) -> float | None:
+        """How long a slot is leased for before it must be renewed (None: held until released)."""
+        return self._store().lease_s
+
+    def hold(self, decision: Decision) -> None:
+        """Keep the admitted slots' leases renewed while the response lives."""
+        store = self._store()
+        for limit, _ in decision.results:
+            if isinstance(limit.check, Slot):
+                store.hold(limit.check)
+
+    async def settle(self, changes: Sequence[Change], once_key: str) -> list[float] | None:
+        """Corrections after the response, never refused and never lost: None when the store could not
+        apply them yet (it keeps them and retries, applying them once per `once_key`)."""
         if not changes:
             return []
+        store = self._store()
+        for change in changes:
+            if isinstance(change, Release):
+                store.let_go(change.lease)
         try:
-            return await self._store().adjust(changes, self.clock())
-        except BackendUnavailable:
+            return await store.settle(changes, self.clock(), once_key)
+        except BackendUnavailable:  # a store without retries of its own
             return None

@@ -19,7 +19,7 @@ from proxy.limits.config import RunsConfig
 from proxy.limits.context import ANONYMOUS, LimitsContext, limits_context
 from proxy.limits.estimate import Estimate, actual_cost, actual_tokens, estimate
 from proxy.limits.headers import retry_headers
-from proxy.limits.keys import part
+from proxy.limits.keys import new_lease, part
 from proxy.limits.limiter import Limit
 from proxy.limits.runs import request_hash, run_id, tool_call_hashes
 from proxy.pipeline import Stage, StageFactory
@@ -134,7 +134,7 @@ class RunsStage(Stage):
                 changes.append(QuotaDelta(quota.key, token_delta, quota.expires_at))
             elif quota.key.endswith(":usd") and cost_delta:
                 changes.append(QuotaDelta(quota.key, cost_delta, quota.expires_at))
-        await f.shared.limiter.settle(changes)
+        await f.shared.limiter.settle(changes, f"{f.shared.prefix}once:{new_lease()}")
 
 
 class RunsFactory(StageFactory):

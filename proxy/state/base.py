@@ -95,12 +95,33 @@ class QuotaDelta:
     expires_at: float
 
 
-Change = RateDelta | Release | QuotaDelta
+@dataclass(frozen=True, slots=True)
+class Renew:
+    """Move a held slot's deadline to `ttl_s` from now; a lease that already lapsed is not taken back."""
+
+    key: str
+    lease: str
+    ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Once:
+    """First in a call: the rest of the call is applied only if no call carried this key in the last `ttl_s`,
+    so a settlement retried after a lost reply is not applied twice."""
+
+    key: str
+    ttl_s: float
+
+
+Change = RateDelta | Release | QuotaDelta | Renew | Once
 
 
 class Store(ABC):
     backend: ClassVar[str]
     opened_from: dict[str, object] | None = None  # the `state:` settings it was opened with
+    # Slots are leased for this long and renewed while their response lives (None: held until released, the
+    # memory store's way: a process that dies takes its slots with it).
+    lease_s: float | None = None
 
     @abstractmethod
     async def acquire(self, checks: Sequence[Check], now: float) -> list[Verdict]:
@@ -109,6 +130,17 @@ class Store(ABC):
     @abstractmethod
     async def adjust(self, changes: Sequence[Change], now: float) -> list[float]:
         """Apply changes unconditionally; per change: a quota's new total, a rate's remaining, 0 for a release."""
+
+    async def settle(self, changes: Sequence[Change], now: float, once_key: str) -> list[float] | None:
+        """`adjust` that is never lost: None when it could not be applied yet (then it is kept and retried,
+        at most once per `once_key`). The memory store cannot fail, so it just applies the changes."""
+        return await self.adjust(changes, now)
+
+    def hold(self, slot: Slot) -> None:  # noqa: B027 - only stores with leases renew them
+        """Keep renewing the lease of an admitted slot until `let_go` (stores with `lease_s` only)."""
+
+    def let_go(self, lease: str) -> None:  # noqa: B027 - as hold
+        """Stop renewing a lease: its response is over and its release is on its way."""
 
     @abstractmethod
     async def ping(self) -> bool:

@@ -4,7 +4,9 @@ One call may carry several requests' calls (the Redis store batches those that q
 while a call is in flight); each is a group, evaluated and applied in turn, all or none
 within the group, as if called alone. ARGV[1] lists the groups as `count:now` (keys,
 epoch seconds) separated by `,`; ARGV[2] has one spec per key, `;` between specs and `,`
-between a spec's fields (a kind letter, then numbers or a lease id; `-` for none). The
+between a spec's fields (a kind letter, then numbers or a lease id; `-` for none). In an
+adjust call a group may start with a marker (`o`): if its key exists the group was already
+applied by an attempt whose reply was lost, and is skipped (its figures are `x`). The
 answer is one string of figures joined by `,`: Lua numbers would leave Redis truncated to
 integers, and one string is far cheaper for the client to read than an array. Keys
 expire when their value stops mattering.
@@ -141,10 +143,27 @@ ADJUST = (
 for g = 1, #groups do
   local last = first + groups[g][1] - 1
   now = groups[g][2]
+  local skip = false
   for i = first, last do
     local key = KEYS[i]
     local kind, a, b, c = unpack(specs[i])
-    if kind == 'r' then
+    if skip then
+      out[#out + 1] = 'x'
+    elseif kind == 'o' then
+      -- the call's marker: set, or already set by an earlier attempt whose reply was lost
+      if not redis.call('SET', key, '1', 'PX', a, 'NX') then skip = true end
+      out[#out + 1] = skip and 'x' or '0'
+    elseif kind == 'l' then
+      local renewed = '0'
+      local held = redis.call('ZSCORE', key, a)
+      if held and tonumber(held) > now then
+        redis.call('ZADD', key, 'XX', fmt(now + tonumber(b)), a)
+        local latest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+        redis.call('PEXPIRE', key, ms(tonumber(latest[2]) - now))
+        renewed = '1'
+      end
+      out[#out + 1] = renewed
+    elseif kind == 'r' then
       local limit, period, delta = tonumber(a), tonumber(b), tonumber(c)
       local base = tonumber(redis.call('GET', key))
       if not base or base < now then base = now end

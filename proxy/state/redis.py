@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,22 +29,26 @@ from proxy.state.base import (
     BackendUnavailable,
     Change,
     Check,
+    Once,
     Quota,
     QuotaDelta,
     Rate,
     RateDelta,
     Release,
+    Renew,
     Slot,
     Store,
     Verdict,
 )
 from proxy.state.lua import ACQUIRE, ADJUST
+from proxy.state.upkeep import MAX_PENDING, Upkeep
 
 log = logging.getLogger("agent_proxy.state")
 
 COOLDOWN_S = 0.5
 LOG_INTERVAL_S = 60.0
 MAX_BATCH = 64  # requests per script call: a long script would hold up every other Redis client
+LEASE_S = 20.0
 
 
 def _num(value: float) -> str:
@@ -73,6 +78,8 @@ class RedisStore(Store):
         cooldown_s: float = COOLDOWN_S,
         log_interval_s: float = LOG_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        lease_s: float = LEASE_S,
+        max_pending: int = MAX_PENDING,
     ):
         try:
             import redis.asyncio as aioredis
@@ -101,6 +108,8 @@ class RedisStore(Store):
         self._failing = False
         self._logged_at: float | None = None
         self._suppressed = 0
+        self.lease_s = lease_s
+        self.upkeep = Upkeep(self, lease_s, metrics, max_pending=max_pending)
         self._set_up(True)
 
     # ---- the calls
@@ -134,7 +143,21 @@ class RedisStore(Store):
                 specs.append(f"s,{change.lease}")
             elif isinstance(change, QuotaDelta):
                 specs.append(f"q,{_num(change.delta)},{_num(change.expires_at)}")
-        return [float(value) for value in await self._submit(self._adjusts, keys, specs, now)]
+            elif isinstance(change, Renew):
+                specs.append(f"l,{change.lease},{_num(change.ttl_s)}")
+            elif isinstance(change, Once):
+                specs.append(f"o,{max(1, round(change.ttl_s * 1000))}")
+        figures = await self._submit(self._adjusts, keys, specs, now)
+        return [math.nan if value == "x" else float(value) for value in figures]
+
+    async def settle(self, changes: Sequence[Change], now: float, once_key: str) -> list[float] | None:
+        return await self.upkeep.settle(changes, once_key, now)
+
+    def hold(self, slot: Slot) -> None:
+        self.upkeep.hold(slot)
+
+    def let_go(self, lease: str) -> None:
+        self.upkeep.let_go(lease)
 
     async def ping(self) -> bool:
         try:
@@ -148,6 +171,7 @@ class RedisStore(Store):
         return True
 
     async def close(self) -> None:
+        await self.upkeep.close()
         for queue in (self._acquires, self._adjusts):
             if queue.task is not None:
                 await asyncio.gather(queue.task, return_exceptions=True)
@@ -211,6 +235,7 @@ class RedisStore(Store):
         if self._failing:
             self._failing = False
             log_event(log, "redis state backend reachable again", backend="redis")
+            self.upkeep.wake()
         self._set_up(True)
 
     # ---- failure bookkeeping
