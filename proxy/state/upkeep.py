@@ -101,17 +101,16 @@ class Upkeep:
     async def _flush(self) -> bool:
         """Every pending settlement once (the store batches them); True when none is left."""
         calls = list(self._pending)
-        self._pending.clear()
         now = self._clock()
         outcomes = await asyncio.gather(*(self._store.adjust(call, now) for call in calls), return_exceptions=True)
-        failed = [call for call, outcome in zip(calls, outcomes, strict=True) if isinstance(outcome, BaseException)]
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, BackendUnavailable):
-                log.error("settlement failed: %s", type(outcome).__name__)
-        self._pending.extendleft(reversed(failed))  # before any kept meanwhile, in their order
-        while len(self._pending) > self._max_pending:
-            self._pending.popleft()
-            self._count("dropped")
+        landed: set[int] = set()
+        for call, outcome in zip(calls, outcomes, strict=True):
+            if not isinstance(outcome, BaseException):
+                landed.add(id(call))
+            elif not isinstance(outcome, BackendUnavailable):
+                log.error("a settlement failed: %s", type(outcome).__name__)
+        if landed:  # kept meanwhile, or not yet landed: still pending, in their order
+            self._pending = deque(call for call in self._pending if id(call) not in landed)
         self._gauge()
         return not self._pending
 
