@@ -33,7 +33,7 @@ log = logging.getLogger("agent_proxy.state")
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 1.0
 RENEWALS_PER_LEASE = 4
-ONCE_TTL_S = 900.0  # a retry landing later than this after a lost reply could apply a correction twice
+ONCE_TTL_S = 300.0  # a retry landing later than this after a lost reply could apply a correction twice
 MAX_PENDING = 10_000
 
 

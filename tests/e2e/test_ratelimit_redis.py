@@ -233,40 +233,53 @@ DENSE = {
 }
 
 
+@pytest.mark.parametrize("limit", ["budget", "tokens"])
 @pytest.mark.parametrize("backend", ["memory", "redis"])
-def test_dense_text_cannot_push_a_budget_past_one_request(backend, redis_server, fake_upstream, proxy_factory):
-    """100 concurrent requests of text that tokenizes densely against a $0.01 budget: the spend, counted
-    with the exact tokenizer, overshoots by less than one request's cost."""
+def test_dense_text_cannot_push_spend_or_tokens_past_the_bound(
+    backend, limit, redis_server, fake_upstream, proxy_factory
+):
+    """100 concurrent requests of text that tokenizes densely (CJK, digits, code), counted with the exact
+    tokenizer: a $0.01 budget is overshot by less than one request's cost, 10,000 tokens per minute by
+    nothing but the bucket's refill while the burst lasts."""
     fake_upstream.behaviour.omit_usage = True  # the proxy counts the tokens itself, exactly
     state = (
         f"state: {{backend: redis, redis_url: '{redis_server.url}', key_prefix: 'd{uuid.uuid4().hex[:12]}:'}}\n"
         if backend == "redis"
         else ""
     )
+    limits = "budget: {usd_per_day: 0.01}" if limit == "budget" else "rate_limit: {tokens_per_minute: 10000}"
     extra = (
         state
         + "pricing:\n  gpt-4o: {input: 1.0, output: 0.0}\n"
-        + "callers:\n  default: {}\n  demo:\n    budget: {usd_per_day: 0.01}\n"
+        + f"callers:\n  default: {{}}\n  demo:\n    {limits}\n"
     )
     proxy = proxy_factory(basic_policy(fake_upstream.url, extra))
     client = openai.OpenAI(base_url=proxy.openai_base_url, api_key=DEMO_KEY, max_retries=0)
-    kinds = list(DENSE) * 34
+    used: dict[str, int] = {}
 
     def one(kind: str) -> tuple[str, int]:
         try:
-            client.chat.completions.create(
+            answer = client.chat.completions.create(
                 model="gpt-4o", max_tokens=20, messages=[{"role": "user", "content": DENSE[kind]}]
             )
+            text = answer.choices[0].message.content or ""
+            used[kind] = max(used.get(kind, 0), tokens.count_tokens(text, "gpt-4o"))  # the answer's tokens
             return kind, 200
         except openai.APIStatusError as exc:
             return kind, exc.status_code
 
+    began = time.monotonic()
     with ThreadPoolExecutor(100) as pool:
-        results = list(pool.map(one, kinds[:100]))
-    cost = {
-        kind: tokens.count_messages([{"role": "user", "content": text}], "gpt-4o") / 1e6 for kind, text in DENSE.items()
+        results = list(pool.map(one, (list(DENSE) * 34)[:100]))
+    elapsed = time.monotonic() - began
+    prompt = {
+        kind: tokens.count_messages([{"role": "user", "content": text}], "gpt-4o") for kind, text in DENSE.items()
     }
-    assert min(cost.values()) > 0.0009  # dense indeed: chars / 4 would have guessed a quarter or less
-    spent = sum(cost[kind] for kind, status in results if status == 200)
-    assert {status for _, status in results} <= {200, 429}
-    assert 0 < spent < 0.01 + max(cost.values())
+    assert min(prompt.values()) > 900  # dense indeed: characters / 4 would have guessed 375 to 750
+    assert {status for _, status in results} <= {200, 429} and 200 in {status for _, status in results}
+    admitted = [kind for kind, status in results if status == 200]
+    if limit == "budget":
+        spent = sum(prompt[kind] for kind in admitted) / 1e6
+        assert spent < 0.01 + max(prompt.values()) / 1e6
+    else:
+        assert sum(prompt[kind] + used[kind] for kind in admitted) <= 10_000 * (1 + elapsed / 60)
