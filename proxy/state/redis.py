@@ -10,7 +10,8 @@ then its own). A failed call raises `BackendUnavailable` for every request in it
 starts a short cool-down during which calls fail at once instead of each waiting out
 the timeout against a hung server; after it the next call tries again, so recovery
 needs nothing but Redis coming back. Failures are counted, and logged at most once per
-`log_interval_s`; the URL (it may hold a password) is never logged.
+`log_interval_s`; the URL (it may hold a password) is never logged. Settlements that fail
+are kept and retried, and slot leases renewed, by the store's `Upkeep` (proxy/state/upkeep.py).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import islice
 from typing import Any
 
 from proxy.metrics import Metrics
@@ -35,6 +36,7 @@ RETRY_MAX_S = 1.0
 RENEWALS_PER_LEASE = 4
 ONCE_TTL_S = 300.0  # a retry landing later than this after a lost reply could apply a correction twice
 MAX_PENDING = 10_000
+FLUSH_CHUNK = 512  # settlements retried per pass: a backlog never crowds out the live requests' own calls
 
 
 class Upkeep:
@@ -99,20 +101,24 @@ class Upkeep:
         self._start()
 
     async def _flush(self) -> bool:
-        """Every pending settlement once (the store batches them); True when none is left."""
-        calls = list(self._pending)
+        """The oldest `FLUSH_CHUNK` pending settlements once (the store batches them); True if that went through."""
+        calls = list(islice(self._pending, FLUSH_CHUNK))
         now = self._clock()
         outcomes = await asyncio.gather(*(self._store.adjust(call, now) for call in calls), return_exceptions=True)
-        landed: set[int] = set()
+        done: set[int] = set()
+        reached = False
         for call, outcome in zip(calls, outcomes, strict=True):
-            if not isinstance(outcome, BaseException):
-                landed.add(id(call))
-            elif not isinstance(outcome, BackendUnavailable):
-                log.error("a settlement failed: %s", type(outcome).__name__)
-        if landed:  # kept meanwhile, or not yet landed: still pending, in their order
-            self._pending = deque(call for call in self._pending if id(call) not in landed)
+            if isinstance(outcome, BackendUnavailable):
+                continue
+            reached = True
+            done.add(id(call))
+            if isinstance(outcome, BaseException):  # not an outage: retrying would fail the same way
+                log.error("a settlement could not be applied and is dropped: %s", type(outcome).__name__)
+                self._count("dropped")
+        if done:  # kept meanwhile, or not yet landed: still pending, in their order
+            self._pending = deque(call for call in self._pending if id(call) not in done)
         self._gauge()
-        return not self._pending
+        return reached
 
     # ---- leases
 
@@ -128,6 +134,9 @@ class Upkeep:
         try:
             results = await self._store.adjust(renewals, self._clock())
         except BackendUnavailable:
+            return False
+        except Exception:  # not an outage; the leases may lapse, the response goes on
+            log.exception("lease renewal failed")
             return False
         for renewal, renewed in zip(renewals, results, strict=True):
             if not renewed and self._held.pop(renewal.lease, None) is not None:
@@ -155,18 +164,22 @@ class Upkeep:
         assert self._wake is not None
         loop = asyncio.get_running_loop()
         interval = self.lease_s / RENEWALS_PER_LEASE
-        delay = RETRY_MIN_S
+        delay = renew_delay = RETRY_MIN_S
         self._renew_at = loop.time() + interval
         self._flush_at = loop.time() + RETRY_MIN_S
         try:
             while self._pending or self._held:
                 self._wake.clear()
                 if self._held and loop.time() >= self._renew_at:
-                    renewed = await self._renew()
-                    self._renew_at = loop.time() + (interval if renewed else min(interval, delay))
+                    if await self._renew():
+                        renew_delay = RETRY_MIN_S
+                        self._renew_at = loop.time() + interval
+                    else:  # retried well before the leases lapse
+                        self._renew_at = loop.time() + min(interval, renew_delay)
+                        renew_delay = min(renew_delay * 2, RETRY_MAX_S)
                 if self._pending and loop.time() >= self._flush_at:
                     delay = RETRY_MIN_S if await self._flush() else min(delay * 2, RETRY_MAX_S)
-                    self._flush_at = loop.time() + delay
+                    self._flush_at = loop.time() + (0.0 if delay == RETRY_MIN_S and self._pending else delay)
                 if not self._pending:
                     self._flush_at = math.inf
                 next_at = min(self._renew_at if self._held else math.inf, self._flush_at)
