@@ -102,7 +102,9 @@ class Limiter:
         self.clock = clock
         self._sleep = sleep
 
-    async def admit(self, limits: Sequence[Limit], wait_s: float = 0.0) -> Decision:
+    async def admit(self, limits: Sequence[Limit], wait_s: float = 0.0, once_key: str | None = None) -> Decision:
+        """`once_key` names the admission in the store: its settlement applies once, and an attempt that
+        fails without an answer is undone in the background should the store apply it after all."""
         if not limits:
             return Decision(True, "direct")
         oversized = [limit for limit in limits if too_large(limit)]
@@ -111,9 +113,12 @@ class Limiter:
         checks = [limit.check for limit in limits]
         waited = 0.0
         while True:
+            store = self._store()
             try:
-                verdicts = await self._store().acquire(checks, self.clock())
-            except BackendUnavailable:
+                verdicts = await store.acquire(checks, self.clock(), once_key)
+            except BackendUnavailable as exc:
+                if exc.maybe_applied and once_key is not None:
+                    store.cancel(checks, once_key)
                 if self.fail_closed:
                     raise ServiceUnavailable(
                         "the proxy cannot check its limits right now (its state backend is unreachable); "

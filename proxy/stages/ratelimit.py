@@ -84,7 +84,7 @@ class RateLimitStage(Stage):
         metrics = f.shared.metrics
         wait_s = f.config.wait_ms / 1000 if self.enforcing else 0.0
         try:
-            decision = await f.shared.limiter.admit(limits, wait_s)
+            decision = await f.shared.limiter.admit(limits, wait_s, self._once_key)
         except ServiceUnavailable:  # the slot may have been taken by a call that then timed out: still released
             metrics.limit_refusals.labels(self._profile, "backend_unavailable", self.mode).inc()
             raise
@@ -102,6 +102,10 @@ class RateLimitStage(Stage):
         limit, _ = decision.binding()
         metrics.limit_refusals.labels(self._profile, limit.reason, self.mode).inc()
         raise self._refusal(ex, decision)
+
+    @property
+    def _once_key(self) -> str:
+        return f"{self._f.shared.prefix}once:{self._id}"
 
     def _limits(self, ex: Exchange, guess: Estimate | None) -> list[Limit]:
         f, plan = self._f, self._plan
@@ -205,7 +209,7 @@ class RateLimitStage(Stage):
                     quotas.append((len(changes), check))
                     changes.append(QuotaDelta(check.key, cost_delta, check.expires_at))
         shared = self._f.shared
-        results = await shared.limiter.settle(changes, f"{shared.prefix}once:{self._id}")
+        results = await shared.limiter.settle(changes, self._once_key)
         if results:
             metrics = shared.metrics
             for index, quota in quotas:

@@ -17,6 +17,7 @@ from proxy.state.base import (
     Renew,
     Slot,
     Store,
+    Undo,
     Verdict,
     admitted,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "Renew",
     "Slot",
     "Store",
+    "Undo",
     "Verdict",
     "admitted",
     "open_store",

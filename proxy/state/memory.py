@@ -73,7 +73,7 @@ class MemoryStore(Store):
         for key in list(islice(data, max(0, excess))):
             del data[key]
 
-    async def acquire(self, checks: Sequence[Check], now: float) -> list[Verdict]:
+    async def acquire(self, checks: Sequence[Check], now: float, once_key: str | None = None) -> list[Verdict]:
         verdicts: list[Verdict] = []
         writes: list[tuple[str, Any, float]] = []
         for check in checks:
@@ -118,7 +118,7 @@ class MemoryStore(Store):
                     leases[change.lease] = now + change.ttl_s
                     self._put(change.key, leases, max(leases.values()), now)
                 results.append(1.0 if renewed else 0.0)
-            else:  # Once: nothing here is ever retried, so there is nothing to apply twice
+            else:  # Once, Undo: nothing here is ever lost or retried, so there is nothing to apply twice
                 results.append(0.0)
         return results
 

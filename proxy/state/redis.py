@@ -39,10 +39,11 @@ from proxy.state.base import (
     Renew,
     Slot,
     Store,
+    Undo,
     Verdict,
 )
 from proxy.state.lua import ACQUIRE, ADJUST
-from proxy.state.upkeep import MAX_PENDING, Upkeep
+from proxy.state.upkeep import MAX_PENDING, ONCE_TTL_S, Upkeep
 
 log = logging.getLogger("agent_proxy.state")
 
@@ -54,6 +55,10 @@ LEASE_S = 20.0
 
 def _num(value: float) -> str:
     return repr(float(value))
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 @dataclass(slots=True)
@@ -115,9 +120,13 @@ class RedisStore(Store):
 
     # ---- the calls
 
-    async def acquire(self, checks: Sequence[Check], now: float) -> list[Verdict]:
+    async def acquire(self, checks: Sequence[Check], now: float, once_key: str | None = None) -> list[Verdict]:
         keys: list[str] = []
         specs: list[str] = []
+        marked = once_key is not None and any(isinstance(check, Rate | Quota) for check in checks)
+        if marked:  # slots alone need no marker: a lost one lapses with its lease, a release is idempotent
+            keys.append(once_key)  # type: ignore[arg-type]
+            specs.append(f"o,{_ms(ONCE_TTL_S)},-,-,-")
         for check in checks:
             keys.append(check.key)
             if isinstance(check, Rate):
@@ -128,9 +137,10 @@ class RedisStore(Store):
                 strict = "1" if check.strict else "0"
                 specs.append(f"q,{_num(check.limit)},{_num(check.cost)},{_num(check.expires_at)},{strict}")
         figures = await self._submit(self._acquires, keys, specs, now)
+        live = not marked or figures[0] == "1"  # else cancelled by an undo: nothing was applied
         return [
-            Verdict(figures[i] == "1", float(figures[i + 1]), float(figures[i + 2]), float(figures[i + 3]))
-            for i in range(0, len(figures), 4)
+            Verdict(live and figures[i] == "1", float(figures[i + 1]), float(figures[i + 2]), float(figures[i + 3]))
+            for i in range(4 if marked else 0, len(figures), 4)
         ]
 
     async def adjust(self, changes: Sequence[Change], now: float) -> list[float]:
@@ -147,12 +157,17 @@ class RedisStore(Store):
             elif isinstance(change, Renew):
                 specs.append(f"l,{change.lease},{_num(change.ttl_s)}")
             elif isinstance(change, Once):
-                specs.append(f"o,{max(1, round(change.ttl_s * 1000))}")
+                specs.append(f"o,{_ms(change.ttl_s)}")
+            elif isinstance(change, Undo):
+                specs.append(f"u,{_ms(change.ttl_s)}")
         figures = await self._submit(self._adjusts, keys, specs, now)
         return [math.nan if value == "x" else float(value) for value in figures]
 
     async def settle(self, changes: Sequence[Change], now: float, once_key: str) -> list[float] | None:
         return await self.upkeep.settle(changes, once_key, now)
+
+    def cancel(self, checks: Sequence[Check], once_key: str) -> None:
+        self.upkeep.cancel(checks, once_key)
 
     def hold(self, slot: Slot) -> None:
         self.upkeep.hold(slot)
@@ -182,7 +197,7 @@ class RedisStore(Store):
         if not keys:
             return []
         if self._clock() < self._down_until:
-            raise BackendUnavailable("redis is unreachable (cooling down after a failure)")
+            raise BackendUnavailable("redis is unreachable (cooling down after a failure)", maybe_applied=False)
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         queue.items.append((keys, specs, now, future))
         if queue.task is None:
@@ -203,7 +218,7 @@ class RedisStore(Store):
                 if not items:
                     continue
                 if self._clock() < self._down_until:
-                    self._fail(items, BackendUnavailable("redis is unreachable (cooling down after a failure)"))
+                    self._fail(items, BackendUnavailable("redis is unreachable (cooling down)", maybe_applied=False))
                     continue
                 keys = [key for item in items for key in item[0]]
                 groups = ",".join(f"{len(item[0])}:{_num(item[2])}" for item in items)

@@ -27,7 +27,21 @@ from itertools import islice
 from typing import Any
 
 from proxy.metrics import Metrics
-from proxy.state.base import BackendUnavailable, Change, Once, QuotaDelta, RateDelta, Renew, Slot, Store
+from proxy.state.base import (
+    BackendUnavailable,
+    Change,
+    Check,
+    Once,
+    Quota,
+    QuotaDelta,
+    Rate,
+    RateDelta,
+    Release,
+    Renew,
+    Slot,
+    Store,
+    Undo,
+)
 
 log = logging.getLogger("agent_proxy.state")
 
@@ -90,6 +104,20 @@ class Upkeep:
             self._keep(call)
             return None
         return results[1:] if counted else results
+
+    def cancel(self, checks: Sequence[Check], once_key: str) -> None:
+        """Undo an admission whose call failed without an answer, if it was (or is yet to be) applied."""
+        if not any(isinstance(check, Rate | Quota) for check in checks):
+            return  # no marker was sent (slots only): the request's own release, and the lease, cover it
+        undo: list[Change] = [Undo(once_key, ONCE_TTL_S)]
+        for check in checks:
+            if isinstance(check, Rate):
+                undo.append(RateDelta(check.key, check.limit, check.period_s, -check.cost))
+            elif isinstance(check, Quota):
+                undo.append(QuotaDelta(check.key, -check.cost, check.expires_at))
+            else:
+                undo.append(Release(check.key, check.lease))
+        self._keep(undo)  # the store just failed: the first try waits for the backoff
 
     def _keep(self, call: list[Change]) -> None:
         if len(self._pending) >= self._max_pending:

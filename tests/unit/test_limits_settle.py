@@ -14,8 +14,9 @@ import uuid
 
 import pytest
 
+from proxy.limits.limiter import Limit, Limiter
 from proxy.metrics import Metrics
-from proxy.state import Once, Quota, QuotaDelta, RateDelta, Release, Slot
+from proxy.state import Once, Quota, QuotaDelta, Rate, RateDelta, Release, Slot, Undo
 from proxy.state.redis import RedisStore
 
 DAY = 86_400.0
@@ -146,5 +147,55 @@ async def test_a_held_lease_is_renewed_and_one_let_go_lapses(own_redis, key):
             await asyncio.sleep(0.05)
         assert metric(metrics, "agent_proxy_state_leases_lapsed_total") == 0
         assert store.upkeep.held == 1
+    finally:
+        await store.close()
+
+
+async def test_an_undo_reaching_redis_first_keeps_the_admission_out_for_good(redis_server, key):
+    store = RedisStore(redis_server.url, timeout_s=2.0)
+    try:
+        expires = time.time() + DAY
+        checks = [Rate(key + ":rpm", 10, 60, 1), Quota(key + ":usd", 1.0, 0.25, expires)]
+        marker = key + ":once"
+        # Undo before the admission (it was still on its way to Redis when the client gave up): nothing is
+        # charged, and the admission, when it arrives, is not applied.
+        await store.adjust([Undo(marker, 300), RateDelta(key + ":rpm", 10, 60, -1)], time.time())
+        late = await store.acquire(checks, time.time(), marker)
+        assert not all(verdict.allowed for verdict in late)
+        assert await used(store, key + ":usd") == 0
+        # The other order: admitted, then undone, exactly once however often the undo is retried.
+        other = key + ":twice"
+        assert all(v.allowed for v in await store.acquire(checks, time.time(), other))
+        assert await used(store, key + ":usd") == pytest.approx(0.25)
+        undo = [Undo(other, 300), RateDelta(key + ":rpm", 10, 60, -1), QuotaDelta(key + ":usd", -0.25, expires)]
+        for _ in range(2):
+            await store.adjust(undo, time.time())
+        assert await used(store, key + ":usd") == 0
+        (remaining,) = await store.adjust([RateDelta(key + ":rpm", 10, 60, 0)], time.time())
+        assert remaining == 10
+    finally:
+        await store.close()
+
+
+async def test_an_admission_lost_in_a_stall_is_undone_whichever_way_it_went(own_redis, key):
+    """The call reached the frozen Redis, the client gave up (fail_open); after the stall the admission
+    may run late or not at all: either way nothing stays charged for it."""
+    store = RedisStore(own_redis.url, timeout_s=0.2)
+    limiter = Limiter(lambda: store, fail_closed=False)
+    try:
+        expires = time.time() + DAY
+        rpm, usd = Rate(key + ":rpm", 10, 60, 1), Quota(key + ":usd", 1.0, 0.25, expires)
+        limits = [Limit(rpm, "requests", ""), Limit(usd, "budget_day", "")]
+        assert (await limiter.admit(limits, once_key=key + ":first")).admitted  # loads the script
+        own_redis.pause()
+        try:
+            assert (await limiter.admit(limits, once_key=key + ":lost")).how == "fail_open"
+            assert store.upkeep.pending == 1  # the undo, waiting for Redis
+        finally:
+            own_redis.resume()
+        await until(lambda: store.upkeep.pending == 0)
+        assert await used(store, key + ":usd") == pytest.approx(0.25)  # the first admission only
+        (remaining,) = await store.adjust([RateDelta(rpm.key, 10, 60, 0)], time.time())
+        assert remaining == 9
     finally:
         await store.close()
