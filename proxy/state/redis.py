@@ -187,6 +187,7 @@ class RedisStore(Store):
         return True
 
     async def close(self) -> None:
+        self._down_until = 0.0  # the last attempt at what is pending tries Redis itself, cool-down or not
         await self.upkeep.close()
         for queue in (self._acquires, self._adjusts):
             if queue.task is not None:

@@ -229,7 +229,8 @@ class Upkeep:
             await asyncio.gather(task, return_exceptions=True)
         self._held.clear()
         if self._pending:
-            await self._flush()
+            while self._pending and await self._flush():  # chunk by chunk while Redis answers
+                pass
             if self._pending:
                 log.warning("%d settlements could not be applied before shutdown", len(self._pending))
 

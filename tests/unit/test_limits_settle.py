@@ -199,3 +199,18 @@ async def test_an_admission_lost_in_a_stall_is_undone_whichever_way_it_went(own_
         assert remaining == 9
     finally:
         await store.close()
+
+
+async def test_what_is_pending_at_shutdown_gets_a_last_attempt(own_redis, key):
+    store = RedisStore(own_redis.url, timeout_s=0.2)
+    expires = time.time() + DAY
+    own_redis.kill()
+    for i in range(600):  # more than one retry pass carries
+        assert await store.settle([QuotaDelta(key, 1, expires)], time.time(), f"{key}:{i}") is None
+    own_redis.start()
+    await store.close()  # before the backoff's own retry: close makes it
+    fresh = RedisStore(own_redis.url, timeout_s=2.0)
+    try:
+        assert await used(fresh, key) == pytest.approx(600)
+    finally:
+        await fresh.close()
