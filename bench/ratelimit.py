@@ -5,9 +5,15 @@
    response (one more call), one at a time and with many requests at once.
 2. Through the proxy: the same limits on a real `agent-proxy serve` process in front of the
    mock upstream, no limits vs memory vs Redis, as added latency per request.
+3. Redis calls (INFO commandstats: round trips, and the commands the scripts run inside Redis)
+   per request and per stream through one proxy process with
+   every limit on: sequential requests, then streams of `--stream-s` seconds one at a time and
+   ten at once (lease renewals are one call per process per `lease_s / 4`, shared by every
+   stream). `--proxy-root DIR` runs the proxy of another checkout, to compare before and after.
 
 Starts its own redis-server (it must be installed) on a free loopback port. Run:
     python bench/ratelimit.py [--requests 3000] [--concurrency 1 16] [--rounds 3]
+    python bench/ratelimit.py --calls-only [--proxy-root /path/to/checkout] [--stream-s 12]
 Each figure is the best of `--rounds` runs, the setups taking turns, so a noisy neighbour
 skews one run rather than one setup. Figures are for this machine only; the load
 generator shares its CPUs with the servers.
@@ -90,14 +96,14 @@ async def limiter_bench(store: Store, total: int, concurrency: int) -> dict[str,
             limits, settle = one_request(prefix, remaining)
             start = time.perf_counter()
             decision = await limiter.admit(limits)
-            await limiter.settle(settle)
+            await limiter.settle(settle, f"{prefix}once:{remaining}")
             latencies.append(time.perf_counter() - start)
             assert decision.admitted
 
     for _ in range(200):  # warm up: script load, connections
         limits, settle = one_request(prefix, 0)
         await limiter.admit(limits)
-        await limiter.settle(settle)
+        await limiter.settle(settle, f"{prefix}once:warm")
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
@@ -120,11 +126,108 @@ async def proxy_load(url: str, concurrency: int, total: int) -> float:
     return results["proxy"].p(0.5)
 
 
+# ---- 3. Redis calls per request and per stream
+
+
+def redis_calls(redis_url: str) -> dict[str, int]:
+    import redis
+
+    stats = redis.Redis.from_url(redis_url).info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+
+def reset_stats(redis_url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_url).config_resetstat()
+
+
+async def chats(url: str, count: int, concurrency: int, stream_s: float) -> None:
+    """`count` chat completions, `concurrency` at a time; streamed over `stream_s` seconds when it is > 0."""
+    import aiohttp
+
+    body: dict[str, object] = {
+        "model": "gpt-4o-mini",
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    headers = {"authorization": f"Bearer {KEY}", "x-mock-reply-words": "20"}
+    if stream_s > 0:
+        body["stream"] = True
+        headers["x-mock-event-interval-ms"] = str(stream_s * 1000 / 20)
+    payload = orjson.dumps(body)
+    left = count
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            async with session.post(url, data=payload, headers={**headers, "content-type": "application/json"}) as r:
+                assert r.status == 200, r.status
+                await r.read()
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+
+
+def calls_bench(redis_url: str, upstream_port: int, root: str, requests: int, stream_s: float) -> None:
+    key_hash = hashlib.sha256(KEY.encode()).hexdigest()
+    limits = f"{{rate_limit: {BIG}, budget: {{usd_per_day: 1000000, usd_per_month: 10000000}}}}"
+    state = f"state: {{backend: redis, redis_url: '{redis_url}'}}"
+    port = free_port()
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as policy:
+        policy.write(POLICY.format(state=state, upstream_port=upstream_port, key_hash=key_hash, limits=limits))
+    proxy = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "proxy",
+            "serve",
+            "--policy",
+            policy.name,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/readyz")
+        asyncio.run(chats(url, 5, 1, 0))  # warm up: connections, script load
+        print(f"3. Redis calls through the proxy of {root} (all limits on; streams of {stream_s:g} s)")
+        print(f"{'what':<28}{'n':>5}{'trips':>7}{'per one':>9}{'in Redis':>10}{'per one':>9}  by command")
+        for label, count, concurrency, seconds in (
+            ("requests, one at a time", requests, 1, 0.0),
+            ("streams, one at a time", 3, 1, stream_s),
+            ("streams, ten at once", 10, 10, stream_s),
+        ):
+            reset_stats(redis_url)
+            asyncio.run(chats(url, count, concurrency, seconds))
+            time.sleep(0.2)  # the last settlement runs just after its response
+            calls = redis_calls(redis_url)
+            for name in ("config|resetstat", "info", "hello", "client|setinfo"):
+                calls.pop(name, None)
+            trips = sum(n for name, n in calls.items() if name.startswith(("eval", "script", "ping")))
+            inside = sum(calls.values()) - trips  # commands the scripts ran
+            detail = ", ".join(f"{name} {n}" for name, n in sorted(calls.items()))
+            print(f"{label:<28}{count:>5}{trips:>7}{trips / count:>9.2f}{inside:>10}{inside / count:>9.2f}  {detail}")
+    finally:
+        stop([proxy])
+        os.unlink(policy.name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls-only", action="store_true", help="only part 3: Redis calls per request and stream")
+    parser.add_argument("--proxy-root", default=str(ROOT), help="the checkout whose proxy part 3 runs")
+    parser.add_argument("--stream-s", type=float, default=12.0)
     args = parser.parse_args()
     redis_bin = shutil.which("redis-server")
     if redis_bin is None:
@@ -141,6 +244,9 @@ def main() -> None:
     policies: list[str] = []
     try:
         wait_ready(f"http://127.0.0.1:{upstream_port}/v1/models")
+        if args.calls_only:
+            calls_bench(redis_url, upstream_port, args.proxy_root, min(args.requests, 200), args.stream_s)
+            return
         print("1. the limiter alone: admission (5 checks) + correction (4 changes), per request")
         print(f"{'store':<8}{'conc':>6}{'req/s':>10}{'p50 us':>10}{'p99 us':>10}")
         best: dict[tuple[str, int], dict[str, float]] = {}

@@ -171,6 +171,30 @@ class Metrics:
         self.state_backend_up = Gauge(
             "agent_proxy_state_backend_up", "1 when the last state backend call succeeded.", ["backend"], registry=r
         )
+        self.state_settlements_pending = Gauge(
+            "agent_proxy_state_settlements_pending",
+            "Slot releases and corrections waiting for the backend to answer again (retried until it does).",
+            ["backend"],
+            registry=r,
+        )
+        self.state_settlements_deferred = Counter(
+            "agent_proxy_state_settlements_deferred",
+            "Settlements that met a backend error and were kept for retry.",
+            ["backend"],
+            registry=r,
+        )
+        self.state_settlements_dropped = Counter(
+            "agent_proxy_state_settlements_dropped",
+            "Kept settlements dropped because more than state.max_pending_settlements were waiting.",
+            ["backend"],
+            registry=r,
+        )
+        self.state_leases_lapsed = Counter(
+            "agent_proxy_state_leases_lapsed",
+            "Slots whose lease lapsed while their response lived (renewals failed for longer than state.lease_s).",
+            ["backend"],
+            registry=r,
+        )
         # ---- end limits
 
     def child(self, metric: MetricWrapperBase, *values: str) -> Any:

@@ -1,23 +1,29 @@
-"""What a request will probably use, before it is sent: cheap on purpose, corrected afterwards.
+"""What a request can cost at most, before it is sent: cheap on purpose, corrected afterwards.
 
-Prompt tokens are estimated as characters / 4 of the text the protocol adapter finds
-(messages, system prompt, plain input), with no tokenizer on the request path; output
-tokens are the request's own cap (`max_tokens`, `max_completion_tokens`,
-`max_output_tokens`) or the policy's default. After the response, limits are corrected
-with the real usage (`ex.usage`, filled by the usage stage) and the real cost.
+An upper bound, so that what admission reserves covers what the request can use whatever its
+text: prompt tokens are at most the request body's bytes (every token of a byte-level BPE
+tokenizer stands for at least one byte of UTF-8, and the JSON around the text, its keys and
+quotes, costs more bytes than the per-message framing costs tokens), except that an image,
+audio or file part counts `MEDIA_PART_TOKENS` instead of its bytes (a base64 image would
+otherwise reserve a million tokens, and a linked one only its URL's bytes: for media the
+figure is an assumption, not a bound). Output tokens are the request's own cap
+(`max_tokens`, `max_completion_tokens`, `max_output_tokens`) times its `n` choices, or the
+policy's `default_max_tokens` when it sets none (then an assumption too). No tokenizer runs
+on the request path. After the response, limits are corrected with the real usage
+(`ex.usage`, filled by the usage stage) and the real cost.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from proxy.exchange import Exchange
 from proxy.policy.schema import Pricing
 from proxy.protocols.base import Usage
-from proxy.tokens import content_text
 
 try:  # the accounting module prices usage; without it, the policy's own table is used
     from proxy.pricing import cost_usd as _cost_usd
@@ -25,6 +31,10 @@ except ImportError:  # pragma: no cover - kept so the limits work on their own
     _cost_usd = None
 
 OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+MEDIA_PART_TOKENS = 1600  # about the most one image costs on Claude and GPT-4o; PDFs and audio can cost more
+MEDIA_TYPES = frozenset({"image_url", "input_image", "image", "input_audio", "audio", "file", "input_file", "document"})
+MEDIA_MARKERS = (b"image", b"audio", b"file", b"document")  # no media part without one of these in the body
+MAX_CHOICES = 128  # OpenAI's own maximum of `n`
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,30 +49,37 @@ class Estimate:
         return self.prompt_tokens + self.output_tokens
 
 
-def prompt_chars(ex: Exchange, body: Any) -> int:
-    protocol = ex.protocol
-    chars = 0
-    system = protocol.system_prompt(body)
-    if system:
-        chars += len(content_text(system))
-    messages = protocol.request_messages(body)
-    for message in messages:
-        chars += len(content_text(message.get("content")))
-        calls = message.get("tool_calls")
-        if isinstance(calls, list):
-            chars += sum(len(content_text(call.get("function") or {})) for call in calls if isinstance(call, dict))
-    if not messages:
-        chars += len(protocol.request_input_text(body))
-    return chars
+def prompt_bound(ex: Exchange, body: Any) -> int:
+    """Prompt tokens at most: the body's bytes, with media parts at `MEDIA_PART_TOKENS` each."""
+    raw = ex.body
+    size = len(raw)
+    if not any(marker in raw for marker in MEDIA_MARKERS):
+        return size
+    for message in ex.protocol.request_messages(body):
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if isinstance(part, dict) and part.get("type") in MEDIA_TYPES:
+                # orjson's compact form is never longer than the part's own bytes in the body
+                size += MEDIA_PART_TOKENS - len(orjson.dumps(part))
+    return max(size, 0)
 
 
 def output_cap(body: Any, default: int) -> int:
-    if isinstance(body, dict):
-        for field in OUTPUT_CAPS:
-            value = body.get(field)
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                return value
-    return default
+    """The output tokens a request allows itself, times its choices (`n`)."""
+    if not isinstance(body, dict):
+        return default
+    cap = default
+    for field in OUTPUT_CAPS:
+        value = body.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            cap = value
+            break
+    choices = body.get("n")
+    if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
+        cap *= min(choices, MAX_CHOICES)
+    return cap
 
 
 def cost_of(model: str | None, usage: Usage, pricing: Mapping[str, Pricing]) -> float | None:
@@ -87,10 +104,18 @@ def estimate(ex: Exchange, default_output: int, pricing: Mapping[str, Pricing]) 
         return Estimate(None, 0, 0, 0.0)
     body = ex.request_json
     model = ex.protocol.request_model(body)
-    prompt = math.ceil(prompt_chars(ex, body) / 4)
+    prompt = prompt_bound(ex, body)
     output = output_cap(body, default_output)
-    cost = cost_of(model, Usage(input_tokens=prompt, output_tokens=output), pricing)
-    return Estimate(model, prompt, output, cost or 0.0)
+    # The prompt at the dearest input-side rate: uncached, a cache read or a cache write.
+    costs = [
+        cost_of(model, usage, pricing)
+        for usage in (
+            Usage(input_tokens=prompt, output_tokens=output),
+            Usage(input_tokens=0, cached_input_tokens=prompt, output_tokens=output),
+            Usage(input_tokens=0, cache_write_tokens=prompt, output_tokens=output),
+        )
+    ]
+    return Estimate(model, prompt, output, max((cost for cost in costs if cost is not None), default=0.0))
 
 
 def actual_tokens(ex: Exchange, guess: int) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from proxy.errors import ServiceUnavailable
 from proxy.limits.headers import Report
-from proxy.state import BackendUnavailable, Change, Check, Quota, Rate, Slot, Store, Verdict
+from proxy.state import BackendUnavailable, Change, Check, Quota, Rate, Release, Slot, Store, Verdict
 
 POLL_S = 0.02  # how often a waiting request asks again for a concurrency slot
 REASONS = frozenset(
@@ -102,7 +102,9 @@ class Limiter:
         self.clock = clock
         self._sleep = sleep
 
-    async def admit(self, limits: Sequence[Limit], wait_s: float = 0.0) -> Decision:
+    async def admit(self, limits: Sequence[Limit], wait_s: float = 0.0, once_key: str | None = None) -> Decision:
+        """`once_key` names the admission in the store: its settlement applies once, and an attempt that
+        fails without an answer is undone in the background should the store apply it after all."""
         if not limits:
             return Decision(True, "direct")
         oversized = [limit for limit in limits if too_large(limit)]
@@ -111,9 +113,12 @@ class Limiter:
         checks = [limit.check for limit in limits]
         waited = 0.0
         while True:
+            store = self._store()
             try:
-                verdicts = await self._store().acquire(checks, self.clock())
-            except BackendUnavailable:
+                verdicts = await store.acquire(checks, self.clock(), once_key)
+            except BackendUnavailable as exc:
+                if exc.maybe_applied and once_key is not None:
+                    store.cancel(checks, once_key)
                 if self.fail_closed:
                     raise ServiceUnavailable(
                         "the proxy cannot check its limits right now (its state backend is unreachable); "
@@ -144,11 +149,28 @@ class Limiter:
             pause = max(pause, POLL_S if isinstance(limit.check, Slot) else verdict.retry_after_s)
         return max(pause, 0.001)
 
-    async def settle(self, changes: Sequence[Change]) -> list[float] | None:
-        """Corrections after the response; never refuses, and a store outage only loses them."""
+    @property
+    def lease_s(self) -> float | None:
+        """How long a slot is leased for before it must be renewed (None: held until released)."""
+        return self._store().lease_s
+
+    def hold(self, decision: Decision) -> None:
+        """Keep the admitted slots' leases renewed while the response lives."""
+        store = self._store()
+        for limit, _ in decision.results:
+            if isinstance(limit.check, Slot):
+                store.hold(limit.check)
+
+    async def settle(self, changes: Sequence[Change], once_key: str) -> list[float] | None:
+        """Corrections after the response, never refused and never lost: None when the store could not
+        apply them yet (it keeps them and retries, applying them once per `once_key`)."""
         if not changes:
             return []
+        store = self._store()
+        for change in changes:
+            if isinstance(change, Release):
+                store.let_go(change.lease)
         try:
-            return await self._store().adjust(changes, self.clock())
-        except BackendUnavailable:
+            return await store.settle(changes, self.clock(), once_key)
+        except BackendUnavailable:  # a store without retries of its own
             return None

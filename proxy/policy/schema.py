@@ -54,6 +54,20 @@ class StateConfig(Strict):
         pattern=r"^[A-Za-z0-9_.:{}-]{0,64}$",
         description="Prefix of every Redis key, so several proxies (or policies) can share one Redis apart.",
     )
+    lease_s: float = Field(
+        20.0,
+        ge=2,
+        le=600,
+        description="A concurrency slot's lease on Redis, renewed while its response lives: a replica that dies "
+        "gives its slots back within this long.",
+    )
+    max_pending_settlements: int = Field(
+        10_000,
+        ge=100,
+        le=1_000_000,
+        description="Slot releases and corrections kept in memory for retry while Redis is unreachable; past this "
+        "the oldest is dropped (and counted).",
+    )
     # ---- end limits
 
     @model_validator(mode="after")

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from proxy.stages.registry import BuildContext
 
 MINUTE = 60.0
-LEASE_MARGIN_S = 60.0  # a slot outlives the route's deadline by this much if its release is lost (a crash)
+# Without leases (the memory store), a slot outlives the route's deadline by this much if its release never came.
+LEASE_MARGIN_S = 60.0
 
 
 class RateLimitStage(Stage):
@@ -50,6 +51,7 @@ class RateLimitStage(Stage):
         self._decision: Decision | None = None
         self._estimate: Estimate | None = None
         self._releases: list[Release] = []  # slots this request may hold: released once, in on_complete
+        self._id = ""  # the admission's own id: its leases and the key that makes its settlement apply once
         self._settled = False
 
     # ---- admission
@@ -82,7 +84,7 @@ class RateLimitStage(Stage):
         metrics = f.shared.metrics
         wait_s = f.config.wait_ms / 1000 if self.enforcing else 0.0
         try:
-            decision = await f.shared.limiter.admit(limits, wait_s)
+            decision = await f.shared.limiter.admit(limits, wait_s, self._once_key)
         except ServiceUnavailable:  # the slot may have been taken by a call that then timed out: still released
             metrics.limit_refusals.labels(self._profile, "backend_unavailable", self.mode).inc()
             raise
@@ -90,6 +92,7 @@ class RateLimitStage(Stage):
             self._releases = []  # the store refused: it took nothing
         self._decision = decision
         if decision.admitted:
+            f.shared.limiter.hold(decision)
             metrics.child(metrics.limit_admissions, self._profile, decision.how).inc()
             if decision.how != "direct":
                 self.decide(ex, f"admitted:{decision.how}")
@@ -100,12 +103,16 @@ class RateLimitStage(Stage):
         metrics.limit_refusals.labels(self._profile, limit.reason, self.mode).inc()
         raise self._refusal(ex, decision)
 
+    @property
+    def _once_key(self) -> str:
+        return f"{self._f.shared.prefix}once:{self._id}"
+
     def _limits(self, ex: Exchange, guess: Estimate | None) -> list[Limit]:
         f, plan = self._f, self._plan
         name = ex.caller.name if ex.caller is not None else ANONYMOUS
         caller_key = f"{f.shared.prefix}c:{part(name)}"
         tokens = guess.tokens if guess is not None else 0
-        lease = new_lease()
+        lease = self._id = new_lease()
         limits: list[Limit] = []
         if plan is not None and plan.limits is not None:
             limits += self._rates(plan.limits, caller_key, f"caller '{name}'", "", tokens, lease)
@@ -140,7 +147,8 @@ class RateLimitStage(Stage):
             check = Rate(f"{key}:tpm", tpm, MINUTE, tokens)
             out.append(Limit(check, f"{kind}tokens", f"{scope}: {tpm} tokens per minute", "tokens"))
         if limits.concurrent is not None:
-            slot = Slot(f"{key}:conc", limits.concurrent, lease, self._f.lease_ttl_s)
+            f = self._f
+            slot = Slot(f"{key}:conc", limits.concurrent, lease, f.shared.limiter.lease_s or f.lease_ttl_s)
             self._releases.append(Release(slot.key, lease))  # before the store call: a cancelled call may have taken it
             out.append(Limit(slot, f"{kind}concurrent", f"{scope}: {limits.concurrent} requests in flight"))
         return out
@@ -200,10 +208,13 @@ class RateLimitStage(Stage):
                 elif isinstance(check, Quota):
                     quotas.append((len(changes), check))
                     changes.append(QuotaDelta(check.key, cost_delta, check.expires_at))
-        results = await self._f.shared.limiter.settle(changes)
+        shared = self._f.shared
+        results = await shared.limiter.settle(changes, self._once_key)
         if results:
-            metrics = self._f.shared.metrics
+            metrics = shared.metrics
             for index, quota in quotas:
+                if math.isnan(results[index]):
+                    continue  # applied by an earlier attempt
                 period = "day" if ":usd:d:" in quota.key else "month"
                 metrics.child(metrics.budget_remaining_usd, self._profile, period).set(
                     max(0.0, quota.limit - results[index])

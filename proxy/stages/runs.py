@@ -19,7 +19,7 @@ from proxy.limits.config import RunsConfig
 from proxy.limits.context import ANONYMOUS, LimitsContext, limits_context
 from proxy.limits.estimate import Estimate, actual_cost, actual_tokens, estimate
 from proxy.limits.headers import retry_headers
-from proxy.limits.keys import part
+from proxy.limits.keys import new_lease, part
 from proxy.limits.limiter import Limit
 from proxy.limits.runs import request_hash, run_id, tool_call_hashes
 from proxy.pipeline import Stage, StageFactory
@@ -40,6 +40,7 @@ class RunsStage(Stage):
         self._f = factory
         self._taken: list[Quota] = []
         self._estimate: Estimate | None = None
+        self._once_key = ""  # this admission in the store: undone if lost, settled once
         self._settled = False
 
     async def on_request_body(self, ex: Exchange) -> Reply | None:
@@ -56,8 +57,9 @@ class RunsStage(Stage):
         loops = self._loop_limits(ex, key, body)
         guard = f.config.loop_guard
         loops_shadowed = self.enforcing and guard is not None and guard.mode == "shadow"
+        self._once_key = f"{f.shared.prefix}once:{new_lease()}"
         try:
-            decision = await f.shared.limiter.admit(limits if loops_shadowed else limits + loops)
+            decision = await f.shared.limiter.admit(limits if loops_shadowed else limits + loops, 0.0, self._once_key)
             if loops_shadowed and loops and decision.admitted:
                 await self._shadow_loops(ex, profile, loops)
         except ServiceUnavailable:
@@ -75,7 +77,7 @@ class RunsStage(Stage):
 
     async def _shadow_loops(self, ex: Exchange, profile: str, loops: list[Limit]) -> None:
         """The loop guard in shadow while run limits enforce: a loop is recorded and counted, never refused."""
-        decision = await self._f.shared.limiter.admit(loops)
+        decision = await self._f.shared.limiter.admit(loops, 0.0, self._once_key + ":loops")
         if not decision.admitted:
             limit, _ = decision.binding()
             ex.decisions.append((self.name, "refused:agent_loop_detected", "shadow"))
@@ -134,7 +136,7 @@ class RunsStage(Stage):
                 changes.append(QuotaDelta(quota.key, token_delta, quota.expires_at))
             elif quota.key.endswith(":usd") and cost_delta:
                 changes.append(QuotaDelta(quota.key, cost_delta, quota.expires_at))
-        await f.shared.limiter.settle(changes)
+        await f.shared.limiter.settle(changes, self._once_key)
 
 
 class RunsFactory(StageFactory):

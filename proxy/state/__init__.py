@@ -8,13 +8,16 @@ from proxy.state.base import (
     BackendUnavailable,
     Change,
     Check,
+    Once,
     Quota,
     QuotaDelta,
     Rate,
     RateDelta,
     Release,
+    Renew,
     Slot,
     Store,
+    Undo,
     Verdict,
     admitted,
 )
@@ -28,7 +31,13 @@ def open_store(config: StateConfig, metrics: Metrics | None = None) -> Store:
         from proxy.state.redis import RedisStore
 
         assert config.redis_url is not None  # the schema requires it
-        store = RedisStore(config.redis_url, config.redis_timeout_ms / 1000, metrics)
+        store = RedisStore(
+            config.redis_url,
+            config.redis_timeout_ms / 1000,
+            metrics,
+            lease_s=config.lease_s,
+            max_pending=config.max_pending_settlements,
+        )
     else:
         store = MemoryStore()
     store.opened_from = config.model_dump(exclude={"on_backend_error"})  # a reload cannot switch backends
@@ -40,13 +49,16 @@ __all__ = [
     "Change",
     "Check",
     "MemoryStore",
+    "Once",
     "Quota",
     "QuotaDelta",
     "Rate",
     "RateDelta",
     "Release",
+    "Renew",
     "Slot",
     "Store",
+    "Undo",
     "Verdict",
     "admitted",
     "open_store",

@@ -20,7 +20,14 @@ from typing import ClassVar
 
 
 class BackendUnavailable(Exception):
-    """The store could not be reached in time; the policy decides whether to admit."""
+    """The store could not be reached in time; the policy decides whether to admit.
+
+    `maybe_applied`: the call may have reached the store (and be applied there after the
+    caller gave up on its answer), as opposed to failing before anything was sent."""
+
+    def __init__(self, message: str, maybe_applied: bool = True):
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,20 +102,65 @@ class QuotaDelta:
     expires_at: float
 
 
-Change = RateDelta | Release | QuotaDelta
+@dataclass(frozen=True, slots=True)
+class Renew:
+    """Move a held slot's deadline to `ttl_s` from now; a lease that already lapsed is not taken back."""
+
+    key: str
+    lease: str
+    ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Once:
+    """First in a call, the admission's marker: an admission is not applied once cancelled, a settlement
+    at most once, so that a call retried after a lost reply is not applied twice (within `ttl_s`)."""
+
+    key: str
+    ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Undo:
+    """First in a call: the rest (the admission's charges, negated) applies only if the admission under
+    this marker was applied; if it was not (yet), it never will be."""
+
+    key: str
+    ttl_s: float
+
+
+Change = RateDelta | Release | QuotaDelta | Renew | Once | Undo
 
 
 class Store(ABC):
     backend: ClassVar[str]
     opened_from: dict[str, object] | None = None  # the `state:` settings it was opened with
+    # Slots are leased for this long and renewed while their response lives (None: held until released, the
+    # memory store's way: a process that dies takes its slots with it).
+    lease_s: float | None = None
 
     @abstractmethod
-    async def acquire(self, checks: Sequence[Check], now: float) -> list[Verdict]:
-        """All checks or none: every verdict allowed means every check was applied."""
+    async def acquire(self, checks: Sequence[Check], now: float, once_key: str | None = None) -> list[Verdict]:
+        """All checks or none: every verdict allowed means every check was applied. With `once_key`, an
+        admission that `cancel` reached first is never applied (stores whose calls can be lost)."""
 
     @abstractmethod
     async def adjust(self, changes: Sequence[Change], now: float) -> list[float]:
         """Apply changes unconditionally; per change: a quota's new total, a rate's remaining, 0 for a release."""
+
+    async def settle(self, changes: Sequence[Change], now: float, once_key: str) -> list[float] | None:
+        """`adjust` that is never lost: None when it could not be applied yet (then it is kept and retried,
+        at most once per `once_key`). The memory store cannot fail, so it just applies the changes."""
+        return await self.adjust(changes, now)
+
+    def cancel(self, checks: Sequence[Check], once_key: str) -> None:  # noqa: B027 - only lossy stores
+        """An admission failed without an answer and may still be applied: undo it if so (in the background)."""
+
+    def hold(self, slot: Slot) -> None:  # noqa: B027 - only stores with leases renew them
+        """Keep renewing the lease of an admitted slot until `let_go` (stores with `lease_s` only)."""
+
+    def let_go(self, lease: str) -> None:  # noqa: B027 - as hold
+        """Stop renewing a lease: its response is over and its release is on its way."""
 
     @abstractmethod
     async def ping(self) -> bool:

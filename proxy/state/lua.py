@@ -4,7 +4,10 @@ One call may carry several requests' calls (the Redis store batches those that q
 while a call is in flight); each is a group, evaluated and applied in turn, all or none
 within the group, as if called alone. ARGV[1] lists the groups as `count:now` (keys,
 epoch seconds) separated by `,`; ARGV[2] has one spec per key, `;` between specs and `,`
-between a spec's fields (a kind letter, then numbers or a lease id; `-` for none). The
+between a spec's fields (a kind letter, then numbers or a lease id; `-` for none). In an
+call a group may start with the admission's marker key: an admission (`o`) sets it to `a`
+unless it reads `c`; a settlement (`o`) applies only once (`s`), an undo (`u`) only after
+an admission and never before one (`c`); a group skipped for it answers `x` figures. The
 answer is one string of figures joined by `,`: Lua numbers would leave Redis truncated to
 integers, and one string is far cheaper for the client to read than an array. Keys
 expire when their value stops mattering.
@@ -70,7 +73,11 @@ for g = 1, #groups do
     local key = KEYS[i]
     local kind, a, b, c, d = unpack(specs[i])
     local allowed, rem, reset, retry = true, 0, 0, 0
-    if kind == 'r' then
+    if kind == 'o' then
+      -- the admission's marker: cancelled by the client that gave up on this call, or applied now
+      allowed = redis.call('GET', key) ~= 'c'
+      writes[i] = {'o', a}
+    elseif kind == 'r' then
       local limit, period, cost = tonumber(a), tonumber(b), tonumber(c)
       local base = tonumber(redis.call('GET', key))
       if not base or base < now then base = now end
@@ -118,7 +125,9 @@ for g = 1, #groups do
     for i = first, last do
       local w = writes[i]
       local key = KEYS[i]
-      if w[1] == 'r' then
+      if w[1] == 'o' then
+        redis.call('SET', key, 'a', 'PX', w[2])
+      elseif w[1] == 'r' then
         store_tat(key, w[2])
       elseif w[1] == 's' then
         redis.call('ZADD', key, fmt(w[3]), w[2])
@@ -141,10 +150,32 @@ ADJUST = (
 for g = 1, #groups do
   local last = first + groups[g][1] - 1
   now = groups[g][2]
+  local skip = false
   for i = first, last do
     local key = KEYS[i]
     local kind, a, b, c = unpack(specs[i])
-    if kind == 'r' then
+    if skip then
+      out[#out + 1] = 'x'
+    elseif kind == 'o' or kind == 'u' then
+      -- the admission's marker (a: admitted, s: settled, c: cancelled). A settlement (o) applies unless
+      -- settled or cancelled already (an attempt whose reply was lost); an undo (u) only what was admitted,
+      -- and leaves 'c' so that an admission still on its way to Redis is not applied after it.
+      local state = redis.call('GET', key)
+      if state == 's' or state == 'c' or (kind == 'u' and state ~= 'a') then skip = true end
+      if kind == 'o' and not skip then redis.call('SET', key, 's', 'PX', a) end
+      if kind == 'u' and state ~= 's' and state ~= 'c' then redis.call('SET', key, 'c', 'PX', a) end
+      out[#out + 1] = skip and 'x' or '0'
+    elseif kind == 'l' then
+      local renewed = '0'
+      local held = redis.call('ZSCORE', key, a)
+      if held and tonumber(held) > now then
+        redis.call('ZADD', key, 'XX', fmt(now + tonumber(b)), a)
+        local latest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+        redis.call('PEXPIRE', key, ms(tonumber(latest[2]) - now))
+        renewed = '1'
+      end
+      out[#out + 1] = renewed
+    elseif kind == 'r' then
       local limit, period, delta = tonumber(a), tonumber(b), tonumber(c)
       local base = tonumber(redis.call('GET', key))
       if not base or base < now then base = now end

@@ -15,7 +15,19 @@ from itertools import islice
 from typing import Any, ClassVar
 
 from proxy.state.arith import quota_check, rate_adjust, rate_check, slot_check
-from proxy.state.base import Change, Check, Quota, QuotaDelta, Rate, RateDelta, Release, Slot, Store, Verdict
+from proxy.state.base import (
+    Change,
+    Check,
+    Quota,
+    QuotaDelta,
+    Rate,
+    RateDelta,
+    Release,
+    Renew,
+    Slot,
+    Store,
+    Verdict,
+)
 
 DEFAULT_MAX_KEYS = 200_000
 
@@ -61,7 +73,7 @@ class MemoryStore(Store):
         for key in list(islice(data, max(0, excess))):
             del data[key]
 
-    async def acquire(self, checks: Sequence[Check], now: float) -> list[Verdict]:
+    async def acquire(self, checks: Sequence[Check], now: float, once_key: str | None = None) -> list[Verdict]:
         verdicts: list[Verdict] = []
         writes: list[tuple[str, Any, float]] = []
         for check in checks:
@@ -99,6 +111,15 @@ class MemoryStore(Store):
                 used = max(0.0, (self._get(change.key, now) or 0.0) + change.delta)
                 self._put(change.key, used, change.expires_at, now)
                 results.append(used)
+            elif isinstance(change, Renew):
+                leases = self._get(change.key, now)
+                renewed = leases is not None and leases.get(change.lease, 0.0) > now
+                if renewed:
+                    leases[change.lease] = now + change.ttl_s
+                    self._put(change.key, leases, max(leases.values()), now)
+                results.append(1.0 if renewed else 0.0)
+            else:  # Once, Undo: nothing here is ever lost or retried, so there is nothing to apply twice
+                results.append(0.0)
         return results
 
     async def ping(self) -> bool:

@@ -10,13 +10,15 @@ then its own). A failed call raises `BackendUnavailable` for every request in it
 starts a short cool-down during which calls fail at once instead of each waiting out
 the timeout against a hung server; after it the next call tries again, so recovery
 needs nothing but Redis coming back. Failures are counted, and logged at most once per
-`log_interval_s`; the URL (it may hold a password) is never logged.
+`log_interval_s`; the URL (it may hold a password) is never logged. Settlements that fail
+are kept and retried, and slot leases renewed, by the store's `Upkeep` (proxy/state/upkeep.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,26 +30,35 @@ from proxy.state.base import (
     BackendUnavailable,
     Change,
     Check,
+    Once,
     Quota,
     QuotaDelta,
     Rate,
     RateDelta,
     Release,
+    Renew,
     Slot,
     Store,
+    Undo,
     Verdict,
 )
 from proxy.state.lua import ACQUIRE, ADJUST
+from proxy.state.upkeep import MAX_PENDING, ONCE_TTL_S, Upkeep
 
 log = logging.getLogger("agent_proxy.state")
 
 COOLDOWN_S = 0.5
 LOG_INTERVAL_S = 60.0
 MAX_BATCH = 64  # requests per script call: a long script would hold up every other Redis client
+LEASE_S = 20.0
 
 
 def _num(value: float) -> str:
     return repr(float(value))
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 @dataclass(slots=True)
@@ -73,6 +84,8 @@ class RedisStore(Store):
         cooldown_s: float = COOLDOWN_S,
         log_interval_s: float = LOG_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        lease_s: float = LEASE_S,
+        max_pending: int = MAX_PENDING,
     ):
         try:
             import redis.asyncio as aioredis
@@ -101,13 +114,19 @@ class RedisStore(Store):
         self._failing = False
         self._logged_at: float | None = None
         self._suppressed = 0
+        self.lease_s = lease_s
+        self.upkeep = Upkeep(self, lease_s, metrics, max_pending=max_pending)
         self._set_up(True)
 
     # ---- the calls
 
-    async def acquire(self, checks: Sequence[Check], now: float) -> list[Verdict]:
+    async def acquire(self, checks: Sequence[Check], now: float, once_key: str | None = None) -> list[Verdict]:
         keys: list[str] = []
         specs: list[str] = []
+        marked = once_key is not None and any(isinstance(check, Rate | Quota) for check in checks)
+        if marked:  # slots alone need no marker: a lost one lapses with its lease, a release is idempotent
+            keys.append(once_key)  # type: ignore[arg-type]
+            specs.append(f"o,{_ms(ONCE_TTL_S)},-,-,-")
         for check in checks:
             keys.append(check.key)
             if isinstance(check, Rate):
@@ -118,9 +137,10 @@ class RedisStore(Store):
                 strict = "1" if check.strict else "0"
                 specs.append(f"q,{_num(check.limit)},{_num(check.cost)},{_num(check.expires_at)},{strict}")
         figures = await self._submit(self._acquires, keys, specs, now)
+        live = not marked or figures[0] == "1"  # else cancelled by an undo: nothing was applied
         return [
-            Verdict(figures[i] == "1", float(figures[i + 1]), float(figures[i + 2]), float(figures[i + 3]))
-            for i in range(0, len(figures), 4)
+            Verdict(live and figures[i] == "1", float(figures[i + 1]), float(figures[i + 2]), float(figures[i + 3]))
+            for i in range(4 if marked else 0, len(figures), 4)
         ]
 
     async def adjust(self, changes: Sequence[Change], now: float) -> list[float]:
@@ -134,7 +154,26 @@ class RedisStore(Store):
                 specs.append(f"s,{change.lease}")
             elif isinstance(change, QuotaDelta):
                 specs.append(f"q,{_num(change.delta)},{_num(change.expires_at)}")
-        return [float(value) for value in await self._submit(self._adjusts, keys, specs, now)]
+            elif isinstance(change, Renew):
+                specs.append(f"l,{change.lease},{_num(change.ttl_s)}")
+            elif isinstance(change, Once):
+                specs.append(f"o,{_ms(change.ttl_s)}")
+            elif isinstance(change, Undo):
+                specs.append(f"u,{_ms(change.ttl_s)}")
+        figures = await self._submit(self._adjusts, keys, specs, now)
+        return [math.nan if value == "x" else float(value) for value in figures]
+
+    async def settle(self, changes: Sequence[Change], now: float, once_key: str) -> list[float] | None:
+        return await self.upkeep.settle(changes, once_key, now)
+
+    def cancel(self, checks: Sequence[Check], once_key: str) -> None:
+        self.upkeep.cancel(checks, once_key)
+
+    def hold(self, slot: Slot) -> None:
+        self.upkeep.hold(slot)
+
+    def let_go(self, lease: str) -> None:
+        self.upkeep.let_go(lease)
 
     async def ping(self) -> bool:
         try:
@@ -148,6 +187,8 @@ class RedisStore(Store):
         return True
 
     async def close(self) -> None:
+        self._down_until = 0.0  # the last attempt at what is pending tries Redis itself, cool-down or not
+        await self.upkeep.close()
         for queue in (self._acquires, self._adjusts):
             if queue.task is not None:
                 await asyncio.gather(queue.task, return_exceptions=True)
@@ -157,7 +198,7 @@ class RedisStore(Store):
         if not keys:
             return []
         if self._clock() < self._down_until:
-            raise BackendUnavailable("redis is unreachable (cooling down after a failure)")
+            raise BackendUnavailable("redis is unreachable (cooling down after a failure)", maybe_applied=False)
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         queue.items.append((keys, specs, now, future))
         if queue.task is None:
@@ -178,7 +219,7 @@ class RedisStore(Store):
                 if not items:
                     continue
                 if self._clock() < self._down_until:
-                    self._fail(items, BackendUnavailable("redis is unreachable (cooling down after a failure)"))
+                    self._fail(items, BackendUnavailable("redis is unreachable (cooling down)", maybe_applied=False))
                     continue
                 keys = [key for item in items for key in item[0]]
                 groups = ",".join(f"{len(item[0])}:{_num(item[2])}" for item in items)
@@ -211,6 +252,7 @@ class RedisStore(Store):
         if self._failing:
             self._failing = False
             log_event(log, "redis state backend reachable again", backend="redis")
+            self.upkeep.wake()
         self._set_up(True)
 
     # ---- failure bookkeeping

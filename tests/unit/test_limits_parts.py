@@ -6,15 +6,19 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy import tokens
 from proxy.exchange import Exchange
-from proxy.limits.estimate import estimate, output_cap
+from proxy.limits.estimate import MEDIA_PART_TOKENS, estimate, output_cap
 from proxy.limits.headers import openai_duration, rate_headers, retry_headers, rfc3339
 from proxy.limits.keys import day_period, month_period, new_lease, part
 from proxy.limits.runs import request_hash, run_id, tool_call_hashes
 from proxy.policy.compile import compile_policy
 from proxy.policy.load import policy_from_text
+from proxy.policy.schema import Pricing
 from proxy.state import MemoryStore, Rate
 
 POLICY = """
@@ -146,15 +150,53 @@ def test_tool_calls_are_the_latest_assistant_turn_compared_by_name_and_arguments
     assert len(tool_call_hashes(tool, None)) == 1 and tool_call_hashes(tool, None) != first
 
 
-def test_the_estimate_is_chars_over_four_plus_the_output_cap_priced():
+def test_the_estimate_is_the_body_bytes_plus_the_output_cap_priced_at_the_dearest_rate():
     body = {"model": "house", "max_completion_tokens": 100, "messages": [{"role": "user", "content": "x" * 400}]}
-    guess = estimate(exchange("/v1/chat/completions", body), 1024, COMPILED.policy.pricing)
-    assert (guess.prompt_tokens, guess.output_tokens, guess.tokens) == (100, 100, 200)
-    assert guess.cost_usd == pytest.approx((100 * 2 + 100 * 8) / 1e6)
+    ex = exchange("/v1/chat/completions", body)
+    guess = estimate(ex, 1024, COMPILED.policy.pricing)
+    assert (guess.prompt_tokens, guess.output_tokens) == (len(ex.body), 100)
+    assert guess.cost_usd == pytest.approx((len(ex.body) * 2 + 100 * 8) / 1e6)
+    written = estimate(ex, 1024, {"house": Pricing(input=2, output=8, cache_write=3)})  # a cache write costs more
+    assert written.cost_usd == pytest.approx((len(ex.body) * 3 + 100 * 8) / 1e6)
     unpriced = estimate(exchange("/v1/chat/completions", {**body, "model": "nobody"}), 1024, {})
-    assert unpriced.cost_usd == 0 and unpriced.tokens == 200
+    assert unpriced.cost_usd == 0 and unpriced.tokens == guess.tokens + 1  # one byte more of model name
     assert output_cap({"max_tokens": True}, 7) == 7 and output_cap({"max_output_tokens": 9}, 7) == 9
+    assert output_cap({"max_tokens": 10, "n": 3}, 7) == 30 and output_cap({"n": 2}, 7) == 14
     assert estimate(exchange("/tools/search/q", {"q": 1}), 1024, {}).tokens == 0  # a tool call has no tokens
+
+
+def test_a_media_part_counts_its_allowance_not_its_base64_bytes():
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 100_000}}
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": [{"type": "text", "text": "what?"}, image]}]}
+    guess = estimate(exchange("/v1/chat/completions", body), 0, {})
+    text_only = exchange("/v1/chat/completions", {**body, "messages": [{"role": "user", "content": "what?"}]})
+    assert len(text_only.body) < guess.prompt_tokens <= len(text_only.body) + MEDIA_PART_TOKENS + 100
+
+
+TEXTS = st.one_of(
+    st.text(alphabet="0123456789", min_size=1, max_size=400),  # digits: about one token per 3
+    st.text(alphabet=st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF), min_size=1, max_size=200),  # CJK
+    st.text(min_size=1, max_size=300),  # any code point: emoji, scripts, controls, surrogate-free
+    st.sampled_from(["def f(x):\n\treturn x[0] + {'a': [1, 2]}\n" * 8, "ab " * 200, "\u200b" * 100]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(texts=st.lists(TEXTS, min_size=1, max_size=4), system=st.one_of(st.none(), TEXTS))
+def test_the_prompt_bound_is_at_least_the_exact_token_count_for_any_text(texts, system):
+    """Checked against the shipped tokenizers, OpenAI's chat framing included."""
+    messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": text} for i, text in enumerate(texts)]
+    framed = ([{"role": "system", "content": system}] if system else []) + messages
+    openai_body = {"model": "gpt-4o", "messages": framed}
+    bound = estimate(exchange("/v1/chat/completions", openai_body), 0, {}).prompt_tokens
+    exact = max(
+        tokens.count_messages(openai_body["messages"], model)
+        for model in ("gpt-4o", "gpt-4")  # o200k and cl100k
+    )
+    assert exact <= bound
+    anthropic_body = {"model": "claude-sonnet-4-5", "max_tokens": 1, "messages": messages, "system": system or ""}
+    exact = tokens.count_messages(messages, "gpt-4", system=system)
+    assert exact <= estimate(exchange("/v1/messages", anthropic_body), 0, {}).prompt_tokens
 
 
 def test_keys_and_periods():
