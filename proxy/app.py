@@ -85,8 +85,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     ledger = None
     if policy.ledger.path:  # first, and fatal if it fails: records must not vanish silently
-        interval_s = policy.ledger.flush_interval_ms / 1000
-        ledger = await asyncio.to_thread(Ledger.open, policy.ledger.path, interval_s, metrics)
+        config = policy.ledger
+        ledger = await asyncio.to_thread(
+            Ledger.open, config.path, config.flush_interval_ms / 1000, metrics, config.max_queued,
+            config.flush_timeout_ms / 1000,
+        )  # fmt: skip
     mock = BuiltinMock()
     client = new_upstream_client()
     tasks: set[asyncio.Task[None]] = set()

@@ -76,7 +76,7 @@ def request_fields(ex: Exchange) -> dict[str, Any]:
         fields["error"] = {"kind": ex.error.kind, "code": ex.error.code, "source": ex.error.source}
     if ex.usage.known:
         usage = ex.usage
-        fields["tokens"] = {k: v for k in usage.__slots__ if (v := getattr(usage, k)) is not None}
+        fields["tokens"] = usage.counts()
         fields["cost_usd"] = ex.cost_usd
         fields["usage_estimated"] = ex.usage_estimated
     return fields

@@ -60,6 +60,12 @@ class LedgerConfig(Strict):
     flush_interval_ms: int = Field(
         200, ge=10, le=60_000, description="Records are committed in one batch this often; a kill -9 loses at most one."
     )
+    max_queued: int = Field(
+        100_000, ge=100, le=10_000_000, description="Records waiting for the writer; past this, new ones are dropped."
+    )
+    flush_timeout_ms: int = Field(
+        5000, ge=10, le=600_000, description="Longest wait of /admin/usage for queued records to be committed."
+    )
 
 
 class Credentials(Strict):
@@ -244,10 +250,14 @@ class CallerProfile(Strict):
 
 
 class Pricing(Strict):
-    input: float = Field(ge=0, description="USD per 1M input tokens.")
-    output: float = Field(ge=0, description="USD per 1M output tokens.")
-    cached_input: float | None = Field(None, ge=0, description="USD per 1M cached input tokens; default: input.")
-    cache_write: float | None = Field(None, ge=0, description="USD per 1M cache-write tokens; default: input.")
+    input: float = Field(ge=0, allow_inf_nan=False, description="USD per 1M input tokens.")
+    output: float = Field(ge=0, allow_inf_nan=False, description="USD per 1M output tokens.")
+    cached_input: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="USD per 1M cached input tokens; default: input."
+    )
+    cache_write: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="USD per 1M cache-write tokens; default: input."
+    )
 
 
 class Policy(Strict):
