@@ -175,7 +175,12 @@ async def admin_status(request: web.Request) -> web.Response:
     holder = request.app[HOLDER]
     compiled = holder.current
     status = {
-        "policy": {"source": compiled.source, "loaded_at": compiled.loaded_at, "last_reload_error": holder.last_error},
+        "policy": {
+            "source": compiled.source,
+            "loaded_at": compiled.loaded_at,
+            "last_reload_error": holder.last_error,
+            "last_reload_error_at": holder.last_error_at,
+        },
         "started_at": request.app[STARTED],
         "routes": [
             {

@@ -156,6 +156,43 @@ routes:
     assert "duplicate key 'url'" in one_problem(text.replace("  c:\n", "  c:\n    url: http://x\n"))
 
 
+LAUGHS = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True)
+)
+
+
+def test_an_alias_bomb_is_refused_naming_a_line():
+    """A few hundred bytes that stand for 9**9 strings: each level is built once, so the bound is met at once."""
+    problem = one_problem(BASE + LAUGHS)
+    assert problem.startswith("line ") and "YAML refused: the document expands to more than 1000000 nodes" in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("version: 1\nroutes: &r [*r]\n", 2),
+        ("version: 1\nupstreams: &u\n  x: *u\n", 2),
+        ("version: 1\nupstreams:\n  a: &m\n    <<: *m\n", 3),
+        ("version: 1\nx: &a [1, [2, [3, *a]]]\n", 2),
+    ],
+)
+def test_a_recursive_alias_is_a_policy_error_naming_its_line(text, line):
+    assert one_problem(text).startswith(f"line {line}, column") and "recursive alias" in one_problem(text)
+
+
+def test_deep_nesting_is_refused_naming_its_line():
+    assert "YAML refused: nested more than 100 levels deep" in one_problem("version: 1\nx: " + "[" * 150 + "]" * 150)
+
+
+def test_an_alias_used_twice_is_one_shared_value_interpolated_once():
+    text = BASE.replace("routes:", "  other:\n    url: https://b.local\n    credentials: *creds\nroutes:")
+    text = text.replace("    credentials: {header", "    credentials: &creds {header")
+    policy = policy_from_text(text, env={"KEY": "k1"})
+    assert {u.credentials.value.get_secret_value() for u in policy.upstreams.values()} == {"Bearer k1"}
+    assert "environment variable KEY is not set" in problems(text, env={})[0]
+
+
 def test_route_naming_an_undefined_upstream():
     text = BASE + "  - name: other\n    prefix: /other/\n    upstream: nowhere\n"
     problem = one_problem(text)
