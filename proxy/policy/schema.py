@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from proxy.auth.config import AuthConfig, HmacKey
 from proxy.limits.config import Budget, RateLimit, RateLimitStageConfig, RunsConfig
 from proxy.policy.base import Glob, Mode, Name, Strict
+from proxy.policy.header_rules import HeaderName, HeaderValue, SecretHeaderValue
 from proxy.resilience.config import CircuitBreakerConfig, DegradedReplies, Fallback, Retries
 from proxy.safety.config import InputConfig, RedactionConfig
 
@@ -69,8 +70,8 @@ class LedgerConfig(Strict):
 
 
 class Credentials(Strict):
-    header: str = Field(description="Header the upstream expects, e.g. Authorization or x-api-key.")
-    value: SecretStr = Field(description="Its value; use ${ENV_VAR} interpolation, never a literal secret.")
+    header: HeaderName = Field(description="Header the upstream expects, e.g. Authorization or x-api-key.")
+    value: SecretHeaderValue = Field(description="Its value; use ${ENV_VAR} interpolation, never a literal secret.")
 
 
 class Timeouts(Strict):
@@ -103,7 +104,7 @@ class Upstream(Strict):
     )
     protocol: Literal["openai", "anthropic", "http", "mcp"] = "openai"
     credentials: Credentials | None = Field(None, description="Injected into every request to this upstream.")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers sent upstream.")
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, description="Extra headers sent upstream.")
     timeouts: Timeouts = Timeouts()
     retries: Retries = Field(
         default_factory=lambda: Retries(attempts=1),

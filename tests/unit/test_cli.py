@@ -82,6 +82,31 @@ def test_check_a_yaml_error_and_a_missing_file(tmp_path, capsys):
     assert info.value.code == 2 and "cannot read the file" in capsys.readouterr().err
 
 
+def test_check_refuses_header_values_with_cr_lf_and_a_header_that_sets_host(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("UPSTREAM_TOKEN", "tok\r\nx-injected: 1")
+    bad = tmp_path / "headers.yaml"
+    bad.write_text(
+        "version: 1\n"
+        "upstreams:\n"
+        "  up:\n"
+        "    url: https://example.com\n"
+        "    credentials: {header: Authorization, value: 'Bearer ${UPSTREAM_TOKEN}'}\n"
+        "    headers:\n"
+        "      Host: internal.example\n"
+        '      x-team: "a\\r\\nb"\n'
+        "routes:\n"
+        "  - {prefix: /, upstream: up}\n"
+    )
+    with pytest.raises(SystemExit) as info:
+        main(["check", "--policy", str(bad)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert "upstreams.up.credentials.value (line 5): a header value may not hold CR, LF" in err
+    assert "upstreams.up.headers.Host (line 7): invalid name: 'host' is set by the proxy" in err
+    assert "upstreams.up.headers.x-team (line 8): a header value may not hold CR, LF" in err
+    assert "tok" not in err and "x-injected" not in err
+
+
 def test_schema_prints_the_json_schema(capsys):
     assert main(["schema"]) == 0
     schema = orjson.loads(capsys.readouterr().out)

@@ -102,8 +102,33 @@ def test_interpolation_fallback_and_escape():
 
 def test_interpolation_cannot_change_the_structure():
     text = BASE.replace("Bearer ${KEY}", "${KEY}")
-    policy = policy_from_text(text, env={"KEY": "a\nbogus: 1\n"})
-    assert policy.upstreams["openai"].credentials.value.get_secret_value() == "a\nbogus: 1\n"
+    policy = policy_from_text(text, env={"KEY": "a}, bogus: {1: [2"})
+    assert policy.upstreams["openai"].credentials.value.get_secret_value() == "a}, bogus: {1: [2"
+
+
+@pytest.mark.parametrize("value", ["a\nbogus: 1", "Bearer x\r\nHost: evil", "nul\x00", "snow\u2603"])
+def test_an_interpolated_header_value_that_would_break_requests_is_refused_unseen(value):
+    problem = one_problem(BASE, env={"KEY": value})
+    assert problem.startswith("upstreams.openai.credentials.value (line 5): a header value may not hold CR, LF")
+    assert value not in problem
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("host: api.evil", "'host' is set by the proxy"),
+        ("Content-Length: '5'", "'content-length' is set by the proxy"),
+        ("transfer-encoding: chunked", "'transfer-encoding' is set by the proxy"),
+        ("Connection: close", "'connection' is set by the proxy"),
+        ("x-agent-proxy-caller: admin", "are the proxy's own"),
+        ("'bad name': x", "a header name is a token"),
+        ("x-ok: \"a\\r\\nb\"", "a header value may not hold CR, LF"),
+    ],
+)
+def test_upstream_headers_that_would_break_requests_are_refused(header, message):
+    text = BASE.replace("    credentials:", f"    headers: {{{header}}}\n    credentials:")
+    problem = one_problem(text)
+    assert problem.startswith("upstreams.openai.headers.") and "(line 5)" in problem and message in problem
 
 
 def test_keys_are_not_interpolated():
