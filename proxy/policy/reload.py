@@ -24,6 +24,7 @@ from proxy.policy.compile import CompiledPolicy, compile_policy, uses_builtin_mo
 from proxy.policy.load import PolicyError, load_policy
 from proxy.policy.schema import Policy
 from proxy.services import Services
+from proxy.tokens import preload
 
 log = logging.getLogger("agent_proxy.policy")
 
@@ -47,7 +48,9 @@ class PolicyHolder:
     async def create(
         cls, policy: Policy, path: Path | None, services: Services, start_mock: MockStarter
     ) -> PolicyHolder:
-        return cls(await compile_with_mock(policy, path, services, start_mock), path, services, start_mock)
+        compiled = await compile_with_mock(policy, path, services, start_mock)
+        await warm(compiled, services)
+        return cls(compiled, path, services, start_mock)
 
     def _stat(self) -> tuple[int, int, int] | None:
         if self.path is None:
@@ -70,6 +73,7 @@ class PolicyHolder:
         try:
             policy = await asyncio.to_thread(load_policy, self.path)
             compiled = await compile_with_mock(policy, self.path, self._services, self._start_mock)
+            await warm(compiled, self._services)
         except PolicyError as exc:
             self._failed(exc.problems, "invalid", reason)
             return False
@@ -106,6 +110,14 @@ class PolicyHolder:
                     await self.reload("file changed")
             except Exception:  # reload() catches what it knows; this keeps the watch going through the rest
                 log.exception("policy watch failed; watching on")
+
+
+async def warm(compiled: CompiledPolicy, services: Services) -> None:
+    """What the first requests would otherwise wait for: JWKS fetched in the background, and
+    token counting's encodings loaded in a thread when a stage counts tokens."""
+    services.jwks.prefetch()
+    if any(getattr(f, "needs_tokenizer", False) for route in compiled.routes for f in route.chain.factories):
+        await asyncio.to_thread(preload)
 
 
 async def compile_with_mock(

@@ -133,6 +133,7 @@ class InputChecksFactory(StageFactory):
         self.config = config
         self.patterns = config.named_patterns()
         check_patterns(self.patterns)  # on the event loop, every one of them must run in linear time
+        self.needs_tokenizer = config.max_tokens is not None  # loaded in a thread with the policy
 
     def create(self) -> Stage:
         return InputChecksStage(self)
