@@ -355,7 +355,9 @@ async def test_verified_tokens_are_remembered_no_longer_than_they_are_valid(tmp_
 async def test_an_expired_cache_answers_at_once_and_refreshes_in_the_background(jwks_server, rsa_key, other_rsa_key):
     jwks_server.keys = [jwk(rsa_key, "k1")]
     registry = JwksRegistry()
-    config = JwtConfig(issuer=ISSUER, audience=AUDIENCE, algorithms=["RS256"], jwks_url=jwks_server.url)
+    config = JwtConfig(
+        issuer=ISSUER, audience=AUDIENCE, algorithms=["RS256"], jwks_url=jwks_server.url, jwks_min_refresh_s=0
+    )
     verifier = JwtVerifier.from_config(config, registry)
     registry.prefetch()  # as at policy load
     (remote,) = registry._sets.values()
