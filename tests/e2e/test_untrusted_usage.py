@@ -86,3 +86,13 @@ def test_hostile_counts_are_answered_recorded_and_estimated(proxy_factory, upstr
     assert status == 200 and b'"requests":' in body
     assert proxy.app[SERVICES].ledger.writer_alive
     assert proxy.metric("agent_proxy_ledger_records_total", {"result": "written"}) == sent
+
+
+def test_the_encodings_are_loaded_before_the_first_request_when_a_stage_counts_tokens(proxy_factory, upstream):
+    from proxy import tokens
+
+    tokens._loaded.clear()
+    proxy_factory(basic_policy(upstream.url, "stages: {usage: {estimate: false}}"))
+    assert tokens._loaded == {}  # nothing counts tokens: nothing loaded
+    proxy_factory(basic_policy(upstream.url))  # usage estimates by default
+    assert set(tokens._loaded) == set(tokens.ENCODINGS) and all(tokens._loaded.values())
