@@ -8,7 +8,9 @@ each against a fresh `agent-proxy serve` process:
   the watcher reads, validates and compiles it again and again;
 - jwks: callers present JWTs whose keys come from a JWKS URL that takes `--jwks-delay`
   seconds to answer, and the key cache expires every second;
-- stderr: the proxy's stderr is a pipe nobody reads during the run (a stuck log shipper).
+- stderr: the proxy's stderr is a pipe nobody reads during the run (a stuck log shipper);
+- yaml (no load, this checkout only): the time to refuse an alias bomb and a recursive
+  alias, and to load the 10,000-key policy.
 
 For each: requests, p50, p99 and max latency in milliseconds, and for reload the time a
 reload took (file written to `agent_proxy_policy_reloads_total{result="ok"}` moved).
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import os
 import signal
@@ -246,6 +249,31 @@ async def stderr_pipe(args: argparse.Namespace) -> dict[str, float]:
     return {**run.summary(), "log_bytes_after": len(written)}
 
 
+LAUGHS = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True)
+)
+
+
+async def yaml_refusals(args: argparse.Namespace) -> dict[str, float]:
+    """Not a load run: how long the loader takes to refuse an alias bomb and a recursive alias
+    (in-process, this checkout's loader only), and to load the 10,000-key policy."""
+    sys.path.insert(0, str(support.ROOT))
+    from proxy.policy.load import PolicyError, policy_from_text
+
+    def took(text: str) -> float:
+        started = time.perf_counter()
+        with contextlib.suppress(PolicyError):
+            policy_from_text(text, env={})
+        return (time.perf_counter() - started) * 1000
+
+    return {
+        "alias_bomb_ms": min(took("version: 1\n" + LAUGHS) for _ in range(5)),
+        "recursive_alias_ms": min(took("version: 1\nroutes: &r [*r]\n") for _ in range(5)),
+        "keys_10k_load_ms": min(took(policy(8080, "  mode: enforce", static_keys=10_000)) for _ in range(3)),
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="load per run")
@@ -253,15 +281,15 @@ async def main() -> None:
     parser.add_argument("--reload-every", type=float, default=1.5)
     parser.add_argument("--jwks-delay", type=float, default=2.0, help="seconds the JWKS URL takes to answer")
     parser.add_argument("--root", type=Path, default=support.ROOT, help="the checkout whose proxy runs")
-    parser.add_argument("--only", choices=["baseline", "reload", "jwks", "stderr"], action="append")
+    parser.add_argument("--only", choices=["baseline", "reload", "jwks", "stderr", "yaml"], action="append")
     args = parser.parse_args()
-    runs = {"baseline": baseline, "reload": reload, "jwks": jwks, "stderr": stderr_pipe}
+    runs = {"baseline": baseline, "reload": reload, "jwks": jwks, "stderr": stderr_pipe, "yaml": yaml_refusals}
     print(f"proxy from {args.root}; {args.seconds:.0f} s of load per run, {args.concurrency} at a time")
     for name, bench in runs.items():
         if args.only and name not in args.only:
             continue
         result = await bench(args)
-        figures = "  ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
+        figures = "  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
         print(f"{name:9} {figures}", flush=True)
 
 
