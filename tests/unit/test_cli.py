@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import asdict
 from pathlib import Path
 
 import orjson
 import pytest
 
 from proxy.cli import main
+from proxy.usage_report import UsageRow, render_table, totals
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "policies" / "demo.yaml"
@@ -133,3 +135,17 @@ def test_a_command_is_required(capsys):
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+def test_the_usage_table_is_plain_text_and_cuts_keys_to_fit():
+    rows = [
+        UsageRow("a-very-long-caller-name", 3, 1200, 0, 0, 300, 0, 0.0123, 0, 1, 0),
+        UsageRow("local", 1, 5, 0, 0, 3, 0, 0.0, 1, 0, 0),
+    ]
+    data = {"by": "caller", "rows": [asdict(r) for r in rows], "totals": asdict(totals(rows))}
+    wide = render_table(data, "usage by caller").splitlines()
+    assert wide[0] == "usage by caller" and wide[1].split()[:3] == ["caller", "requests", "input"]
+    assert wide[3].startswith("a-very-long-caller-name") and "1,200" in wide[3] and "0.012300" in wide[3]
+    assert "unpriced" in wide[4] and wide[-1].startswith("total") and "1,205" in wide[-1]
+    narrow = render_table(data, "t", width=len(wide[1]) - 10).splitlines()
+    assert narrow[3].startswith("a-very-long-~ ") and max(map(len, narrow[1:])) == len(wide[1]) - 10
