@@ -4,6 +4,11 @@ Environment variables are interpolated into string values after parsing, so a va
 can never change the document's structure: `${NAME}` (missing is an error),
 `${NAME:-fallback}`, and `$${` for a literal `${`. Error messages never echo values,
 since interpolated values are often secrets.
+
+The text is untrusted too: libyaml (where PyYAML has it) parses it, and each node is
+built once, so an alias bomb cannot expand; a document that recurses, nests past
+MAX_YAML_DEPTH or stands for more than MAX_YAML_NODES nodes is refused naming its line.
+Loading is blocking work: the server does it in a thread (proxy/policy/reload.py).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ class PolicyError(Exception):
 
 
 MAX_YAML_NODES = 1_000_000
-"""Nodes a document may stand for once every alias is counted where it is used (a 10,000-key policy: ~60,000)."""
+"""Nodes a document may stand for once every alias is counted where it is used (a 10,000-key policy: ~30,000)."""
 MAX_YAML_DEPTH = 100
 """Nesting of mappings and sequences (a policy needs about 10)."""
 _MERGE = "tag:yaml.org,2002:merge"
