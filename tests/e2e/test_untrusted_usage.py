@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 
 import anthropic
@@ -96,3 +97,22 @@ def test_the_encodings_are_loaded_before_the_first_request_when_a_stage_counts_t
     assert tokens._loaded == {}  # nothing counts tokens: nothing loaded
     proxy_factory(basic_policy(upstream.url))  # usage estimates by default
     assert set(tokens._loaded) == set(tokens.ENCODINGS) and all(tokens._loaded.values())
+
+
+def test_admin_usage_answers_while_the_database_is_locked(proxy_factory, upstream, ledger):
+    extra = f"ledger: {{path: {ledger}, flush_interval_ms: 20, flush_timeout_ms: 100}}"
+    proxy = proxy_factory(basic_policy(upstream.url, extra))
+    oai = openai.OpenAI(base_url=proxy.openai_base_url, api_key=DEMO_KEY, max_retries=0)
+    lock = sqlite3.connect(ledger, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # another process holds the write lock: the writer waits on it
+    try:
+        oai.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, extra_headers={USAGE_HEADER: '{"prompt_tokens": 1}'}
+        )
+        status, body = proxy.get("/admin/usage?since=all", {"authorization": f"Bearer {ADMIN_KEY}"})
+        assert status == 200 and b'"rows":[]' in body  # answered with what is committed: nothing yet
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    wait_for(lambda: len(ledger_rows(ledger)) == 1)
+    assert proxy.app[SERVICES].ledger.writer_alive
