@@ -45,6 +45,7 @@ def ledger(tmp_path):
     return tmp_path / "ledger.sqlite3"
 
 
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings:UserWarning")  # the SDKs meet the odd counts too
 def test_hostile_counts_are_answered_recorded_and_estimated(proxy_factory, upstream, ledger):
     proxy = proxy_factory(basic_policy(upstream.url, f"ledger: {{path: {ledger}, flush_interval_ms: 20}}"))
     oai = openai.OpenAI(base_url=proxy.openai_base_url, api_key=DEMO_KEY, max_retries=0)
