@@ -91,8 +91,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     ledger = None
     if policy.ledger.path:  # first, and fatal if it fails: records must not vanish silently
-        interval_s = policy.ledger.flush_interval_ms / 1000
-        ledger = await asyncio.to_thread(Ledger.open, policy.ledger.path, interval_s, metrics)
+        config = policy.ledger
+        ledger = await asyncio.to_thread(
+            Ledger.open, config.path, config.flush_interval_ms / 1000, metrics, config.max_queued,
+            config.flush_timeout_ms / 1000,
+        )  # fmt: skip
     mock = BuiltinMock()
     transport = Transport(policy.server.upstream_pool)
     tasks: set[asyncio.Task[None]] = set()
@@ -181,7 +184,12 @@ async def admin_status(request: web.Request) -> web.Response:
     holder = request.app[HOLDER]
     compiled = holder.current
     status = {
-        "policy": {"source": compiled.source, "loaded_at": compiled.loaded_at, "last_reload_error": holder.last_error},
+        "policy": {
+            "source": compiled.source,
+            "loaded_at": compiled.loaded_at,
+            "last_reload_error": holder.last_error,
+            "last_reload_error_at": holder.last_error_at,
+        },
         "started_at": request.app[STARTED],
         "routes": [
             {

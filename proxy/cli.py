@@ -80,8 +80,6 @@ def cmd_keys_hash(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from proxy.usage_report import parse_since, render_table, report
 
     try:
@@ -94,7 +92,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
     title = f"usage by {args.by}" + ("" if since_s is None else f", last {args.since}")
-    Console(width=args.width).print(render_table(data, title))
+    print(render_table(data, title, args.width))
     return 0
 
 
@@ -126,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     usage.add_argument("--since", default="24h", help="90s, 30m, 24h, 7d, 2w or all (default: %(default)s)")
     usage.add_argument("--by", default="caller", choices=["caller", "model", "route", "day"])
     usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    usage.add_argument("--width", type=int, default=None, help="table width (default: the terminal's)")
+    usage.add_argument("--width", type=int, default=None, help="cut the key column to fit this width")
     usage.set_defaults(func=cmd_usage)
 
     keys = sub.add_parser("keys", help="caller keys").add_subparsers(dest="keys_command", required=True)

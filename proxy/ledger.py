@@ -1,22 +1,33 @@
 """The spend ledger: one durable row per request, in SQLite (WAL), written off the event loop.
 
-Requests only enqueue a record (a lock-free put); a writer thread commits what has
-queued once per flush interval, in one transaction, and on `flush()` and `close()`.
-WAL with synchronous=NORMAL keeps every committed batch through a crash of the process,
-so a kill -9 loses at most the records of the last interval, and a graceful stop none.
-A failed write never reaches a caller: it is logged, counted, and the batch is retried
-at the next interval (up to `max_pending` records, beyond which the oldest are dropped
-and counted).
+Requests only enqueue a record (a deque append); a writer thread commits what has
+queued once per flush interval (sooner when the queue is half full), in one
+transaction, and on `flush()` and `close()`. WAL with synchronous=NORMAL keeps every
+committed batch through a crash of the process, so a kill -9 loses at most the records
+of the last interval, and a graceful stop none.
+
+Nothing a record holds can stop the writer: a batch the database refuses because of one
+row (a value SQLite cannot bind, a constraint) is written again row by row, and only the
+refused row is left out (logged by request id, never its content, and counted). A
+database that cannot be written at all (locked, disk full, table gone) is logged and
+counted and the batch retried at the next interval, up to `max_pending` records (beyond
+that the oldest are dropped and counted). The queue holds at most `max_queued` records:
+past that a new record is dropped and counted. Any other failure of the writer is
+logged and the loop goes on; if the thread ends anyway it is started again on the next
+record or flush. `flush()` waits at most `flush_timeout_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
 import threading
-from concurrent.futures import Future
+import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
@@ -85,6 +96,10 @@ def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
 
 
 _STOP = object()
+MAX_QUEUED = 100_000
+MAX_PENDING = 100_000
+FLUSH_TIMEOUT_S = 5.0
+RESTART_PAUSE_S = 1.0  # a writer that keeps dying is restarted at most this often
 
 
 class LedgerError(Exception):
@@ -95,21 +110,35 @@ class Ledger:
     """Process-wide (it outlives policy reloads); `open()` at startup, `close()` at shutdown."""
 
     def __init__(
-        self, conn: sqlite3.Connection, path: str, flush_interval_s: float, metrics: Metrics, max_pending: int = 100_000
+        self,
+        conn: sqlite3.Connection,
+        path: str,
+        flush_interval_s: float,
+        metrics: Metrics,
+        max_pending: int = MAX_PENDING,
+        max_queued: int = MAX_QUEUED,
+        flush_timeout_s: float = FLUSH_TIMEOUT_S,
     ):
         self.path = path
         self.flush_interval_s = flush_interval_s
         self.max_pending = max_pending
+        self.max_queued = max_queued
+        self.flush_timeout_s = flush_timeout_s
         self._conn = conn
         self._metrics = metrics
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._records: deque[Record] = deque()  # append and popleft are atomic: no lock on the event loop
+        self._control: queue.SimpleQueue[object] = queue.SimpleQueue()  # flush waiters and the stop mark
+        self._pending: list[Record] = []  # taken from the queue, not yet committed
         self._closed = False
         self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
-        self._thread.start()
+        self._started_at = -RESTART_PAUSE_S
+        self._thread = self._start_writer()
 
     @classmethod
-    def open(cls, path: str, flush_interval_s: float, metrics: Metrics) -> Ledger:
+    def open(
+        cls, path: str, flush_interval_s: float, metrics: Metrics, max_queued: int = MAX_QUEUED,
+        flush_timeout_s: float = FLUSH_TIMEOUT_S,
+    ) -> Ledger:  # fmt: skip
         """Blocking (file I/O): call it from a thread. Raises if the file cannot be opened."""
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +146,7 @@ class Ledger:
         except (sqlite3.Error, OSError) as exc:
             metrics.ledger_errors.labels("open").inc()
             raise LedgerError(f"cannot open the ledger at {path}: {exc}") from exc
-        return cls(conn, path, flush_interval_s, metrics)
+        return cls(conn, path, flush_interval_s, metrics, max_queued=max_queued, flush_timeout_s=flush_timeout_s)
 
     def record(self, record: Record) -> None:
         """Called on the event loop: never blocks, never raises."""
@@ -125,50 +154,93 @@ class Ledger:
             self._metrics.ledger_records.labels("dropped").inc()
             log.error("ledger record after close dropped", extra={"fields": {"request_id": record.request_id}})
             return
-        self._queue.put(record)
-
-    async def flush(self) -> None:
-        """Commit everything recorded so far (the admin report calls this before it reads)."""
-        if self._closed:
+        queued = len(self._records)
+        if queued >= self.max_queued:
+            self._metrics.ledger_records.labels("dropped").inc()
+            log.error("ledger queue full; record dropped", extra={"fields": {"request_id": record.request_id}})
             return
+        self._records.append(record)
+        if queued + 1 == self.max_queued // 2:  # don't let a burst wait for the interval
+            self._wake.set()
+        self._supervise()
+
+    async def flush(self) -> bool:
+        """Commit everything recorded so far, waiting at most `flush_timeout_s`; False if that ran out.
+
+        The admin report calls this before it reads: a stuck database delays it, never hangs it.
+        """
+        if self._closed:
+            return True
+        self._supervise()
         done: Future[None] = Future()
-        self._queue.put(done)
+        self._control.put(done)
         self._wake.set()
-        await asyncio.wrap_future(done)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(done), self.flush_timeout_s)
+        except TimeoutError:
+            log.warning("ledger flush timed out", extra={"fields": {"timeout_s": self.flush_timeout_s}})
+            return False
+        return True
 
     async def close(self) -> None:
         """Write what is queued and stop the writer; records after this are dropped and counted."""
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        self._supervise(force=True)
+        self._control.put(_STOP)
         self._wake.set()
         await asyncio.to_thread(self._thread.join)
 
-    # ---- the writer thread
+    @property
+    def writer_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ---- the writer thread and its supervision
+
+    def _start_writer(self) -> threading.Thread:
+        self._started_at = time.monotonic()
+        thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        thread.start()
+        return thread
+
+    def _supervise(self, force: bool = False) -> None:
+        """Start the writer again if it died (it catches everything it can; this is the last resort)."""
+        if self._thread.is_alive():
+            return
+        if not force and time.monotonic() - self._started_at < RESTART_PAUSE_S:
+            return
+        self._metrics.ledger_errors.labels("writer").inc()
+        log.error("the ledger writer had stopped; started again")
+        self._thread = self._start_writer()
 
     def _run(self) -> None:
         """Wake once per interval (or when asked), never per record: the event loop keeps the GIL."""
-        pending: list[Record] = []
         stop = False
         while not stop:
             self._wake.wait(self.flush_interval_s)
             self._wake.clear()
             waiters: list[Future[None]] = []
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                elif isinstance(item, Future):
-                    waiters.append(item)
-                else:
-                    pending.append(item)  # type: ignore[arg-type]
-            pending = self._write(pending, final=stop)
-            for waiter in waiters:
-                waiter.set_result(None)
+            try:
+                while True:
+                    try:
+                        item = self._control.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stop = True
+                    else:
+                        waiters.append(item)  # type: ignore[arg-type]
+                for _ in range(len(self._records)):
+                    self._pending.append(self._records.popleft())
+                self._pending = self._write(self._pending, final=stop)
+            except BaseException:  # the writer must outlive anything a batch can do
+                self._metrics.ledger_errors.labels("writer").inc()
+                log.exception("ledger writer failed; going on")
+            finally:
+                for waiter in waiters:
+                    with contextlib.suppress(InvalidStateError):  # its flush() gave up waiting
+                        waiter.set_result(None)
         try:
             self._conn.close()
         except sqlite3.Error:
@@ -179,16 +251,47 @@ class Ledger:
         if not pending:
             return pending
         try:
-            with self._conn:
-                self._conn.execute("BEGIN")
-                self._conn.executemany(INSERT, [astuple(r) for r in pending])
-        except sqlite3.Error as exc:
-            self._metrics.ledger_errors.labels("write").inc()
-            log.error("ledger write failed; retrying at the next flush", extra={"fields": {"error": str(exc)}})
-            excess = len(pending) if final else max(0, len(pending) - self.max_pending)
-            if excess:
-                self._metrics.ledger_records.labels("dropped").inc(excess)
-                log.error("ledger records dropped", extra={"fields": {"count": excess}})
-            return pending[excess:]
+            self._commit(pending)
+        except sqlite3.OperationalError as exc:  # the database, not a row: keep the batch for the next interval
+            return self._keep(pending, final, exc)
+        except BaseException:  # a row the database refuses: write the others without it
+            try:
+                written = self._commit_rows(pending)
+            except BaseException as exc:  # in this thread nothing is for anyone else to catch
+                return self._keep(pending, final, exc)
+            self._metrics.ledger_records.labels("written").inc(written)
+            return []
         self._metrics.ledger_records.labels("written").inc(len(pending))
         return []
+
+    def _commit(self, pending: list[Record]) -> None:
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(INSERT, [astuple(r) for r in pending])
+
+    def _commit_rows(self, pending: list[Record]) -> int:
+        """One transaction, each row on its own: a refused row is counted and left out."""
+        written = 0
+        with self._conn:
+            self._conn.execute("BEGIN")
+            for row in pending:
+                try:
+                    self._conn.execute(INSERT, astuple(row))
+                except sqlite3.OperationalError:
+                    raise
+                except BaseException as exc:  # even SystemExit from a value's adapter is one bad row
+                    self._metrics.ledger_records.labels("refused").inc()
+                    fields = {"request_id": row.request_id, "error": type(exc).__name__}
+                    log.error("ledger row refused by the database; left out", extra={"fields": fields})
+                else:
+                    written += 1
+        return written
+
+    def _keep(self, pending: list[Record], final: bool, exc: Exception) -> list[Record]:
+        self._metrics.ledger_errors.labels("write").inc()
+        log.error("ledger write failed; retrying at the next flush", extra={"fields": {"error": str(exc)}})
+        excess = len(pending) if final else max(0, len(pending) - self.max_pending)
+        if excess:
+            self._metrics.ledger_records.labels("dropped").inc(excess)
+            log.error("ledger records dropped", extra={"fields": {"count": excess}})
+        return pending[excess:]

@@ -1,12 +1,17 @@
 """Structured JSON logs: one line per request, and the proxy's own events.
 
 The request line carries identifiers and figures only: never bodies, keys, tokens
-or query strings (they may hold credentials).
+or query strings (they may hold credentials). Records are formatted and written to
+stderr by a listener thread, so a slow log pipe never stalls the event loop.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
+import logging.handlers
+import queue
 import sys
 from typing import Any
 
@@ -33,17 +38,83 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+MAX_QUEUED_RECORDS = 10_000
+EXIT_FLUSH_S = 2.0
+
+
+class _QueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the writer thread; never blocks, and drops (and counts) when the queue is full."""
+
+    def __init__(self, records: queue.Queue[logging.LogRecord]):
+        super().__init__(records)
+        self.dropped = 0
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record  # one process: formatted by the writer thread, off the event loop
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes in the listener thread; says how many records were dropped while it could not keep up."""
+
+    def __init__(self, source: _QueueHandler):
+        super().__init__(sys.stderr)
+        self._source = source
+        self._reported = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        dropped = self._source.dropped
+        if dropped != self._reported:
+            lost = logging.makeLogRecord({"name": "agent_proxy.logs", "levelno": logging.WARNING})
+            lost.levelname, lost.msg = "WARNING", "log records dropped: the log stream was not read fast enough"
+            lost.fields = {"count": dropped - self._reported}
+            self._reported = dropped
+            super().emit(lost)
+        super().emit(record)
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
 def configure_logging(level: str = "info") -> None:
+    """JSON lines on stderr, written by a thread: a slow or blocked log pipe never stalls the event loop.
+
+    Records wait in a queue of at most MAX_QUEUED_RECORDS; past that they are dropped, and
+    the next line written says how many.
+    """
+    global _listener
     # The logging HOWTO's "Optimization": no caller frame walk, thread or process lookups per record;
     # the JSON line never shows them, and the access log writes one record per request.
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    _stop_listener()
+    records: queue.Queue[logging.LogRecord] = queue.Queue(MAX_QUEUED_RECORDS)
+    handler = _QueueHandler(records)
+    writer = _StderrHandler(handler)
+    writer.setFormatter(JsonFormatter())
+    _listener = logging.handlers.QueueListener(records, writer)
+    _listener.start()
+    atexit.register(_stop_listener)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").disabled = True
+
+
+def _stop_listener() -> None:
+    """At exit: write what is queued, waiting at most EXIT_FLUSH_S for a pipe nobody reads."""
+    global _listener
+    listener, _listener = _listener, None
+    if listener is None or listener._thread is None:
+        return
+    with contextlib.suppress(queue.Full):
+        listener.enqueue_sentinel()
+    listener._thread.join(EXIT_FLUSH_S)  # a daemon thread: if the pipe stays stuck, the process exits anyway
 
 
 def request_fields(ex: Exchange) -> dict[str, Any]:
@@ -76,7 +147,7 @@ def request_fields(ex: Exchange) -> dict[str, Any]:
         fields["error"] = {"kind": ex.error.kind, "code": ex.error.code, "source": ex.error.source}
     if ex.usage.known:
         usage = ex.usage
-        fields["tokens"] = {k: v for k in usage.__slots__ if (v := getattr(usage, k)) is not None}
+        fields["tokens"] = usage.counts()
         fields["cost_usd"] = ex.cost_usd
         fields["usage_estimated"] = ex.usage_estimated
     return fields

@@ -89,10 +89,13 @@ class Metrics:
             registry=r,
         )
         self.ledger_records = Counter(
-            "agent_proxy_ledger_records", "Ledger records by result (written, dropped).", ["result"], registry=r
+            "agent_proxy_ledger_records",
+            "Ledger records by result (written, dropped, refused).",
+            ["result"],
+            registry=r,
         )
         self.ledger_errors = Counter(
-            "agent_proxy_ledger_errors", "Ledger storage errors by operation (open, write).", ["op"], registry=r
+            "agent_proxy_ledger_errors", "Ledger storage errors by operation (open, write, writer).", ["op"], registry=r
         )
 
         # ---- resilient forwarding (proxy/forward/, proxy/forward/attempts.py)

@@ -13,6 +13,7 @@ uncached input, cache reads and cache writes each at their own rate, plus output
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Mapping
 from importlib import resources
@@ -71,7 +72,8 @@ def priced_name(model: str | None, policy_pricing: Mapping[str, Pricing] | None 
     return found[0] if found else OTHER
 
 
-def price(usage: Usage, rates: Pricing) -> float:
+def price(usage: Usage, rates: Pricing) -> float | None:
+    """USD, finite and non-negative; None if the rates make it anything else (an infinite price)."""
     cached_rate = rates.cached_input if rates.cached_input is not None else rates.input
     write_rate = rates.cache_write if rates.cache_write is not None else rates.input
     total = (
@@ -80,7 +82,8 @@ def price(usage: Usage, rates: Pricing) -> float:
         + (usage.cache_write_tokens or 0) * write_rate
         + (usage.output_tokens or 0) * rates.output
     )
-    return total / PER_TOKENS
+    cost = total / PER_TOKENS
+    return cost if math.isfinite(cost) and cost >= 0 else None
 
 
 def cost_usd(model: str | None, usage: Usage, policy_pricing: Mapping[str, Pricing] | None = None) -> float | None:

@@ -99,33 +99,44 @@ def report(path: str | Path, since_s: float | None, by: str) -> dict[str, Any]:
     }
 
 
-def render_table(data: dict[str, Any], title: str) -> Any:
-    """A rich Table of a `report()`."""
-    from rich.table import Table
+COLUMNS = (
+    ("key", None),
+    ("requests", "requests"),
+    ("input_tokens", "input"),
+    ("cached_input_tokens", "cached in"),
+    ("cache_write_tokens", "cache write"),
+    ("output_tokens", "output"),
+    ("reasoning_tokens", "reasoning"),
+    ("cost_usd", "cost USD"),
+    ("unpriced", "unpriced"),
+    ("estimated", "estimated"),
+    ("cache_hits", "cache hits"),
+)
+MIN_KEY_WIDTH = 8
 
-    table = Table(title=title, show_footer=True)
-    columns = [
-        ("key", data["by"]),
-        ("requests", "requests"),
-        ("input_tokens", "input"),
-        ("cached_input_tokens", "cached in"),
-        ("cache_write_tokens", "cache write"),
-        ("output_tokens", "output"),
-        ("reasoning_tokens", "reasoning"),
-        ("cost_usd", "cost USD"),
-        ("unpriced", "unpriced"),
-        ("estimated", "estimated"),
-        ("cache_hits", "cache hits"),
-    ]
-    for field, header in columns:
-        footer = _cell(field, data["totals"][field])
-        table.add_column(header, footer=footer, justify="left" if field == "key" else "right")
+
+def render_table(data: dict[str, Any], title: str, width: int | None = None) -> str:
+    """A plain-text table of a `report()`, totals last; keys are cut to fit `width` if given."""
+    headers = [header or data["by"] for _, header in COLUMNS]
+    body = []
     for row in data["rows"]:
-        cells = [_cell(field, row[field]) for field, _ in columns]
+        cells = [_cell(field, row[field]) for field, _ in COLUMNS]
         if row["unpriced"] and not row["cost_usd"]:
             cells[7] = "unpriced"
-        table.add_row(*cells)
-    return table
+        body.append(cells)
+    total = [_cell(field, data["totals"][field]) for field, _ in COLUMNS]
+    widths = [max(len(r[i]) for r in (headers, total, *body)) for i in range(len(COLUMNS))]
+    if width is not None:
+        excess = sum(widths) + 2 * (len(widths) - 1) - width
+        widths[0] = max(MIN_KEY_WIDTH, widths[0] - max(0, excess))
+
+    def line(cells: list[str]) -> str:
+        key = cells[0] if len(cells[0]) <= widths[0] else cells[0][: widths[0] - 1] + "~"
+        rest = (cell.rjust(w) for cell, w in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([key.ljust(widths[0]), *rest]).rstrip()
+
+    rule = "-" * len(line(headers))
+    return "\n".join([title, line(headers), rule, *(line(r) for r in body), rule, line(total)])
 
 
 def _cell(field: str, value: Any) -> str:

@@ -6,7 +6,9 @@ allowlist and the JWK's own `alg`. A token is only ever verified with an algorit
 key is bound to, which is what rules out HS/RS confusion.
 
 A JWKS URL is fetched with aiohttp under a timeout (never blocking the event loop),
-cached for `jwks_cache_s`, and refetched when a token names an unknown kid, at most
+first in the background when the policy loads, then kept for `jwks_cache_s` and
+refreshed after that in the background while the known keys keep answering
+(stale-while-revalidate); a token naming an unknown kid waits for a refetch, at most
 once per `jwks_min_refresh_s`; concurrent requests share one fetch. If a refetch fails
 the keys already known keep working. Remote sets live in `Services.jwks`, so a policy
 reload does not refetch them.
@@ -162,26 +164,44 @@ class RemoteJwks:
         self._task: asyncio.Task[None] | None = None
 
     async def key(self, kid: str | None) -> VerificationKey | None:
-        """The key for `kid`, fetching when needed; Refused(jwks_unavailable) if the set was never fetched."""
+        """The key for `kid`; Refused(jwks_unavailable) if the set was never fetched.
+
+        Stale-while-revalidate: a known kid is answered from the cache at once, and an
+        expired cache is refreshed in the background. Only a kid the cache does not hold
+        (a rotation, or the first request) waits for a fetch, bounded by `timeout_s`.
+        """
         now = time.monotonic()
         found = lookup(self._keys, kid)
-        fresh = self._fetched_at is not None and now - self._fetched_at < self.cache_s
         may_fetch = self._task is not None or now - self._attempted_at >= self.min_refresh_s
-        if (found is None or not fresh) and may_fetch:
+        if found is not None:
+            fresh = self._fetched_at is not None and now - self._fetched_at < self.cache_s
+            if not fresh and may_fetch:
+                self._start_fetch()
+            return found
+        if may_fetch:
             await self._refresh()
             found = lookup(self._keys, kid)
         if found is None and self._fetched_at is None:
             raise Refused("jwks_unavailable")
         return found
 
+    def prefetch(self) -> None:
+        """Fetch in the background if the set was never fetched (at policy load, on the event loop)."""
+        if self._fetched_at is None and self._task is None:
+            self._start_fetch()
+
     async def _refresh(self) -> None:
+        # Shielded: a caller that goes away must not cancel the fetch others are waiting for.
+        await asyncio.shield(self._start_fetch())
+
+    def _start_fetch(self) -> asyncio.Task[None]:
+        """The fetch under way, or a new one: one at a time, whoever asks."""
         if self._task is None:
             self._attempted_at = time.monotonic()
             task = asyncio.get_running_loop().create_task(self._fetch())
             task.add_done_callback(self._fetched)
             self._task = task
-        # Shielded: a caller that goes away must not cancel the fetch others are waiting for.
-        await asyncio.shield(self._task)
+        return self._task
 
     def _fetched(self, task: asyncio.Task[None]) -> None:
         if self._task is task:
@@ -232,3 +252,8 @@ class JwksRegistry:
         if settings not in self._sets:
             self._sets[settings] = RemoteJwks(url, allowed, timeout_s, cache_s, min_refresh_s)
         return self._sets[settings]
+
+    def prefetch(self) -> None:
+        """Start fetching every set not fetched yet, so the first requests need not wait for it."""
+        for remote in list(self._sets.values()):
+            remote.prefetch()

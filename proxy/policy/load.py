@@ -4,6 +4,11 @@ Environment variables are interpolated into string values after parsing, so a va
 can never change the document's structure: `${NAME}` (missing is an error),
 `${NAME:-fallback}`, and `$${` for a literal `${`. Error messages never echo values,
 since interpolated values are often secrets.
+
+The text is untrusted too: libyaml (where PyYAML has it) parses it, and each node is
+built once, so an alias bomb cannot expand; a document that recurses, nests past
+MAX_YAML_DEPTH or stands for more than MAX_YAML_NODES nodes is refused naming its line.
+Loading is blocking work: the server does it in a thread (proxy/policy/reload.py).
 """
 
 from __future__ import annotations
@@ -33,49 +38,95 @@ class PolicyError(Exception):
         self.problems = problems
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A safe loader that remembers the line of every mapping key and sequence item."""
-
-    def __init__(self, stream: str):
-        super().__init__(stream)
-        self.checked: set[int] = set()  # mappings already checked for duplicate keys (aliases revisit them)
-
-
-def _key(loader: _LineLoader, key_node: yaml.Node) -> Any:
-    key = loader.construct_object(key_node, deep=True)
-    if not isinstance(key, str | int | bool | float):
-        raise yaml.MarkedYAMLError(problem="mapping keys must be plain scalars", problem_mark=key_node.start_mark)
-    return key
+MAX_YAML_NODES = 1_000_000
+"""Nodes a document may stand for once every alias is counted where it is used (a 10,000-key policy: ~30,000)."""
+MAX_YAML_DEPTH = 100
+"""Nesting of mappings and sequences (a policy needs about 10)."""
+_MERGE = "tag:yaml.org,2002:merge"
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it
 
 
-def _reject_duplicates(loader: _LineLoader, node: yaml.MappingNode) -> None:
-    """Before `<<` merges are applied: a key written twice is an error, a merged key is overridable."""
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = _key(loader, key_node)
-        if key in seen:
-            raise yaml.MarkedYAMLError(problem=f"duplicate key '{key}'", problem_mark=key_node.start_mark)
-        seen.add(key)
+class _LineLoader(_Loader):  # type: ignore[misc, valid-type]
+    """A safe loader (libyaml's scanner, parser and composer where available) used for its nodes only."""
 
 
-def _construct(loader: _LineLoader, node: yaml.Node, path: Location, lines: dict[Location, int]) -> Any:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        if id(node) not in loader.checked:
-            loader.checked.add(id(node))
-            _reject_duplicates(loader, node)
-        loader.flatten_mapping(node)  # merged keys come first, so the mapping's own keys override them
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _key(loader, key_node)
-            result[key] = _construct(loader, value_node, (*path, key), lines)
-            lines[(*path, key)] = key_node.start_mark.line + 1
+class _Builder:
+    """Nodes to Python objects, each node built once: an alias shares what its anchor built.
+
+    PyYAML's own constructor also shares, but records no lines; walking the node tree per
+    reference instead would expand an alias bomb. `size` counts the nodes the document
+    stands for with every alias expanded, which is what later steps (interpolation,
+    validation) walk, so that is what is bounded.
+    """
+
+    def __init__(self, loader: _LineLoader):
+        self.loader = loader
+        self.lines: dict[Location, int] = {}
+        self.size = 0
+        self._built: dict[int, tuple[Any, int]] = {}  # id(node) -> (object, expanded size)
+        self._open: set[int] = set()  # nodes being built: meeting one again is a recursive alias
+
+    def build(self, node: yaml.Node, path: Location = (), depth: int = 0) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        done = self._built.get(id(node))
+        if done is not None:  # an alias: the same object, and its whole size again
+            self._grow(done[1], node)
+            return done[0]
+        if id(node) in self._open:
+            raise _error("an alias refers to a node that contains it (a recursive alias)", node, _Unsafe)
+        if depth > MAX_YAML_DEPTH:
+            raise _error(f"nested more than {MAX_YAML_DEPTH} levels deep", node, _Unsafe)
+        before = self.size
+        self._grow(1, node)
+        self._open.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            result: Any = self._mapping(node, path, depth)
+        elif isinstance(node, yaml.SequenceNode):
+            result = [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        else:
+            result = self.loader.construct_object(node, deep=True)
+        self._open.discard(id(node))
+        self._built[id(node)] = (result, self.size - before)
         return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(loader, item, (*path, i), lines) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.MappingNode, path: Location, depth: int) -> dict[Any, Any]:
+        """`<<` merges first, in order of precedence (the first listed wins), then the mapping's own keys."""
+        merged: dict[Any, Any] = {}
+        own: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in sources:
+                    if not isinstance(source, yaml.MappingNode):
+                        raise _error("`<<` merges mappings only", source)
+                    built = self.build(source, path, depth + 1)
+                    merged = {**built, **merged}
+                continue
+            key = self._key(key_node)
+            if key in own:
+                raise _error(f"duplicate key '{key}'", key_node)
+            self.lines[(*path, key)] = key_node.start_mark.line + 1
+            own[key] = self.build(value_node, (*path, key), depth + 1)
+        return {**merged, **own}
+
+    def _key(self, node: yaml.Node) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            raise _error("mapping keys must be plain scalars", node)
+        return self.loader.construct_object(node, deep=True)
+
+    def _grow(self, count: int, node: yaml.Node) -> None:
+        self.size += count
+        if self.size > MAX_YAML_NODES:
+            problem = f"the document expands to more than {MAX_YAML_NODES} nodes (aliases counted where used)"
+            raise _error(problem, node, _Unsafe)
+
+
+class _Unsafe(yaml.MarkedYAMLError):
+    """Valid YAML that is refused: it recurses, nests or expands past a bound."""
+
+
+def _error(problem: str, node: yaml.Node, kind: type[yaml.MarkedYAMLError] = yaml.MarkedYAMLError) -> Exception:
+    return kind(problem=problem, problem_mark=node.start_mark)
 
 
 def parse_yaml(text: str) -> tuple[Any, dict[Location, int]]:
@@ -83,19 +134,37 @@ def parse_yaml(text: str) -> tuple[Any, dict[Location, int]]:
     loader = _LineLoader(text)
     try:
         node = loader.get_single_node()
-        lines: dict[Location, int] = {}
-        data = _construct(loader, node, (), lines) if node is not None else None
+        if node is None:
+            return None, {}
+        builder = _Builder(loader)
+        return builder.build(node), builder.lines
+    except RecursionError:  # the pure-Python composer, on nesting deeper than the interpreter's stack
+        raise _Unsafe(problem=f"nested too deep (more than {MAX_YAML_DEPTH} levels)") from None
     finally:
         loader.dispose()
-    return data, lines
 
 
-def interpolate(data: Any, env: Mapping[str, str], path: Location = (), missing: list[Location] | None = None) -> Any:
-    """Replace `${NAME}` in every string value; paths with missing variables go to `missing`."""
-    if isinstance(data, dict):
-        return {k: interpolate(v, env, (*path, k), missing) for k, v in data.items()}
-    if isinstance(data, list):
-        return [interpolate(v, env, (*path, i), missing) for i, v in enumerate(data)]
+def interpolate(
+    data: Any,
+    env: Mapping[str, str],
+    path: Location = (),
+    missing: list[Location] | None = None,
+    done: dict[int, Any] | None = None,
+) -> Any:
+    """Replace `${NAME}` in every string value; paths with missing variables go to `missing`.
+
+    What an alias shares is interpolated once and stays shared (`done`, by id).
+    """
+    if isinstance(data, dict | list):
+        done = {} if done is None else done
+        if id(data) in done:
+            return done[id(data)]
+        if isinstance(data, dict):
+            result: Any = {k: interpolate(v, env, (*path, k), missing, done) for k, v in data.items()}
+        else:
+            result = [interpolate(v, env, (*path, i), missing, done) for i, v in enumerate(data)]
+        done[id(data)] = result
+        return result
     if not isinstance(data, str) or "$" not in data:
         return data
 
@@ -159,7 +228,8 @@ def policy_from_text(text: str, source: str = "<policy>", env: Mapping[str, str]
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise PolicyError(source, [f"{where}YAML syntax: {problem}"]) from None
+        kind = "YAML refused" if isinstance(exc, _Unsafe) else "YAML syntax"
+        raise PolicyError(source, [f"{where}{kind}: {problem}"]) from None
     if not isinstance(raw, dict):
         raise PolicyError(source, ["the policy must be a YAML mapping (version, upstreams, routes, ...)"])
     missing: list[Location] = []
@@ -181,4 +251,6 @@ def load_policy(path: str | Path, env: Mapping[str, str] | None = None) -> Polic
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(str(path), [f"not UTF-8 text (byte {exc.start})"]) from None
     return policy_from_text(text, str(path), env)

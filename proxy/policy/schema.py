@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from proxy.auth.config import AuthConfig, HmacKey
@@ -19,6 +19,7 @@ from proxy.forward.bounds import ResponseLimits, Timeouts, UpstreamPool
 from proxy.forward.config import CircuitBreakerConfig, DegradedReplies, Fallback, Retries
 from proxy.limits.config import Budget, RateLimit, RateLimitStageConfig, RunsConfig
 from proxy.policy.base import Glob, Mode, Name, Strict
+from proxy.policy.header_rules import HeaderName, HeaderValue, SecretHeaderValue
 from proxy.safety.config import InputConfig, RedactionConfig
 from proxy.tracing import TracingConfig
 
@@ -82,11 +83,17 @@ class LedgerConfig(Strict):
     flush_interval_ms: int = Field(
         200, ge=10, le=60_000, description="Records are committed in one batch this often; a kill -9 loses at most one."
     )
+    max_queued: int = Field(
+        100_000, ge=100, le=10_000_000, description="Records waiting for the writer; past this, new ones are dropped."
+    )
+    flush_timeout_ms: int = Field(
+        5000, ge=10, le=600_000, description="Longest wait of /admin/usage for queued records to be committed."
+    )
 
 
 class Credentials(Strict):
-    header: str = Field(description="Header the upstream expects, e.g. Authorization or x-api-key.")
-    value: SecretStr = Field(description="Its value; use ${ENV_VAR} interpolation, never a literal secret.")
+    header: HeaderName = Field(description="Header the upstream expects, e.g. Authorization or x-api-key.")
+    value: SecretHeaderValue = Field(description="Its value; use ${ENV_VAR} interpolation, never a literal secret.")
 
 
 def _check_url(url: str) -> str:
@@ -112,7 +119,7 @@ class Upstream(Strict):
     )
     protocol: Literal["openai", "anthropic", "http", "mcp"] = "openai"
     credentials: Credentials | None = Field(None, description="Injected into every request to this upstream.")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers sent upstream.")
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, description="Extra headers sent upstream.")
     timeouts: Timeouts = Timeouts()
     limits: ResponseLimits = Field(
         default_factory=ResponseLimits, description="Bounds on what one answer of this upstream may hold."
@@ -276,10 +283,14 @@ class CallerProfile(Strict):
 
 
 class Pricing(Strict):
-    input: float = Field(ge=0, description="USD per 1M input tokens.")
-    output: float = Field(ge=0, description="USD per 1M output tokens.")
-    cached_input: float | None = Field(None, ge=0, description="USD per 1M cached input tokens; default: input.")
-    cache_write: float | None = Field(None, ge=0, description="USD per 1M cache-write tokens; default: input.")
+    input: float = Field(ge=0, allow_inf_nan=False, description="USD per 1M input tokens.")
+    output: float = Field(ge=0, allow_inf_nan=False, description="USD per 1M output tokens.")
+    cached_input: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="USD per 1M cached input tokens; default: input."
+    )
+    cache_write: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="USD per 1M cache-write tokens; default: input."
+    )
 
 
 class Policy(Strict):

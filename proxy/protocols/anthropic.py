@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from proxy.errors import ProxyError
 from proxy.protocols import text_slots
-from proxy.protocols.base import Protocol, Usage, _int
+from proxy.protocols.base import Protocol, Usage, reported
 from proxy.protocols.shape import anthropic_shape_problem
 from proxy.protocols.sse import SSEEvent
 from proxy.protocols.text_slots import Channel, TextSlot
@@ -31,11 +31,11 @@ _ERROR_TYPES = {
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    return Usage(
-        input_tokens=_int(raw.get("input_tokens")),
-        output_tokens=_int(raw.get("output_tokens")),
-        cached_input_tokens=_int(raw.get("cache_read_input_tokens")),
-        cache_write_tokens=_int(raw.get("cache_creation_input_tokens")),
+    return reported(
+        input_tokens=raw.get("input_tokens"),
+        output_tokens=raw.get("output_tokens"),
+        cached_input_tokens=raw.get("cache_read_input_tokens"),
+        cache_write_tokens=raw.get("cache_creation_input_tokens"),
     )
 
 

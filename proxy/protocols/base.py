@@ -16,6 +16,10 @@ from proxy.errors import ProxyError
 from proxy.protocols.sse import SSEEvent
 from proxy.protocols.text_slots import ROOT_VALUE, Channel, TextSlot
 
+MAX_REPORTED_TOKENS = 100_000_000
+"""The largest token count an upstream may report for one request; larger is not believed."""
+COUNTS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
+
 
 @dataclass(slots=True)
 class Usage:
@@ -25,6 +29,7 @@ class Usage:
     uncached prompt tokens, `cached_input_tokens` the ones read from a prompt cache and
     `cache_write_tokens` the ones written to it (OpenAI's `prompt_tokens` includes its
     cached tokens; the adapter subtracts them). `reasoning_tokens` are part of `output_tokens`.
+    `rejected` names the counts an upstream reported that were not believable (see `reported`).
     """
 
     input_tokens: int | None = None
@@ -32,13 +37,26 @@ class Usage:
     cached_input_tokens: int | None = None
     cache_write_tokens: int | None = None
     reasoning_tokens: int | None = None
+    rejected: tuple[str, ...] = ()
 
     def update(self, other: Usage) -> None:
-        """Later reports win field by field (Anthropic sends input first, output last)."""
-        for name in self.__slots__:
+        """Later reports win field by field (Anthropic sends input first, output last).
+
+        A later report that was rejected clears the field, so it is estimated rather than
+        left at an earlier placeholder (Anthropic's first output count is 1).
+        """
+        for name in COUNTS:
             value = getattr(other, name)
             if value is not None:
                 setattr(self, name, value)
+        for name in other.rejected:
+            setattr(self, name, None)
+        if other.rejected:
+            self.rejected = (*self.rejected, *(n for n in other.rejected if n not in self.rejected))
+
+    def counts(self) -> dict[str, int]:
+        """The counts that are known, by name."""
+        return {name: value for name in COUNTS if (value := getattr(self, name)) is not None}
 
     @property
     def known(self) -> bool:
@@ -55,8 +73,28 @@ class Usage:
         )
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def believable(value: Any) -> bool:
+    """A JSON integer from 0 to MAX_REPORTED_TOKENS: anything else (huge, negative, fractional, a string) is not."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REPORTED_TOKENS
+
+
+def reported(**raw: Any) -> Usage:
+    """Usage from an upstream's raw values, which are untrusted input.
+
+    A missing (None) value is not reported; an unbelievable one is treated the same way
+    and its name goes to `rejected`, so the usage stage estimates it and says so.
+    """
+    usage = Usage()
+    rejected = []
+    for name, value in raw.items():
+        if value is None:
+            continue
+        if believable(value):
+            setattr(usage, name, value)
+        else:
+            rejected.append(name)
+    usage.rejected = tuple(rejected)
+    return usage
 
 
 class Protocol:

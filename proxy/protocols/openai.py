@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from proxy.errors import ProxyError
 from proxy.protocols import text_slots
-from proxy.protocols.base import Protocol, Usage, _int
+from proxy.protocols.base import Protocol, Usage, reported
 from proxy.protocols.shape import openai_shape_problem
 from proxy.protocols.sse import SSEEvent
 from proxy.protocols.text_slots import Channel, TextSlot
@@ -85,19 +85,20 @@ def _usage(raw: Any) -> Usage | None:
     """Chat/completions (`prompt_tokens`), Responses (`input_tokens`) and embeddings (input only)."""
     if not isinstance(raw, dict):
         return None
-    prompt = _int(raw.get("prompt_tokens", raw.get("input_tokens")))
-    completion = _int(raw.get("completion_tokens", raw.get("output_tokens")))
     in_details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details") or {}
     out_details = raw.get("completion_tokens_details") or raw.get("output_tokens_details") or {}
-    cached = _int(in_details.get("cached_tokens")) if isinstance(in_details, dict) else None
-    if prompt is not None and cached:  # OpenAI counts cached tokens inside the prompt
-        prompt = max(0, prompt - cached)
-    return Usage(
-        input_tokens=prompt,
-        output_tokens=completion if completion is not None else (0 if prompt is not None else None),
-        cached_input_tokens=cached,
-        reasoning_tokens=_int(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else None,
+    completion = raw.get("completion_tokens", raw.get("output_tokens"))
+    usage = reported(
+        input_tokens=raw.get("prompt_tokens", raw.get("input_tokens")),
+        output_tokens=completion,
+        cached_input_tokens=in_details.get("cached_tokens") if isinstance(in_details, dict) else None,
+        reasoning_tokens=out_details.get("reasoning_tokens") if isinstance(out_details, dict) else None,
     )
+    if usage.input_tokens is not None and usage.cached_input_tokens:  # OpenAI counts cached tokens inside the prompt
+        usage.input_tokens = max(0, usage.input_tokens - usage.cached_input_tokens)
+    if completion is None and usage.input_tokens is not None:  # embeddings: input only
+        usage.output_tokens = 0
+    return usage
 
 
 class OpenAIProtocol(Protocol):

@@ -3,7 +3,9 @@
 Right after auth. On openai and anthropic routes it refuses, with a 400 in the protocol's
 shape: a body whose model, messages, roles or content parts are malformed; prompt text
 longer than `max_chars` or `max_tokens`; text matching a blocked pattern (the error names
-the pattern, never the text). It also strips control characters, bidi overrides and
+the pattern, never the text). Blocked patterns run on the event loop, so a policy whose
+pattern could backtrack past linear time is refused when it loads
+(proxy/policy/pattern_rules.py). It also strips control characters, bidi overrides and
 zero-width spaces from the prompt text. The raw body is scanned first, so a clean request
 is not walked for them.
 """
@@ -19,6 +21,7 @@ import orjson
 from proxy.errors import BadRequest
 from proxy.exchange import Exchange, Reply
 from proxy.pipeline import Stage, StageFactory
+from proxy.policy.pattern_rules import check_patterns
 from proxy.policy.schema import Route
 from proxy.protocols.text_slots import TextSlot
 from proxy.safety.config import InputConfig
@@ -129,6 +132,8 @@ class InputChecksFactory(StageFactory):
         super().__init__(config.mode)
         self.config = config
         self.patterns = config.named_patterns()
+        check_patterns(self.patterns)  # on the event loop, every one of them must run in linear time
+        self.needs_tokenizer = config.max_tokens is not None  # loaded in a thread with the policy
 
     def create(self) -> Stage:
         return InputChecksStage(self)

@@ -7,8 +7,13 @@ the answer from the stream again, so the caller receives the stream it asked for
 When the upstream reports nothing, or a stream was cut short (caller gone, upstream
 broke), the tokens are counted locally and the record is marked estimated.
 
-`on_complete` (after the caller has its answer) prices the usage, counts the metrics and
-enqueues the ledger record; the log line is written after it and carries the same figures.
+Usage an upstream reports is untrusted input: the adapter keeps only JSON integers from 0
+to `MAX_REPORTED_TOKENS` (proxy/protocols/base.py); any other value counts as not
+reported, so it is estimated, and the request's log line and
+`agent_proxy_stage_decisions_total{stage="usage",decision="usage_rejected"}` say so.
+
+`on_complete` (after the caller has its answer) prices the usage, enqueues the ledger
+record and counts the metrics; the log line is written after it and carries the same figures.
 """
 
 from __future__ import annotations
@@ -75,7 +80,7 @@ class UsageStage(Stage):
             ex.model_served = protocol.event_model(event)
         usage, kept = protocol.stream_usage(event, self._strip)
         if usage is not None:
-            ex.usage.update(usage)
+            self._take(ex, usage)
         self._last = event
         if self._factory.config.estimate:
             self._events.append(event)
@@ -98,11 +103,17 @@ class UsageStage(Stage):
             return body
         ex.model_served = ex.protocol.response_model(payload) or ex.model_served
         if (usage := ex.protocol.body_usage(payload)) is not None:
-            ex.usage.update(usage)
+            self._take(ex, usage)
         elif self._factory.config.estimate:
             self._texts.append(ex.protocol.body_text(payload))
         self._complete = True
         return body
+
+    def _take(self, ex: Exchange, usage: Usage) -> None:
+        """Counts the upstream reported; unbelievable ones are left to the estimate, and said so once."""
+        if usage.rejected and not ex.usage.rejected:
+            self.decide(ex, "usage_rejected")
+        ex.usage.update(usage)
 
     async def on_complete(self, ex: Exchange) -> None:
         factory = self._factory
@@ -115,10 +126,10 @@ class UsageStage(Stage):
             ex.cost_usd = 0.0
         elif found is not None and ex.usage.known:
             ex.cost_usd = price(ex.usage, found[1])
-        self._count(ex, found[0] if found else OTHER)
         ledger = factory.services.ledger
-        if ledger is not None:
+        if ledger is not None:  # first: nothing the metrics do can lose the record
             ledger.record(self._record(ex, found[0] if found else None))
+        self._count(ex, found[0] if found else OTHER)
 
     # ---- estimates
 
@@ -223,6 +234,7 @@ class UsageFactory(StageFactory):
         self.config = config
         self.pricing = pricing
         self.services = services
+        self.needs_tokenizer = config.estimate and self.observes_response  # loaded in a thread with the policy
 
     def create(self) -> Stage:
         return UsageStage(self)

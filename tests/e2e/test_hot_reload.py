@@ -6,9 +6,10 @@ import hashlib
 import threading
 
 import openai
+import orjson
 import pytest
 
-from tests.fixtures.proxy_server import DEMO_KEY, DEMO_KEY_SHA256, basic_policy
+from tests.fixtures.proxy_server import ADMIN_KEY, DEMO_KEY, DEMO_KEY_SHA256, basic_policy
 from tests.fixtures.waiting import wait_for
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -59,3 +60,35 @@ def test_reload_on_file_change_keeps_in_flight_requests_on_their_policy(proxy_fa
     assert "routez" in proxy.holder.last_error
     assert client(proxy, NEW_KEY).chat.completions.create(model="m", messages=MESSAGES).choices
     assert proxy.metric("agent_proxy_policy_reloads_total", reloads_ok) == 1
+
+
+def test_bad_edits_never_stop_the_watcher_and_the_next_good_edit_applies(proxy_factory, fake_upstream, tmp_path):
+    path = tmp_path / "policy.yaml"
+    original = basic_policy(fake_upstream.url, "server: {reload_interval_s: 0.05}")
+    path.write_text(original)
+    proxy = proxy_factory(path=path)
+    admin = {"authorization": f"Bearer {ADMIN_KEY}"}
+
+    def status() -> dict:
+        code, body = proxy.get("/admin/status", admin)
+        assert code == 200
+        return orjson.loads(body)["policy"]
+
+    bad_edits = [
+        original.encode() + b"\n# \xff\xfe not UTF-8\n",
+        (original + "anchors: &loop [*loop]\n").encode(),
+    ]
+    for count, text in enumerate(bad_edits, 1):
+        path.write_bytes(text)
+        wait_for(lambda c=count: proxy.metric("agent_proxy_policy_reloads_total", {"result": "invalid"}) == c)
+        shown = status()
+        assert shown["last_reload_error"] and shown["last_reload_error_at"] >= shown["loaded_at"]
+    assert "recursive alias" in status()["last_reload_error"] and "line" in status()["last_reload_error"]
+    assert client(proxy, DEMO_KEY).chat.completions.create(model="m", messages=MESSAGES).choices
+
+    new_hash = hashlib.sha256(NEW_KEY.encode()).hexdigest()
+    path.write_text(original.replace(DEMO_KEY_SHA256, new_hash))
+    wait_for(lambda: proxy.metric("agent_proxy_policy_reloads_total", {"result": "ok"}) == 1)
+    assert client(proxy, NEW_KEY).chat.completions.create(model="m", messages=MESSAGES).choices
+    shown = status()
+    assert shown["last_reload_error"] is None and shown["last_reload_error_at"] is not None

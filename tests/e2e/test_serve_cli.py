@@ -70,3 +70,18 @@ def test_offline_demo_serves_both_sdks_then_stops_gracefully(demo):
     log = process.stderr.read().decode()
     assert '"msg":"policy reloaded"' in log and '"msg":"stopped"' in log
     assert "demo-key-1" not in log
+
+
+def test_a_log_pipe_nobody_reads_never_stalls_requests(demo):
+    """Far more log lines than a pipe buffer holds, while stderr is not read: every request is answered."""
+    process, port, _ = demo
+    chat = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="demo-key-1", max_retries=0, timeout=10)
+    sent = 600  # a request line is ~400 bytes: a 64 KiB pipe is full after ~160 of them
+    for _ in range(sent):
+        assert chat.models.list().data
+    process.send_signal(signal.SIGTERM)
+    _, log = process.communicate(timeout=30)  # reading now lets the writer thread drain the queue
+    assert process.returncode == 0
+    lines = log.decode().splitlines()
+    assert sum('"msg":"request"' in line for line in lines) == sent
+    assert '"msg":"stopped"' in lines[-1]

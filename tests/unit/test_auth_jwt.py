@@ -350,3 +350,27 @@ async def test_verified_tokens_are_remembered_no_longer_than_they_are_valid(tmp_
     assert await verifier.verify(good) is first
     assert verifier._verified[good][1] <= exp + 10
     assert await reason(verifier, good[:-4] + "AAAA") == "bad_signature"  # only the exact text is remembered
+
+
+async def test_an_expired_cache_answers_at_once_and_refreshes_in_the_background(jwks_server, rsa_key, other_rsa_key):
+    jwks_server.keys = [jwk(rsa_key, "k1")]
+    registry = JwksRegistry()
+    config = JwtConfig(
+        issuer=ISSUER, audience=AUDIENCE, algorithms=["RS256"], jwks_url=jwks_server.url, jwks_min_refresh_s=0
+    )
+    verifier = JwtVerifier.from_config(config, registry)
+    registry.prefetch()  # as at policy load
+    (remote,) = registry._sets.values()
+    await remote._task
+    assert jwks_server.hits == 1
+    remote._fetched_at -= config.jwks_cache_s  # the cache has expired
+    jwks_server.hang = True  # and the identity provider is slow now
+    async with asyncio.timeout(5):  # a guard against hanging, not a measurement
+        caller = await verifier.verify(sign(rsa_key, kid="k1"))
+    assert caller.name == "support-bot"
+    assert remote._task is not None and not remote._task.done()  # answered; the refetch goes on behind
+    jwks_server.keys = [jwk(other_rsa_key, "k2")]
+    jwks_server.release.set()
+    await remote._task
+    assert (await verifier.verify(sign(other_rsa_key, kid="k2"))).name == "support-bot"
+    assert jwks_server.hits == 2

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import asdict
 from pathlib import Path
 
 import orjson
 import pytest
 
 from proxy.cli import main
+from proxy.usage_report import UsageRow, render_table, totals
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "policies" / "demo.yaml"
@@ -82,6 +84,31 @@ def test_check_a_yaml_error_and_a_missing_file(tmp_path, capsys):
     assert info.value.code == 2 and "cannot read the file" in capsys.readouterr().err
 
 
+def test_check_refuses_header_values_with_cr_lf_and_a_header_that_sets_host(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("UPSTREAM_TOKEN", "tok\r\nx-injected: 1")
+    bad = tmp_path / "headers.yaml"
+    bad.write_text(
+        "version: 1\n"
+        "upstreams:\n"
+        "  up:\n"
+        "    url: https://example.com\n"
+        "    credentials: {header: Authorization, value: 'Bearer ${UPSTREAM_TOKEN}'}\n"
+        "    headers:\n"
+        "      Host: internal.example\n"
+        '      x-team: "a\\r\\nb"\n'
+        "routes:\n"
+        "  - {prefix: /, upstream: up}\n"
+    )
+    with pytest.raises(SystemExit) as info:
+        main(["check", "--policy", str(bad)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert "upstreams.up.credentials.value (line 5): a header value may not hold CR, LF" in err
+    assert "upstreams.up.headers.Host (line 7): invalid name: 'host' is set by the proxy" in err
+    assert "upstreams.up.headers.x-team (line 8): a header value may not hold CR, LF" in err
+    assert "tok" not in err and "x-injected" not in err
+
+
 def test_schema_prints_the_json_schema(capsys):
     assert main(["schema"]) == 0
     schema = orjson.loads(capsys.readouterr().out)
@@ -108,3 +135,17 @@ def test_a_command_is_required(capsys):
     with pytest.raises(SystemExit) as info:
         main([])
     assert info.value.code == 2
+
+
+def test_the_usage_table_is_plain_text_and_cuts_keys_to_fit():
+    rows = [
+        UsageRow("a-very-long-caller-name", 3, 1200, 0, 0, 300, 0, 0.0123, 0, 1, 0),
+        UsageRow("local", 1, 5, 0, 0, 3, 0, 0.0, 1, 0, 0),
+    ]
+    data = {"by": "caller", "rows": [asdict(r) for r in rows], "totals": asdict(totals(rows))}
+    wide = render_table(data, "usage by caller").splitlines()
+    assert wide[0] == "usage by caller" and wide[1].split()[:3] == ["caller", "requests", "input"]
+    assert wide[3].startswith("a-very-long-caller-name") and "1,200" in wide[3] and "0.012300" in wide[3]
+    assert "unpriced" in wide[4] and wide[-1].startswith("total") and "1,205" in wide[-1]
+    narrow = render_table(data, "t", width=len(wide[1]) - 10).splitlines()
+    assert narrow[3].startswith("a-very-long-~ ") and max(map(len, narrow[1:])) == len(wide[1]) - 10

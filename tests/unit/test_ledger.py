@@ -111,3 +111,74 @@ def test_an_unopenable_ledger_raises_and_is_counted(tmp_path, metrics):
     with pytest.raises(LedgerError, match="cannot open the ledger"):
         Ledger.open(str(tmp_path / "dir"), 1, metrics)
     assert sample(metrics, "agent_proxy_ledger_errors_total", op="open") == 1
+
+
+class _Dies:
+    """A value whose adaptation raises SystemExit, which `except Exception` would let end the writer thread."""
+
+    def __conform__(self, protocol):
+        raise SystemExit("gone")
+
+
+async def test_a_row_the_database_refuses_is_left_out_and_the_rest_are_written(tmp_path, metrics, caplog):
+    path = tmp_path / "ledger.db"
+    ledger = Ledger.open(str(path), 60, metrics)
+    ledger.record(record(1))
+    ledger.record(record(2, input_tokens=2**64, session_id="secret text"))  # SQLite cannot bind it
+    ledger.record(record(3, cost_usd=object()))  # nor this
+    ledger.record(record(4))
+    await ledger.flush()
+    assert [r[0] for r in rows(path)] == ["req-1", "req-4"]
+    assert sample(metrics, "agent_proxy_ledger_records_total", result="refused") == 2
+    assert sample(metrics, "agent_proxy_ledger_records_total", result="written") == 2
+    refused = [r.fields for r in caplog.records if r.getMessage().startswith("ledger row refused")]
+    assert refused == [
+        {"request_id": "req-2", "error": "OverflowError"},
+        {"request_id": "req-3", "error": "ProgrammingError"},
+    ]
+    ledger.record(record(5))
+    await ledger.flush()
+    assert [r[0] for r in rows(path)][-1] == "req-5" and ledger.writer_alive
+    await ledger.close()
+
+
+async def test_a_full_queue_drops_new_records_and_counts_them(tmp_path, metrics):
+    path = tmp_path / "ledger.db"
+    ledger = Ledger.open(str(path), 60, metrics, max_queued=4)
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # the writer waits on the database; records queue up behind it
+    ledger.record(record(0))
+    ledger.flush_timeout_s = 0.05
+    assert await ledger.flush() is False  # bounded, though the writer is stuck
+    for n in range(1, 10):
+        ledger.record(record(n))
+    assert sample(metrics, "agent_proxy_ledger_records_total", result="dropped") == 5
+    lock.execute("ROLLBACK")
+    ledger.flush_timeout_s = 30
+    assert await ledger.flush() is True
+    await ledger.close()
+    assert [r[0] for r in rows(path)] == [f"req-{n}" for n in range(5)]
+
+
+async def test_a_value_that_raises_what_no_except_exception_catches_is_one_refused_row(tmp_path, metrics):
+    path = tmp_path / "ledger.db"
+    ledger = Ledger.open(str(path), 60, metrics)
+    ledger.record(record(1, session_id=_Dies()))
+    ledger.record(record(2))
+    assert await ledger.flush() is True
+    assert ledger.writer_alive and [r[0] for r in rows(path)] == ["req-2"]
+    assert sample(metrics, "agent_proxy_ledger_records_total", result="refused") == 1
+    await ledger.close()
+
+
+async def test_a_broken_connection_keeps_records_within_the_bound_and_flush_answers(tmp_path, metrics):
+    path = tmp_path / "ledger.db"
+    ledger = Ledger.open(str(path), 60, metrics)
+    ledger.max_pending = 3
+    ledger._conn.close()  # every later statement raises ProgrammingError, not OperationalError
+    for n in range(5):
+        ledger.record(record(n))
+    assert await ledger.flush() is True
+    assert ledger.writer_alive
+    assert sample(metrics, "agent_proxy_ledger_records_total", result="dropped") == 2
+    await ledger.close()

@@ -102,8 +102,33 @@ def test_interpolation_fallback_and_escape():
 
 def test_interpolation_cannot_change_the_structure():
     text = BASE.replace("Bearer ${KEY}", "${KEY}")
-    policy = policy_from_text(text, env={"KEY": "a\nbogus: 1\n"})
-    assert policy.upstreams["openai"].credentials.value.get_secret_value() == "a\nbogus: 1\n"
+    policy = policy_from_text(text, env={"KEY": "a}, bogus: {1: [2"})
+    assert policy.upstreams["openai"].credentials.value.get_secret_value() == "a}, bogus: {1: [2"
+
+
+@pytest.mark.parametrize("value", ["a\nbogus: 1", "Bearer x\r\nHost: evil", "nul\x00", "snow\u2603"])
+def test_an_interpolated_header_value_that_would_break_requests_is_refused_unseen(value):
+    problem = one_problem(BASE, env={"KEY": value})
+    assert problem.startswith("upstreams.openai.credentials.value (line 5): a header value may not hold CR, LF")
+    assert value not in problem
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("host: api.evil", "'host' is set by the proxy"),
+        ("Content-Length: '5'", "'content-length' is set by the proxy"),
+        ("transfer-encoding: chunked", "'transfer-encoding' is set by the proxy"),
+        ("Connection: close", "'connection' is set by the proxy"),
+        ("x-agent-proxy-caller: admin", "are the proxy's own"),
+        ("'bad name': x", "a header name is a token"),
+        ('x-ok: "a\\r\\nb"', "a header value may not hold CR, LF"),
+    ],
+)
+def test_upstream_headers_that_would_break_requests_are_refused(header, message):
+    text = BASE.replace("    credentials:", f"    headers: {{{header}}}\n    credentials:")
+    problem = one_problem(text)
+    assert problem.startswith("upstreams.openai.headers.") and "(line 5)" in problem and message in problem
 
 
 def test_keys_are_not_interpolated():
@@ -154,6 +179,43 @@ routes:
     assert policy.upstreams["b"].url == "http://b.local"
     assert policy.upstreams["c"].timeouts.connect_s == 2
     assert "duplicate key 'url'" in one_problem(text.replace("  c:\n", "  c:\n    url: http://x\n"))
+
+
+LAUGHS = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True)
+)
+
+
+def test_an_alias_bomb_is_refused_naming_a_line():
+    """A few hundred bytes that stand for 9**9 strings: each level is built once, so the bound is met at once."""
+    problem = one_problem(BASE + LAUGHS)
+    assert problem.startswith("line ") and "YAML refused: the document expands to more than 1000000 nodes" in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("version: 1\nroutes: &r [*r]\n", 2),
+        ("version: 1\nupstreams: &u\n  x: *u\n", 2),
+        ("version: 1\nupstreams:\n  a: &m\n    <<: *m\n", 3),
+        ("version: 1\nx: &a [1, [2, [3, *a]]]\n", 2),
+    ],
+)
+def test_a_recursive_alias_is_a_policy_error_naming_its_line(text, line):
+    assert one_problem(text).startswith(f"line {line}, column") and "recursive alias" in one_problem(text)
+
+
+def test_deep_nesting_is_refused_naming_its_line():
+    assert "YAML refused: nested more than 100 levels deep" in one_problem("version: 1\nx: " + "[" * 150 + "]" * 150)
+
+
+def test_an_alias_used_twice_is_one_shared_value_interpolated_once():
+    text = BASE.replace("routes:", "  other:\n    url: https://b.local\n    credentials: *creds\nroutes:")
+    text = text.replace("    credentials: {header", "    credentials: &creds {header")
+    policy = policy_from_text(text, env={"KEY": "k1"})
+    assert {u.credentials.value.get_secret_value() for u in policy.upstreams.values()} == {"Bearer k1"}
+    assert "environment variable KEY is not set" in problems(text, env={})[0]
 
 
 def test_route_naming_an_undefined_upstream():

@@ -7,7 +7,7 @@ import pytest
 
 from proxy import errors
 from proxy.protocols import PROTOCOLS
-from proxy.protocols.base import Usage
+from proxy.protocols.base import MAX_REPORTED_TOKENS, Usage
 from proxy.protocols.sse import SSEDecoder, SSEEvent
 
 OPENAI = PROTOCOLS["openai"]
@@ -264,8 +264,23 @@ def test_missing_or_odd_usage():
     assert OPENAI.body_usage({"choices": []}) is None
     assert OPENAI.body_usage({"usage": None}) is None
     odd = OPENAI.body_usage({"usage": {"prompt_tokens": True, "completion_tokens": "3", "prompt_tokens_details": None}})
-    assert odd == Usage() and not odd.known
+    assert odd == Usage(rejected=("input_tokens", "output_tokens")) and not odd.known
     assert ANTHROPIC.body_usage({"usage": "x"}) is None
+
+
+@pytest.mark.parametrize("bad", [2**64 - 1, MAX_REPORTED_TOKENS + 1, -5, 12.5, 12.0, "12", float("nan"), [1], {}])
+def test_unbelievable_counts_are_rejected_not_reported(bad):
+    usage = OPENAI.body_usage({"usage": {"prompt_tokens": bad, "completion_tokens": 7}})
+    assert usage == Usage(output_tokens=7, rejected=("input_tokens",))
+    usage = ANTHROPIC.body_usage({"usage": {"input_tokens": 3, "output_tokens": bad, "cache_read_input_tokens": bad}})
+    assert usage == Usage(input_tokens=3, rejected=("output_tokens", "cached_input_tokens"))
+
+
+def test_a_rejected_later_report_clears_the_placeholder():
+    usage = Usage(input_tokens=10, output_tokens=1)
+    usage.update(Usage(rejected=("output_tokens",)))
+    assert usage.output_tokens is None and usage.input_tokens == 10 and usage.rejected == ("output_tokens",)
+    assert OPENAI.body_usage({"usage": {"prompt_tokens": MAX_REPORTED_TOKENS}}).input_tokens == MAX_REPORTED_TOKENS
 
 
 # ---- streamed events -----------------------------------------------------------------------
