@@ -59,7 +59,7 @@ class EndpointRegistry:
     def status(self) -> list[dict[str, Any]]:
         """Every breaker, for /admin/status."""
         rows = []
-        for endpoint in self._endpoints.values():
+        for endpoint in list(self._endpoints.values()):  # a reload compiling in a thread may add one meanwhile
             breaker = endpoint.breaker
             settings = breaker.settings
             rows.append(

@@ -17,8 +17,8 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 
 
 def _without_ids(stream: bytes) -> bytes:
-    """Response ids count requests at the fake upstream; everything else must be identical."""
-    return re.sub(rb'"id":"[^"]*"', b'"id":""', stream)
+    """Response ids count requests at the fake upstream, and `created` is its clock's second: the rest is identical."""
+    return re.sub(rb'"created":\d+', b'"created":0', re.sub(rb'"id":"[^"]*"', b'"id":""', stream))
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from proxy.app import SERVICES
 from proxy.protocols.base import MAX_REPORTED_TOKENS
-from tests.fixtures.hostile_upstream import TEXT, USAGE_HEADER, hostile_upstream
+from tests.fixtures.usage_upstream import TEXT, USAGE_HEADER, usage_upstream
 from tests.fixtures.ledger import ledger_rows
 from tests.fixtures.proxy_server import ADMIN_KEY, DEMO_KEY, basic_policy
 from tests.fixtures.servers import ServerThread
@@ -36,7 +36,7 @@ ANTHROPIC_USAGE = [
 
 @pytest.fixture
 def upstream() -> Iterator[ServerThread]:
-    with hostile_upstream() as server:
+    with usage_upstream() as server:
         yield server
 
 
