@@ -8,14 +8,17 @@ reverse order, after in-flight work has drained.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy.errors import BadRequest, NotFound, ProxyError
 from proxy.exchange import Caller
@@ -29,6 +32,7 @@ from proxy.policy.schema import Policy
 from proxy.protocols import PROTOCOLS
 from proxy.services import Services
 from proxy.state import open_store
+from proxy.status_page import PAGE, status_data, wants_html
 from proxy.tracing import Tracing
 
 POLICY = web.AppKey("policy", tuple)
@@ -38,6 +42,15 @@ HOLDER = web.AppKey("holder", PolicyHolder)
 HANDLER = web.AppKey("handler", ProxyHandler)
 STARTED = web.AppKey("started", float)
 TRACER_PROVIDER = web.AppKey("tracer_provider", object)
+
+_SCRIPT = PAGE.split(b"<script>", 1)[1].split(b"</script>", 1)[0]
+PAGE_HEADERS = {
+    # The page runs its own inline script and fetches its own JSON; nothing else, and never in a frame.
+    "content-security-policy": "default-src 'none'; connect-src 'self'; style-src 'unsafe-inline'; "
+    f"script-src 'sha256-{base64.b64encode(hashlib.sha256(_SCRIPT).digest()).decode()}'; frame-ancestors 'none'",
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+}
 
 
 class BuiltinMock:
@@ -164,7 +177,21 @@ async def require_admin(request: web.Request) -> Caller:
 
     The same verifiers as the auth stage (static, HMAC, JWT), with the same refusal metrics.
     """
-    return await request.app[HOLDER].current.verifier.require_scope(request.headers, "admin")
+    return await request.app[HOLDER].current.verifier.require_scope(basic_as_bearer(request.headers), "admin")
+
+
+def basic_as_bearer(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """A browser sends the admin key as HTTP Basic's password (any user name): read it as a bearer key."""
+    given = headers.get("authorization", "")
+    if given[:6].lower() != "basic ":
+        return headers
+    try:
+        _, _, password = base64.b64decode(given[6:], validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return headers
+    converted = CIMultiDict(headers)
+    converted["authorization"] = f"Bearer {password}"
+    return converted
 
 
 async def admin_unknown(request: web.Request) -> web.Response:
@@ -177,34 +204,20 @@ async def admin_unknown(request: web.Request) -> web.Response:
 
 
 async def admin_status(request: web.Request) -> web.Response:
+    """JSON for tools; for a browser, a page that shows the same JSON, refreshed live."""
+    html = wants_html(request.headers.get("accept", ""))
     try:
         await require_admin(request)
     except ProxyError as err:
-        return error_response(PROTOCOLS["openai"], err, request_id_from(request.headers))
-    holder = request.app[HOLDER]
-    compiled = holder.current
-    status = {
-        "policy": {
-            "source": compiled.source,
-            "loaded_at": compiled.loaded_at,
-            "last_reload_error": holder.last_error,
-            "last_reload_error_at": holder.last_error_at,
-        },
-        "started_at": request.app[STARTED],
-        "routes": [
-            {
-                "route": r.label,
-                "upstream": r.upstream.name,
-                "fallbacks": [f.name for f in r.fallbacks],
-                "protocol": r.protocol.name,
-                "stages": r.chain.names,
-            }
-            for r in compiled.routes
-        ],
-        "upstreams": {name: {"url": u.base_url, "protocol": u.protocol.name} for name, u in compiled.upstreams.items()},
-        "circuit_breakers": request.app[SERVICES].endpoints.status(),
-    }
-    return web.Response(body=orjson.dumps(status), content_type="application/json")
+        refused = error_response(PROTOCOLS["openai"], err, request_id_from(request.headers))
+        if html and err.status == 401:
+            refused.headers["www-authenticate"] = 'Basic realm="agent-proxy admin", charset="UTF-8"'
+        return refused
+    if html:
+        return web.Response(body=PAGE, content_type="text/html", headers=PAGE_HEADERS)
+    status = await status_data(request.app[HOLDER], request.app[SERVICES], request.app[STARTED])
+    headers = {"cache-control": "no-store"}
+    return web.Response(body=orjson.dumps(status), content_type="application/json", headers=headers)
 
 
 async def admin_usage(request: web.Request) -> web.Response:

@@ -94,11 +94,16 @@ class Transport:
         `url` is sent exactly as given (already percent-encoded): the caller's path and query keep their bytes.
         """
         headers["accept-encoding"] = ACCEPT_ENCODING
+        target = URL(url, encoded=True)
+        if target.user is not None:  # user info in an upstream URL is its Basic credential, unless the policy sets one
+            if "authorization" not in headers:
+                headers["authorization"] = aiohttp.BasicAuth(target.user, target.password or "").encode()
+            target = target.with_user(None)
         try:
             async with asyncio.timeout_at(first_byte_at):
                 raw = await self._session.request(
                     method,
-                    URL(url, encoded=True),
+                    target,
                     headers=headers,
                     data=body or None,
                     allow_redirects=False,

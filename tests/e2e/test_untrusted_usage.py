@@ -11,10 +11,10 @@ import pytest
 
 from proxy.app import SERVICES
 from proxy.protocols.base import MAX_REPORTED_TOKENS
-from tests.fixtures.usage_upstream import TEXT, USAGE_HEADER, usage_upstream
 from tests.fixtures.ledger import ledger_rows
 from tests.fixtures.proxy_server import ADMIN_KEY, DEMO_KEY, basic_policy
 from tests.fixtures.servers import ServerThread
+from tests.fixtures.usage_upstream import TEXT, USAGE_HEADER, usage_upstream
 from tests.fixtures.waiting import wait_for
 
 MESSAGES = [{"role": "user", "content": "count me"}]
