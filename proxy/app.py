@@ -156,6 +156,8 @@ async def readyz(request: web.Request) -> web.Response:
     holder = request.app.get(HOLDER)
     if holder is None:
         return web.json_response({"status": "starting"}, status=503)
+    if request.app[HANDLER].draining:  # stopping: take no new work
+        return web.json_response({"status": "draining"}, status=503)
     body: dict[str, Any] = {"status": "ready", "policy_loaded_at": holder.current.loaded_at}
     store = request.app[SERVICES].state
     if store is not None:  # limits' shared state: with fail_closed, unreachable means limited routes answer 503

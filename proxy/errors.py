@@ -103,3 +103,9 @@ class UpstreamLimitExceeded(UpstreamStreamBroken):
     """
 
     kind = "upstream_limit"
+
+
+class ShuttingDown(UpstreamStreamBroken):
+    """The proxy is stopping and its grace is over: a stream still going ends with the protocol's error event."""
+
+    status, kind, source = 503, "unavailable", "internal"

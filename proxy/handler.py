@@ -23,6 +23,7 @@ from proxy.errors import (
     NotFound,
     PayloadTooLarge,
     ProxyError,
+    ShuttingDown,
     UnsupportedMediaType,
     UpstreamStreamBroken,
 )
@@ -113,6 +114,8 @@ class ProxyHandler:
         self.holder = holder
         self.transport = transport
         self.tracing = tracing
+        self.draining = False  # stopping: /readyz says so at once
+        self._streams: set[UpstreamResponse] = set()  # streams being relayed, ended cleanly if the grace runs out
         self.metrics = metrics
         self.spawn = spawn
 
@@ -183,6 +186,11 @@ class ProxyHandler:
         ex.status, ex.outcome = reply.status, Outcome.LOCAL_REPLY
         headers = {"content-type": JSON, **reply.headers, "x-request-id": ex.request_id}
         return web.Response(status=reply.status, body=reply.body, headers=headers)
+
+    def end_streams(self) -> None:
+        """The stop's grace is over: each stream still relayed ends with the protocol's error event, not a cut."""
+        for response in list(self._streams):
+            response.abort(ShuttingDown("the proxy is shutting down", code="proxy_shutting_down"))
 
     async def _forward(self, request: web.Request, ex: Exchange, run: ChainRun) -> web.StreamResponse:
         route = ex.route
@@ -271,6 +279,7 @@ class ProxyHandler:
         await out.prepare(request)
         decoder = SSEDecoder(response.limits.max_event_bytes)
         observed = bool(run.observers)
+        self._streams.add(response)
         try:
             arrived = response.read_nowait()  # what came with the upstream's head, if anything
             done = bool(arrived) and await self._relay_chunk(ex, run, out, decoder, arrived, observed)
@@ -290,9 +299,12 @@ class ProxyHandler:
                 if tail:
                     await self._write_events(ex, out, tail)
         except UpstreamStreamBroken as err:
-            ex.error, ex.outcome = err, Outcome.STREAM_BROKEN
+            # A stop is nobody's failure: the breaker gets no verdict from it.
+            ex.error, ex.outcome = err, Outcome.ERROR if isinstance(err, ShuttingDown) else Outcome.STREAM_BROKEN
             self._log_broken(ex)
             await self._write_events(ex, out, [ex.protocol.stream_error_event(err)])
+        finally:
+            self._streams.discard(response)
         if ex.outcome is None:
             ex.outcome = Outcome.OK  # before the last write: a caller that hangs up at the terminal event has it all
         await out.write_eof()

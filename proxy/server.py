@@ -9,7 +9,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.app import HOLDER, build_app
+from proxy.app import HANDLER, HOLDER, build_app
+from proxy.handler import ProxyHandler
 from proxy.logs import log_event
 from proxy.policy.schema import Policy
 
@@ -48,8 +49,23 @@ async def serve(policy: Policy, path: Path | None, host: str, port: int) -> None
         log, "listening", host=host, port=port, policy=str(path) if path else None, routes=len(holder.current.routes)
     )
     await stop.wait()
-    log_event(log, "stopping: draining in-flight requests")
-    await runner.cleanup()
+    await drain_and_stop(runner, app[HANDLER], policy.server.shutdown_timeout_s)
+
+
+async def drain_and_stop(runner: web.AppRunner, handler: ProxyHandler, grace_s: float) -> None:
+    """A stop under load: unready at once, no new connections, in-flight work finishes within the grace.
+
+    Streams still going when the grace is nearly over end with the protocol's error event (never a
+    cut); then aiohttp cancels what remains, and the cleanup flushes completions and the ledger.
+    """
+    handler.draining = True
+    log_event(log, "stopping: draining in-flight requests", grace_s=grace_s)
+    margin = min(1.0, grace_s / 10)
+    ending = asyncio.get_running_loop().call_later(max(grace_s - margin, 0.0), handler.end_streams)
+    try:
+        await runner.cleanup()  # listeners closed, then in-flight requests given `grace_s`
+    finally:
+        ending.cancel()
     log_event(log, "stopped")
 
 

@@ -216,6 +216,10 @@ class UpstreamResponse:
         finally:
             self.release()
 
+    def abort(self, error: BaseException) -> None:
+        """Ends the body where it is: a read in progress or the next one raises `error`."""
+        self._raw.content.set_exception(error)
+
     def release(self) -> None:
         """Done with: the connection goes back to the pool if the body was read to its end, else it is closed."""
         self._stop_timer()

@@ -32,6 +32,7 @@ ERRORS = [
     (errors.UpstreamStreamBroken, 502, "server_error", "upstream_error", "api_error"),
     (errors.UpstreamProtocolError, 502, "server_error", "upstream_bad_response", "api_error"),
     (errors.UpstreamLimitExceeded, 502, "server_error", "upstream_response_too_large", "api_error"),
+    (errors.ShuttingDown, 503, "server_error", "service_unavailable", "overloaded_error"),
     (errors.ProxyError, 500, "server_error", None, "api_error"),
 ]
 
