@@ -28,7 +28,7 @@ MODES = {
 
 
 def tokenizer_figures() -> None:
-    from proxy import tokens
+    from proxy.accounting import tokens
 
     started = time.perf_counter()
     tokens.get_encoding("o200k_base")

@@ -20,12 +20,12 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from proxy.accounting.ledger import Ledger
 from proxy.errors import BadRequest, NotFound, ProxyError
 from proxy.exchange import Caller
 from proxy.forward.headers import request_id_from
 from proxy.forward.transport import Transport
 from proxy.handler import ProxyHandler, drain, error_response
-from proxy.ledger import Ledger
 from proxy.metrics import Metrics
 from proxy.policy.reload import PolicyHolder
 from proxy.policy.schema import Policy
@@ -224,7 +224,7 @@ async def admin_status(request: web.Request) -> web.Response:
 
 async def admin_usage(request: web.Request) -> web.Response:
     """Usage and spend from the ledger: `?since=24h&by=caller|model|route|day`."""
-    from proxy.usage_report import GROUPS, parse_since, report
+    from proxy.accounting.report import GROUPS, parse_since, report
 
     request_id = request_id_from(request.headers)
     try:

@@ -27,7 +27,7 @@ def _load_or_exit(path: Path) -> Policy:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from proxy.ledger import LedgerError
+    from proxy.accounting.ledger import LedgerError
     from proxy.logs import configure_logging
     from proxy.server import run
 
@@ -80,7 +80,7 @@ def cmd_keys_hash(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    from proxy.usage_report import parse_since, render_table, report
+    from proxy.accounting.report import parse_since, render_table, report
 
     try:
         since_s = parse_since(args.since)

@@ -65,7 +65,7 @@ class Metrics:
             "agent_proxy_policy_loaded_timestamp_seconds", "When the serving policy was loaded.", registry=r
         )
 
-        # ---- usage and cost (proxy/stages/usage.py, proxy/ledger.py)
+        # ---- usage and cost (proxy/stages/usage.py, proxy/accounting/ledger.py)
         # caller = caller profile; model = the price-table name it matched, or "other".
         self.tokens = Counter(
             "agent_proxy_tokens",

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from proxy.accounting.ledger import Ledger
 from proxy.auth.jwks import JwksRegistry
 from proxy.forward.registry import EndpointRegistry
-from proxy.ledger import Ledger
 from proxy.metrics import Metrics
 from proxy.state.base import Store
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
-    from proxy.ledger import Ledger
+    from proxy.accounting.ledger import Ledger
     from proxy.metrics import Metrics
     from proxy.policy.compile import CompiledPolicy
     from proxy.policy.reload import PolicyHolder
@@ -69,7 +69,7 @@ async def _callers(compiled: CompiledPolicy, ledger: Ledger | None) -> dict[str,
     }
     today: list[dict[str, Any]] = []
     if ledger is not None:
-        from proxy.usage_report import usage_rows
+        from proxy.accounting.report import usage_rows
 
         await ledger.flush()
         since = time.time() - _start_of_day()

@@ -21,14 +21,10 @@ from typing import Any
 
 import orjson
 
+from proxy.accounting.pricing import cost_usd
 from proxy.exchange import Exchange
 from proxy.policy.schema import Pricing
 from proxy.protocols.base import Usage
-
-try:  # the accounting module prices usage; without it, the policy's own table is used
-    from proxy.pricing import cost_usd as _cost_usd
-except ImportError:  # pragma: no cover - kept so the limits work on their own
-    _cost_usd = None
 
 OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 MEDIA_PART_TOKENS = 1600  # about the most one image costs on Claude and GPT-4o; PDFs and audio can cost more
@@ -82,22 +78,6 @@ def output_cap(body: Any, default: int) -> int:
     return cap
 
 
-def cost_of(model: str | None, usage: Usage, pricing: Mapping[str, Pricing]) -> float | None:
-    """USD for `usage` on `model`, None when unpriced: `proxy.pricing` when present, else the policy's table."""
-    if _cost_usd is not None:
-        return _cost_usd(model, usage, pricing)
-    rates = pricing.get(model or "")
-    if rates is None or not usage.known:
-        return None
-    cached = rates.cached_input if rates.cached_input is not None else rates.input
-    return (
-        (usage.input_tokens or 0) * rates.input
-        + (usage.cached_input_tokens or 0) * cached
-        + (usage.cache_write_tokens or 0) * (rates.cache_write if rates.cache_write is not None else rates.input)
-        + (usage.output_tokens or 0) * rates.output
-    ) / 1_000_000
-
-
 def estimate(ex: Exchange, default_output: int, pricing: Mapping[str, Pricing]) -> Estimate:
     """For an LLM request whose body has arrived; a body-less or non-JSON request costs nothing."""
     if not ex.protocol.parses_json or not ex.body:
@@ -108,7 +88,7 @@ def estimate(ex: Exchange, default_output: int, pricing: Mapping[str, Pricing]) 
     output = output_cap(body, default_output)
     # The prompt at the dearest input-side rate: uncached, a cache read or a cache write.
     costs = [
-        cost_of(model, usage, pricing)
+        cost_usd(model, usage, pricing)
         for usage in (
             Usage(input_tokens=prompt, output_tokens=output),
             Usage(input_tokens=0, cached_input_tokens=prompt, output_tokens=output),
@@ -133,7 +113,7 @@ def actual_cost(ex: Exchange, guess: Estimate, pricing: Mapping[str, Pricing]) -
     if ex.cost_usd is not None:
         return ex.cost_usd
     if ex.usage.known:
-        cost = cost_of(ex.model_served or guess.model, ex.usage, pricing)
+        cost = cost_usd(ex.model_served or guess.model, ex.usage, pricing)
         return cost if cost is not None else 0.0
     return guess.cost_usd if _answered(ex) else 0.0
 

@@ -21,12 +21,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from proxy.accounting.tokens import preload
 from proxy.logs import log_event
 from proxy.policy.compile import CompiledPolicy, compile_policy, uses_builtin_mock
 from proxy.policy.load import PolicyError, load_policy
 from proxy.policy.schema import Policy
 from proxy.services import Services
-from proxy.tokens import preload
 
 log = logging.getLogger("agent_proxy.policy")
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
+from proxy.accounting.tokens import count_tokens
 from proxy.errors import BadRequest
 from proxy.exchange import Exchange, Reply
 from proxy.pipeline import Stage, StageFactory
@@ -25,7 +26,6 @@ from proxy.policy.pattern_rules import check_patterns
 from proxy.policy.schema import Route
 from proxy.protocols.text_slots import TextSlot
 from proxy.safety.config import InputConfig
-from proxy.tokens import count_tokens
 
 if TYPE_CHECKING:
     from proxy.stages.registry import BuildContext

@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, ClassVar
 
 import orjson
 
+from proxy.accounting.ledger import Record
+from proxy.accounting.pricing import OTHER, price, resolve
+from proxy.accounting.tokens import count_messages, count_tokens
 from proxy.exchange import Exchange, Outcome, Reply
-from proxy.ledger import Record
 from proxy.pipeline import Stage, StageFactory
 from proxy.policy.schema import Pricing, Route, UsageConfig
-from proxy.pricing import OTHER, price, resolve
 from proxy.protocols.base import Protocol, Usage
 from proxy.protocols.sse import SSEEvent
 from proxy.services import Services
-from proxy.tokens import count_messages, count_tokens
 
 if TYPE_CHECKING:
     from proxy.stages.registry import BuildContext

@@ -15,7 +15,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from proxy import tokens
+from proxy.accounting import tokens
 from tests.fixtures.http import post
 from tests.fixtures.proxy_server import DEMO_KEY, basic_policy
 from tests.fixtures.servers import free_port

@@ -91,7 +91,7 @@ def test_hostile_counts_are_answered_recorded_and_estimated(proxy_factory, upstr
 
 
 def test_the_encodings_are_loaded_before_the_first_request_when_a_stage_counts_tokens(proxy_factory, upstream):
-    from proxy import tokens
+    from proxy.accounting import tokens
 
     tokens._loaded.clear()
     proxy_factory(basic_policy(upstream.url, "stages: {usage: {estimate: false}}"))

@@ -8,7 +8,7 @@ import anthropic
 import openai
 import pytest
 
-from proxy.tokens import count_messages, count_tokens
+from proxy.accounting.tokens import count_messages, count_tokens
 from tests.fixtures.ledger import ledger_rows, wait_rows
 from tests.fixtures.proxy_server import DEMO_KEY, basic_policy
 from tests.fixtures.waiting import wait_for

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from proxy.accounting.report import UsageRow, render_table, totals
 from proxy.cli import main
-from proxy.usage_report import UsageRow, render_table, totals
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "policies" / "demo.yaml"

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from proxy.ledger import COLUMNS, Ledger, LedgerError, Record, connect
+from proxy.accounting.ledger import COLUMNS, Ledger, LedgerError, Record, connect
 from proxy.metrics import Metrics
 from tests.fixtures.waiting import wait_for
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy import tokens
+from proxy.accounting import tokens
 from proxy.exchange import Exchange
 from proxy.limits.estimate import MEDIA_PART_TOKENS, estimate, output_cap
 from proxy.limits.headers import openai_duration, rate_headers, retry_headers, rfc3339

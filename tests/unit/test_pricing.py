@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from proxy.accounting.pricing import OTHER, base_name, cost_usd, default_table, priced_name, resolve, table_date
 from proxy.policy.schema import Pricing
-from proxy.pricing import OTHER, base_name, cost_usd, default_table, priced_name, resolve, table_date
 from proxy.protocols.base import Usage
 
 

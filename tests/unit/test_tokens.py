@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy import tokens
+from proxy.accounting import tokens
 
 
 def test_shipped_encodings_load_offline_and_match_openais_token_ids():

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from proxy.metrics import Metrics
 
-log = logging.getLogger("agent_proxy.ledger")
+log = logging.getLogger("agent_proxy.accounting.ledger")
 
 SCHEMA_VERSION = 1
 

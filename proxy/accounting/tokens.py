@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
-log = logging.getLogger("agent_proxy.tokens")
+log = logging.getLogger("agent_proxy.accounting.tokens")
 
 ENDOFTEXT = "<|endoftext|>"
 ENDOFPROMPT = "<|endofprompt|>"

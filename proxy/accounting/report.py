@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from proxy.ledger import connect
+from proxy.accounting.ledger import connect
 
 GROUPS = {
     "caller": "COALESCE(caller, '(none)')",
