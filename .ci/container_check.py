@@ -1,6 +1,6 @@
 """Runs the Dockerfile's own install and start commands without a Docker engine.
 
-    python3 .ci/container_check.py            # as root: the proxy runs as `nobody`
+    python3 .ci/container_check.py [Dockerfile]      # as root: the proxy runs as `nobody`
 
 The Dockerfile is read, not copied: its build stage's COPY and RUN lines are replayed in a fresh
 directory standing in for the image's root (every absolute path the Dockerfile names is moved under
@@ -219,34 +219,37 @@ def run_final(final: Stage, rebase: Rebase, shim: Path, start: list[str], probe:
     probe = [rebase.text(a).replace("8080", port) for a in probe]
     env = env_of(final, rebase, shim)
     print(f"== container check: starting {' '.join(local)}", flush=True)
-    log = tempfile.TemporaryFile()
-    proxy = subprocess.Popen(as_unprivileged(local), cwd=ledger, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while subprocess.run(as_unprivileged(probe), env=env, cwd=ledger, capture_output=True).returncode != 0:
-            if proxy.poll() is not None or time.monotonic() > deadline:
-                raise CheckFailed("the HEALTHCHECK (/readyz) never passed")
-            time.sleep(0.2)
-        print("   HEALTHCHECK passed (/readyz)", flush=True)
-        uid = Path(f"/proc/{proxy.pid}/status").read_text().split("\nUid:")[1].split()[1]
-        if os.geteuid() == 0 and uid == "0":
-            raise CheckFailed("the proxy runs as root")
-        print(f"   running as uid {uid}", flush=True)
-        demo_request(port)
-        proxy.send_signal(getattr(signal, final.last("STOPSIGNAL")))
-        code = proxy.wait(40)
-        if code != 0:
-            raise CheckFailed(f"the proxy exited {code} on its STOPSIGNAL")
-        print("   stopped on SIGTERM with exit code 0", flush=True)
-    except CheckFailed:
-        log.seek(0)
-        sys.stderr.write(log.read().decode(errors="replace")[-4000:])
-        raise
-    finally:
-        if proxy.poll() is None:
-            proxy.kill()
-            proxy.wait(10)
-        log.close()
+    with tempfile.TemporaryFile() as log:
+        proxy = subprocess.Popen(as_unprivileged(local), cwd=ledger, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_healthy(proxy, probe, env, ledger)
+            demo_request(port)
+            proxy.send_signal(getattr(signal, final.last("STOPSIGNAL")))
+            code = proxy.wait(40)
+            if code != 0:
+                raise CheckFailed(f"the proxy exited {code} on its STOPSIGNAL")
+            print("   stopped on SIGTERM with exit code 0", flush=True)
+        except CheckFailed:
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace")[-4000:])
+            raise
+        finally:
+            if proxy.poll() is None:
+                proxy.kill()
+                proxy.wait(10)
+
+
+def wait_healthy(proxy: subprocess.Popen[bytes], probe: list[str], env: dict[str, str], cwd: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while subprocess.run(as_unprivileged(probe), env=env, cwd=cwd, capture_output=True).returncode != 0:
+        if proxy.poll() is not None or time.monotonic() > deadline:
+            raise CheckFailed("the HEALTHCHECK (/readyz) never passed")
+        time.sleep(0.2)
+    print("   HEALTHCHECK passed (/readyz)", flush=True)
+    uid = Path(f"/proc/{proxy.pid}/status").read_text().split("\nUid:")[1].split()[1]
+    if os.geteuid() == 0 and uid == "0":
+        raise CheckFailed("the proxy runs as root")
+    print(f"   running as uid {uid}", flush=True)
 
 
 def demo_request(port: str) -> None:
@@ -266,7 +269,7 @@ def demo_request(port: str) -> None:
 
 def main() -> int:
     try:
-        check(REPO / "Dockerfile")
+        check(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "Dockerfile")
     except (CheckFailed, OSError, subprocess.SubprocessError) as exc:
         print(f"CONTAINER CHECK FAILED: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -58,9 +58,13 @@ def test_policy_loads_and_the_grace_period_covers_the_drain(path: Path):
         policy_file = container["args"][container["args"].index("--policy") + 1]
         mount = next(m for m in container["volumeMounts"] if policy_file.startswith(m["mountPath"] + "/"))
         volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
-        config_map = next(c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"] == volume["configMap"]["name"])
+        config_map = next(
+            c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"] == volume["configMap"]["name"]
+        )
         text = config_map["data"][policy_file.rsplit("/", 1)[-1]]
-        policy = policy_from_text(text, source=f"{path.name}:{config_map['metadata']['name']}", env=secret_env(objects, container))
+        policy = policy_from_text(
+            text, source=f"{path.name}:{config_map['metadata']['name']}", env=secret_env(objects, container)
+        )
 
         pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
         grace = pod["terminationGracePeriodSeconds"]
