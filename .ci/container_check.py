@@ -5,13 +5,16 @@
 The Dockerfile is read, not copied: its build stage's COPY and RUN lines are replayed in a fresh
 directory standing in for the image's root (every absolute path the Dockerfile names is moved under
 it), so the install uses constraints.txt exactly as the image does. Then the final stage's ENTRYPOINT
-and CMD start the proxy as an unprivileged user with HOME unwritable, the policy directory read-only
-and only the WORKDIR (the ledger volume) writable; the HEALTHCHECK command must pass, the demo must
-answer a chat completion, and the STOPSIGNAL must stop it with exit code 0. Any failure exits 1.
+and CMD start the proxy (the default policy plus a ledger in the working directory) as an
+unprivileged user, in a private mount namespace where / is read-only, /tmp a fresh tmpfs and only the
+WORKDIR (the ledger volume) writable, as `docker run --read-only --tmpfs /tmp -v ...` runs it. The
+HEALTHCHECK command must pass, the demo must answer a chat completion, the STOPSIGNAL must stop it
+with exit code 0 and the ledger must hold the request. Any failure exits 1, loudly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,6 +22,7 @@ import shlex
 import shutil
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -30,6 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 30.0
+LEDGER_FILE = "ledger.sqlite3"
 UNPRIVILEGED = ("nobody", "nogroup")
 
 
@@ -113,6 +118,20 @@ def as_unprivileged(argv: list[str]) -> list[str]:
     return [setpriv, f"--reuid={user}", f"--regid={group}", "--clear-groups", "--no-new-privs", *argv]
 
 
+def with_read_only_root(argv: list[str], writable: Path) -> list[str]:
+    """Run argv in a private mount namespace where / is read-only, `writable` stays writable and /tmp is
+    a fresh tmpfs: `docker run --read-only --tmpfs /tmp -v ledger:...` without Docker."""
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None or subprocess.run([unshare, "--mount", "true"]).returncode != 0:
+        print("   (no mount namespace here: the root filesystem stays writable for root)", flush=True)
+        return argv
+    script = (
+        'mount --bind "$1" "$1" && mount -o remount,bind,ro / && mount -t tmpfs -o size=16m,mode=1777 tmpfs /tmp'
+        ' && cd "$1" && shift && exec "$@"'
+    )
+    return [unshare, "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(writable), *argv]
+
+
 def replay_copy(args: str, workdir: str, rebase: Rebase) -> None:
     parts = shlex.split(args)
     *sources, dest = parts
@@ -178,7 +197,8 @@ def check(dockerfile: Path) -> None:
     prefixes = [*build_stage.all("WORKDIR"), workdir]
     for args in [*build_stage.all("COPY"), *final.all("COPY")]:
         prefixes += [p for p in shlex.split(args) if p.startswith("/")]
-    root = Path(tempfile.mkdtemp(prefix="agent-proxy-image-"))
+    # Not under /tmp: the proxy gets a fresh tmpfs there, as in the image.
+    root = Path(tempfile.mkdtemp(prefix="agent-proxy-image-", dir="/var/tmp"))
     try:
         os.chmod(root, 0o755)
         rebase = Rebase(root, prefixes)
@@ -216,11 +236,13 @@ def run_final(final: Stage, rebase: Rebase, shim: Path, start: list[str], probe:
 
     port = str(free_port())
     local = [rebase.text(a).replace("8080", port).replace("0.0.0.0", "127.0.0.1") for a in start]
+    local[local.index("--policy") + 1] = str(policy_with_ledger(Path(local[local.index("--policy") + 1])))
     probe = [rebase.text(a).replace("8080", port) for a in probe]
     env = env_of(final, rebase, shim)
     print(f"== container check: starting {' '.join(local)}", flush=True)
     with tempfile.TemporaryFile() as log:
-        proxy = subprocess.Popen(as_unprivileged(local), cwd=ledger, env=env, stdout=log, stderr=subprocess.STDOUT)
+        argv = with_read_only_root(as_unprivileged(local), ledger)
+        proxy = subprocess.Popen(argv, cwd=ledger, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_healthy(proxy, probe, env, ledger)
             demo_request(port)
@@ -229,6 +251,7 @@ def run_final(final: Stage, rebase: Rebase, shim: Path, start: list[str], probe:
             if code != 0:
                 raise CheckFailed(f"the proxy exited {code} on its STOPSIGNAL")
             print("   stopped on SIGTERM with exit code 0", flush=True)
+            check_ledger(ledger / LEDGER_FILE)
         except CheckFailed:
             log.seek(0)
             sys.stderr.write(log.read().decode(errors="replace")[-4000:])
@@ -237,6 +260,27 @@ def run_final(final: Stage, rebase: Rebase, shim: Path, start: list[str], probe:
             if proxy.poll() is None:
                 proxy.kill()
                 proxy.wait(10)
+
+
+def policy_with_ledger(policy: Path) -> Path:
+    """The image's default policy plus a ledger in the working directory, as deployments have it:
+    the ledger volume must stay writable under the read-only root."""
+    copy = policy.with_name(f"check-{policy.name}")
+    copy.write_text(policy.read_text() + f"\nledger: {{path: ./{LEDGER_FILE}}}\n")
+    copy.chmod(0o444)
+    return copy
+
+
+def check_ledger(path: Path) -> None:
+    """The request's record reached the ledger volume (flushed on stop at the latest)."""
+    if not path.exists():
+        raise CheckFailed(f"no ledger at {path}: the ledger volume was not writable")
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        rows = sum(db.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] for table in tables)
+    if rows < 1:
+        raise CheckFailed("the ledger holds no record of the request")
+    print(f"   the ledger volume holds {rows} record(s)", flush=True)
 
 
 def wait_healthy(proxy: subprocess.Popen[bytes], probe: list[str], env: dict[str, str], cwd: Path) -> None:
