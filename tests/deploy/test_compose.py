@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import yaml
 
+from proxy.policy.load import load_policy
 from tests.deploy.topology import COMPOSE, Topology
 from tests.fixtures.http import request
 
@@ -31,3 +32,14 @@ def test_prometheus_scrapes_both_replicas(topology: Topology):
     assert config["rule_files"] == ["/etc/prometheus/alerts.yaml"]
     mounted = [v.split(":")[1] for v in topology.services["prometheus"]["volumes"]]
     assert "/etc/prometheus/alerts.yaml" in mounted
+
+
+def test_replicas_get_the_time_the_policy_gives_them_to_drain(topology: Topology):
+    policy = load_policy(
+        COMPOSE.parent / "compose" / "policy.yaml", {"REDIS_URL": "redis://r:6379/0", "UPSTREAM_URL": "http://u:9000"}
+    )
+    for name in topology.proxies():
+        service = topology.services[name]
+        assert service["stop_signal"] == "SIGTERM"
+        assert int(service["stop_grace_period"].rstrip("s")) > policy.server.shutdown_timeout_s
+        assert service["read_only"] is True and service["tmpfs"] == ["/tmp"]

@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 
 from proxy.policy.load import policy_from_text
-from tests.deploy.manifests import KUBERNETES, k8s_objects, of_kind, proxy_containers, secret_env
+from tests.deploy.manifests import KUBERNETES, ROOT, k8s_objects, of_kind, proxy_containers, secret_env
 
 PREFERRED_MARGIN_S = 1  # the grace must outlast preStop + the drain by at least this
 
@@ -88,3 +88,11 @@ def test_sidecar_agent_talks_to_the_proxy_on_loopback_with_its_proxy_key():
         if v["name"] == "OPENAI_API_KEY"
     }
     assert env["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] not in provider_secrets
+
+
+@pytest.mark.parametrize("path", KUBERNETES, ids=lambda p: p.name)
+def test_proxy_pods_run_as_the_images_numeric_user(path: Path):
+    user = next(line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("USER "))
+    uid, gid = (int(part) for part in user.split(":"))
+    for pod, _ in proxy_containers(k8s_objects(path)):
+        assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (uid, gid)
