@@ -11,6 +11,7 @@ import json
 import signal
 from pathlib import Path
 
+import promql_parser
 import pytest
 import yaml
 
@@ -121,6 +122,9 @@ def test_alerts_are_complete_rules():
     rules = [rule for group in ALERTS["groups"] for rule in group["rules"]]
     assert len({r["alert"] for r in rules}) == len(rules)
     for rule in rules:
+        assert set(rule) <= {"alert", "expr", "for", "keep_firing_for", "labels", "annotations"}, rule["alert"]
+        if "for" in rule:
+            assert promql_parser.parse_duration(rule["for"]).total_seconds() > 0, rule["alert"]
         assert rule["labels"]["severity"] in {"page", "ticket", "info"}, rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
     covered = set().union(*(metric_names(r["expr"]) for r in rules))
