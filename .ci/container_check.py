@@ -204,7 +204,8 @@ def check(dockerfile: Path) -> None:
         rebase = Rebase(root, prefixes)
         shim = root / "usr-local-bin"
         shim.mkdir()
-        (shim / "python").symlink_to(sys.executable)
+        # The base interpreter, as the image has it: a venv of the caller may live under /tmp, hidden later.
+        (shim / "python").symlink_to(os.path.realpath(sys.executable))
         print(f"== container check: replaying the build stage under {root}", flush=True)
         started = time.monotonic()
         build(build_stage, rebase, shim)
