@@ -20,6 +20,7 @@ from aiohttp import web
 from proxy.errors import BadRequest, NotFound, ProxyError
 from proxy.exchange import Caller
 from proxy.forward.headers import request_id_from
+from proxy.forward.registry import safe_label
 from proxy.forward.transport import Transport
 from proxy.handler import ProxyHandler, drain, error_response
 from proxy.ledger import Ledger
@@ -184,7 +185,9 @@ async def admin_status(request: web.Request) -> web.Response:
             }
             for r in compiled.routes
         ],
-        "upstreams": {name: {"url": u.base_url, "protocol": u.protocol.name} for name, u in compiled.upstreams.items()},
+        "upstreams": {  # URLs without user info; credentials and headers are never shown
+            name: {"url": safe_label(u.base_url), "protocol": u.protocol.name} for name, u in compiled.upstreams.items()
+        },
         "circuit_breakers": request.app[SERVICES].endpoints.status(),
     }
     return web.Response(body=orjson.dumps(status), content_type="application/json")

@@ -29,6 +29,7 @@ class ProxyError(Exception):
         self.message = message
         self.code = code
         self.headers = headers or {}
+        self.reason: str | None = None  # a precise reason for logs and metrics, when `code` is deliberately vague
 
 
 class BadRequest(ProxyError):

@@ -146,6 +146,7 @@ class ProxyHandler:
             method=request.method,
             path=path,
             raw_path=request.rel_url.raw_path,
+            peer=request.remote if route.forwarded_headers == "append" else None,
             query_string=query,
             headers=request.headers,
             route=route,

@@ -249,6 +249,12 @@ class Route(Strict):
     rewrite_prefix: str | None = Field(None, description="Replaces the matched prefix in the forwarded path.")
     tool: Name | None = Field(None, description="Tool name for tool allowlists.")
     auth: Literal["required", "none"] = Field("required", description="`none` only for trusted local traffic.")
+    forwarded_headers: Literal["strip", "append"] = Field(
+        "strip",
+        description="X-Forwarded-*, Forwarded and X-Real-IP from the caller: `strip` removes them (a sidecar's "
+        "caller is local); `append` keeps them and adds the caller's address, as a reverse proxy behind a trusted "
+        "one does.",
+    )
     stages: StagesConfig | None = Field(None, description="Overrides of the `stages:` defaults for this route.")
 
     @model_validator(mode="after")

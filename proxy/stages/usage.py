@@ -8,7 +8,8 @@ When the upstream reports nothing, or a stream was cut short (caller gone, upstr
 broke), the tokens are counted locally and the record is marked estimated.
 
 `on_complete` (after the caller has its answer) prices the usage, counts the metrics and
-enqueues the ledger record; the log line is written after it and carries the same figures.
+enqueues the ledger record (none for a request refused before its caller was identified);
+the log line is written after it and carries the same figures.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import orjson
 
+from proxy.errors import Forbidden, Unauthorized
 from proxy.exchange import Exchange, Outcome, Reply
 from proxy.ledger import Record
 from proxy.pipeline import Stage, StageFactory
@@ -117,7 +119,7 @@ class UsageStage(Stage):
             ex.cost_usd = price(ex.usage, found[1])
         self._count(ex, found[0] if found else OTHER)
         ledger = factory.services.ledger
-        if ledger is not None:
+        if ledger is not None and not _refused_before_identity(ex):
             ledger.record(self._record(ex, found[0] if found else None))
 
     # ---- estimates
@@ -198,6 +200,12 @@ class UsageStage(Stage):
             estimated=ex.usage_estimated,
             session_id=session[:MAX_SESSION_ID] if session else None,
         )
+
+
+def _refused_before_identity(ex: Exchange) -> bool:
+    """No key, a bad key: counted (`agent_proxy_auth_failures_total`) and logged, never a ledger row, so a
+    flood of bad keys cannot grow the ledger. Rows are for identified callers and routes with `auth: none`."""
+    return ex.caller is None and isinstance(ex.error, (Unauthorized, Forbidden))
 
 
 def _success(ex: Exchange) -> bool:

@@ -284,7 +284,7 @@ def test_bad_chunking_answers_in_the_route_shape(proxy, upstream):
         sock.sendall(
             b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: " + DEMO_KEY.encode() + b"\r\n"
             b"anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n"
+            b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n'
         )
         wait_for(lambda: proxy.metric("agent_proxy_requests_in_flight") == 1)  # the handler is reading the body
         sock.sendall(b"zz\r\n" + SECRET.encode() + b"\r\n")
