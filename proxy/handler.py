@@ -36,6 +36,7 @@ from proxy.forward.headers import caller_response_headers, request_id_from
 from proxy.forward.response import UpstreamResponse
 from proxy.forward.transport import Transport
 from proxy.logs import log_request
+from proxy.memory import HeapTrimmer
 from proxy.metrics import Metrics, status_class
 from proxy.pipeline import ChainRun
 from proxy.policy.reload import PolicyHolder
@@ -123,6 +124,7 @@ class ProxyHandler:
         self.transport = transport
         self.metrics = metrics
         self.spawn = spawn
+        self.trimmer = HeapTrimmer()
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         policy = self.holder.current  # read once: an in-flight request keeps its policy
@@ -370,6 +372,7 @@ class ProxyHandler:
     def _finish(self, ex: Exchange, run: ChainRun) -> None:
         """Metrics now; stage completion, then the log line (it carries tokens and cost), off the request path."""
         ex.finished_at = time.perf_counter()
+        self.trimmer.body_done(len(ex.body))  # a large body: its memory goes back once completion let it go
         m = self.metrics
         label = ex.route.label
         m.child(m.requests, label, ex.upstream_name or "none", status_class(ex.status)).inc()

@@ -38,9 +38,7 @@ def test_metrics_count_requests_by_route_and_never_hold_caller_input(proxy):
     text = body.decode()
     assert status == 200
     assert 'agent_proxy_requests_total{route="openai",status_class="2xx",upstream="up-openai"} 1.0' in text
-    assert (
-        'agent_proxy_stage_decisions_total{decision="refused:unknown_key",mode="enforce",stage="auth"} 1.0' in text
-    )
+    assert 'agent_proxy_stage_decisions_total{decision="refused:unknown_key",mode="enforce",stage="auth"} 1.0' in text
     assert "agent_proxy_time_to_first_byte_seconds_bucket" in text
     for leaked in ("secret-model-name-xyz", "sk-caller-wrong-key", DEMO_KEY, "upstream-secret"):
         assert leaked not in text
