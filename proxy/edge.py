@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -51,7 +51,7 @@ def _raw_response(err: ProxyError, request_id: str) -> bytes:
     """A whole response written straight to the transport, for when no request object exists."""
     body = json_error(err)
     head = (
-        f"HTTP/1.1 {err.status} Request Timeout\r\ncontent-type: application/json\r\n"
+        f"HTTP/1.1 {err.status} {HTTPStatus(err.status).phrase}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\nx-request-id: {request_id}\r\n\r\n"
     )
     return head.encode() + body
@@ -291,9 +291,6 @@ def mark_identified(request: web.BaseRequest) -> None:
     protocol = request.protocol
     if isinstance(protocol, EdgeHandler):
         protocol.identified()
-
-
-RunnerFactory = Callable[..., web.BaseRunner]
 
 
 class EdgeRunner(web.AppRunner):

@@ -33,7 +33,8 @@ class ServerConfig(Strict):
     upstream_pool: UpstreamPool = Field(
         default_factory=UpstreamPool, description="Connections to upstreams, shared by every route (read at start)."
     )
-    # ---- the caller's side (proxy/edge.py): read at start, a change needs a restart
+    # ---- the caller's side (proxy/edge.py): read at start, a change needs a restart (the body timeout follows
+    # reloads)
     request_head_timeout_s: float = Field(
         10.0,
         gt=0,
