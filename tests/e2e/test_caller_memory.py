@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import orjson
 import pytest
 
 from tests.fixtures.fake_upstream import FakeUpstream
-from tests.fixtures.proxy_server import DEMO_KEY, basic_policy
+from tests.fixtures.proxy_server import DEMO_KEY, basic_policy, serve_process
 from tests.fixtures.servers import free_port
 from tests.fixtures.waiting import proxy_ready, wait_for
 
@@ -55,12 +53,7 @@ def test_a_burst_of_large_prompts_is_bounded_and_given_back(tmp_path):
         policy = tmp_path / "policy.yaml"
         policy.write_text(basic_policy(upstream.url))
         port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "proxy", "serve", "--policy", str(policy), "--port", str(port)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        process = serve_process(policy, port)
         try:
             wait_for(lambda: proxy_ready(port) or process.poll() is not None, timeout=20)
             before = rss_mb(process.pid)
