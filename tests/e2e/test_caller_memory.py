@@ -20,7 +20,6 @@ from tests.fixtures.proxy_server import DEMO_KEY, basic_policy, serve_process
 from tests.fixtures.servers import free_port
 from tests.fixtures.waiting import proxy_ready, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 PARALLEL = 10
 ROUNDS = 3
 PROMPT_BYTES = 9 * 1024 * 1024
