@@ -40,11 +40,21 @@ def summarise(policy: Policy, source: str) -> str:
         "",
         f"auth: {policy.auth.mode}{_auth_sources(policy)}; state: {policy.state.backend}; "
         f"max body: {policy.server.max_body_bytes} bytes",
+        _caller_side(policy),
     ]
     warnings = unmatchable(policy.auth)
     if warnings:
         lines += ["", "warnings:", *(f"  {warning}" for warning in warnings)]
     return "\n".join(lines)
+
+
+def _caller_side(policy: Policy) -> str:
+    server = policy.server
+    return (
+        f"callers' connections: head within {server.request_head_timeout_s:g} s, body within "
+        f"{server.request_body_timeout_s:g} s, idle {server.keepalive_s:g} s; at most {server.max_connections} "
+        f"({server.max_unauthenticated_connections} unauthenticated)"
+    )
 
 
 def _auth_sources(policy: Policy) -> str:
