@@ -98,8 +98,8 @@ class EdgeServer(web.Server):
         inner = self.request_factory
 
         def request_factory_hook(message: Any, payload: StreamReader, protocol: Any, writer: Any, task: Any) -> Any:
-            # aiohttp calls the request factory once per whole head (a malformed one included): the narrowest
-            # public point at which "the head has arrived" is known.
+            # aiohttp calls the request factory when it starts on a whole head (a malformed one included): the
+            # narrowest public point at which "the head has arrived" is known.
             if isinstance(protocol, EdgeHandler):
                 protocol.head_arrived(payload)
             return inner(message, payload, protocol, writer, task)
