@@ -5,6 +5,7 @@ Timeouts are short in the test policy; every wait is a socket read with a deadli
 
 from __future__ import annotations
 
+import gzip
 import logging
 import socket
 import time
@@ -306,3 +307,13 @@ def test_malformed_input_leaves_only_the_proxys_own_lines(proxy):
         read_until_closed(sock)
         wait_for(lambda: logs.lines)
     assert all(line["logger"].startswith("agent_proxy") for line in logs.parsed())
+
+
+def test_a_compressed_body_counts_its_inflated_size(proxy, upstream):
+    """aiohttp inflates a gzip request body 64 KiB at a time; the body limit counts what it inflates to."""
+    bomb = gzip.compress(b"{" + b" " * (64 * 1024 * 1024) + b"}", compresslevel=9)  # 64 MiB from ~64 KB
+    sock = connect(proxy)
+    sock.sendall(chat_request(bomb, extra="content-encoding: gzip\r\n"))
+    status, _, body = read_response(sock)
+    assert status == 413 and orjson.loads(body)["error"]["code"] == "request_too_large"
+    sock.close()
