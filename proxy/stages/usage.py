@@ -24,6 +24,7 @@ import orjson
 from proxy.errors import Forbidden, Unauthorized
 from proxy.exchange import Exchange, Outcome, Reply
 from proxy.ledger import Record
+from proxy.logs import logged_model
 from proxy.pipeline import Stage, StageFactory
 from proxy.policy.schema import Pricing, Route, UsageConfig
 from proxy.pricing import OTHER, price, resolve
@@ -182,7 +183,7 @@ class UsageStage(Stage):
             profile=caller.profile if caller else None,
             route=ex.route.label,
             upstream=ex.upstream_name,
-            model_requested=ex.model_requested,
+            model_requested=logged_model(ex.model_requested),  # bounded, as in the log line
             model_served=ex.model_served,
             model_priced=model_priced,
             status=ex.status,

@@ -24,6 +24,11 @@ AUTH = {"authorization": f"Bearer {DEMO_KEY}"}
 MAX_FIELD_CHARS = MAX_MODEL_CHARS + 16
 
 
+def ledger_models(path) -> list[str | None]:
+    with sqlite3.connect(path) as db:
+        return [row[0] for row in db.execute("SELECT model_requested FROM requests")]
+
+
 def request_lines(logs) -> list[dict]:
     return [line for line in logs.parsed() if line.get("msg") == "request"]
 
@@ -39,8 +44,9 @@ def assert_clean(line: dict, *secrets: str) -> None:
                 assert item.isprintable(), field
 
 
-def test_a_1mb_model_name_and_a_pii_path_make_bounded_clean_lines(proxy_factory, fake_upstream):
-    proxy = proxy_factory(basic_policy(fake_upstream.url))
+def test_a_1mb_model_name_and_a_pii_path_make_bounded_clean_lines(proxy_factory, fake_upstream, tmp_path):
+    ledger = tmp_path / "ledger.sqlite"
+    proxy = proxy_factory(basic_policy(fake_upstream.url, f"ledger: {{path: {ledger}, flush_interval_ms: 20}}"))
     hostile_model = 'gpt-4o\n{"level": "error"}\x00\u202e' + "m" * (1 << 20)
     with captured_log_lines() as logs:
         post(proxy.openai_base_url + "/chat/completions", {"model": hostile_model, "messages": MESSAGES}, AUTH)
@@ -55,6 +61,8 @@ def test_a_1mb_model_name_and_a_pii_path_make_bounded_clean_lines(proxy_factory,
     assert logged.startswith("gpt-4o???level?:??error????mmm") and logged.endswith("m...")
     assert len(logged) == MAX_MODEL_CHARS + 3 and re.fullmatch(r"[A-Za-z0-9._:/@+?-]+\.\.\.", logged)
     assert path_line["path"] == f"/v1/[{len(f'files/{EMAIL}/ssn/{SSN}')} bytes]"
+    wait_for(lambda: len(ledger_models(ledger)) == 3)
+    assert logged in ledger_models(ledger)  # the ledger row holds the same bounded name
     assert (plain_line["path"], plain_line["model"]) == ("/v1/chat/completions", "gpt-4o-mini")
 
 
