@@ -42,14 +42,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    import logging
+
     from proxy.policy.summary import summarise
 
     policy = _load_or_exit(args.policy)
+    logger = logging.getLogger("agent_proxy")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # the summary lists the policy's warnings itself
     try:
         print(summarise(policy, str(args.policy)))
     except ValueError as exc:  # found while compiling, e.g. an unreadable auth.jwt key file
         print(f"{args.policy}: invalid policy\n  - {exc}", file=sys.stderr)
         return 2
+    finally:
+        logger.setLevel(level)
     return 0
 
 

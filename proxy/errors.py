@@ -21,16 +21,32 @@ class ProxyError(Exception):
     kind: ClassVar[str] = "internal"
     source: ClassVar[Source] = "internal"
     retryable: ClassVar[bool] = False
+    closes_connection: ClassVar[bool] = False
+    """The caller's connection is closed after this answer: what it sent next cannot be trusted."""
 
     def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
         self.code = code
         self.headers = headers or {}
+        self.reason: str | None = None  # a precise reason for logs and metrics, when `code` is deliberately vague
 
 
 class BadRequest(ProxyError):
     status, kind, source = 400, "invalid_request", "caller"
+
+
+class MalformedRequest(BadRequest):
+    """HTTP the parser refused (head or body framing); never echoed back or logged."""
+
+    closes_connection = True
+
+
+class RequestTimeout(ProxyError):
+    """The caller did not send its request head or body in time (`server.request_*_timeout_s`)."""
+
+    status, kind, source = 408, "invalid_request", "caller"
+    closes_connection = True
 
 
 class Unauthorized(ProxyError):

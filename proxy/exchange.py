@@ -67,6 +67,8 @@ class Exchange:
     route: CompiledRoute
     protocol: Protocol
     raw_path: str = ""
+    peer: str | None = None
+    """The caller's address (the socket's), for a route that appends it to X-Forwarded-For."""
     """As the caller encoded it: what is forwarded, so `%2F` or `%3F` keep their meaning upstream."""
     body: bytes = b""
     started: float = field(default_factory=time.perf_counter)

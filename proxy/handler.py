@@ -16,13 +16,17 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from proxy.edge import mark_identified
 from proxy.errors import (
     BadRequest,
     InternalError,
+    MalformedRequest,
     NotFound,
     PayloadTooLarge,
     ProxyError,
+    RequestTimeout,
     ShuttingDown,
     UnsupportedMediaType,
     UpstreamStreamBroken,
@@ -33,9 +37,11 @@ from proxy.forward.headers import caller_response_headers, request_id_from
 from proxy.forward.response import UpstreamResponse
 from proxy.forward.transport import Transport
 from proxy.logs import log_request
+from proxy.memory import HeapTrimmer
 from proxy.metrics import Metrics, status_class
 from proxy.pipeline import ChainRun
 from proxy.policy.reload import PolicyHolder
+from proxy.policy.schema import ServerConfig
 from proxy.protocols import PROTOCOLS, Protocol
 from proxy.protocols.sse import SSEDecoder, SSEEvent, encode
 from proxy.tracing import Tracing
@@ -73,20 +79,27 @@ def _unsafe_path(path: str) -> bool:
     return "/." in path and any(segment in (".", "..") for segment in path.split("/"))
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
+    """The whole body, at most `limit` bytes, within `timeout_s` (`server.request_body_timeout_s`)."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
     if not request.body_exists:
         return b""
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        async with asyncio.timeout(timeout_s):
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := await request.content.readany():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except TimeoutError:
+        raise RequestTimeout("the request body did not arrive in time", code="request_timeout") from None
+    except HttpProcessingError:  # bad chunking or a short body: aiohttp's message quotes the bytes, so it is dropped
+        raise MalformedRequest("the request body is not valid HTTP framing", code="malformed_request") from None
 
 
 def raw_query(request: web.Request) -> str | None:
@@ -118,6 +131,7 @@ class ProxyHandler:
         self._streams: set[UpstreamResponse] = set()  # streams being relayed, ended cleanly if the grace runs out
         self.metrics = metrics
         self.spawn = spawn
+        self.trimmer = HeapTrimmer()
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         policy = self.holder.current  # read once: an in-flight request keeps its policy
@@ -141,6 +155,7 @@ class ProxyHandler:
             method=request.method,
             path=path,
             raw_path=request.rel_url.raw_path,
+            peer=request.remote if route.forwarded_headers == "append" else None,
             query_string=query,
             headers=request.headers,
             route=route,
@@ -151,7 +166,7 @@ class ProxyHandler:
         run = route.chain.start()
         self.metrics.in_flight.inc()
         try:
-            return await self._handle(request, ex, run, policy.max_body_bytes)
+            return await self._handle(request, ex, run, policy.policy.server)
         except asyncio.CancelledError:
             ex.outcome = Outcome.CLIENT_GONE
             raise
@@ -164,11 +179,15 @@ class ProxyHandler:
             self.metrics.in_flight.dec()
             self._finish(ex, run)
 
-    async def _handle(self, request: web.Request, ex: Exchange, run: ChainRun, max_body: int) -> web.StreamResponse:
+    async def _handle(
+        self, request: web.Request, ex: Exchange, run: ChainRun, server: ServerConfig
+    ) -> web.StreamResponse:
         try:
             reply = await run.request_headers(ex)
+            if ex.caller is not None or not ex.route.auth_required:
+                mark_identified(request)  # the connection no longer counts against the unauthenticated cap
             if reply is None:
-                ex.body = await read_body(request, max_body)
+                ex.body = await read_body(request, server.max_body_bytes, server.request_body_timeout_s)
                 if ex.protocol.parses_json and ex.body:
                     if not _is_json_content_type(request):
                         raise UnsupportedMediaType("the request body must be JSON (content-type: application/json)")
@@ -180,7 +199,21 @@ class ProxyHandler:
             return await self._forward(request, ex, run)
         except ProxyError as err:
             ex.error, ex.outcome, ex.status = err, Outcome.ERROR, err.status
-            return error_response(ex.protocol, err, ex.request_id)
+            response = error_response(ex.protocol, err, ex.request_id)
+            if err.closes_connection:
+                await self._answer_and_close(request, response, err)
+            return response
+
+    async def _answer_and_close(self, request: web.Request, response: web.Response, err: ProxyError) -> None:
+        """The caller's connection cannot carry another request (a body that timed out or broke its framing):
+        the answer goes out, then the connection is closed, without aiohttp's lingering read of the rest."""
+        reason = "body_timeout" if err.status == 408 else "malformed"
+        self.metrics.child(self.metrics.caller_connections_closed, reason).inc()
+        response.force_close()
+        with contextlib.suppress(ConnectionError):
+            await response.prepare(request)
+            await response.write_eof()
+        request.protocol.force_close()
 
     def _local_reply(self, ex: Exchange, reply: Reply) -> web.Response:
         ex.status, ex.outcome = reply.status, Outcome.LOCAL_REPLY
@@ -357,6 +390,7 @@ class ProxyHandler:
     def _finish(self, ex: Exchange, run: ChainRun) -> None:
         """Metrics now; stage completion, then the log line (it carries tokens and cost), off the request path."""
         ex.finished_at = time.perf_counter()
+        self.trimmer.body_done(len(ex.body))  # a large body: its memory goes back once completion let it go
         m = self.metrics
         label = ex.route.label
         m.child(m.requests, label, ex.upstream_name or "none", status_class(ex.status)).inc()

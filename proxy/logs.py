@@ -1,8 +1,12 @@
 """Structured JSON logs: one line per request, and the proxy's own events.
 
 The request line carries identifiers and figures only: never bodies, keys, tokens
-or query strings (they may hold credentials). Records are formatted and written to
-stderr by a listener thread, so a slow log pipe never stalls the event loop.
+or query strings (they may hold credentials). Every field that comes from a request
+is bounded and either a name the policy defines or sanitised: the path is logged as
+the matched route's path or prefix plus the length of the rest (a well-known API
+endpoint excepted), the model is cut to `MAX_MODEL_CHARS` of a restricted set.
+Records are formatted and written to stderr by a listener thread, so a slow log pipe
+never stalls the event loop.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import contextlib
 import logging
 import logging.handlers
 import queue
+import re
 import sys
 from typing import Any
 
@@ -117,17 +122,60 @@ def _stop_listener() -> None:
     listener._thread.join(EXIT_FLUSH_S)  # a daemon thread: if the pipe stays stuck, the process exits anyway
 
 
+MAX_MODEL_CHARS = 128
+_NOT_MODEL_CHAR = re.compile(r"[^A-Za-z0-9._:/@+-]")
+# What follows a prefix route's prefix that is logged as is: the LLM APIs' own endpoints, no caller data.
+KNOWN_ENDPOINTS = frozenset(
+    {
+        "chat/completions",
+        "completions",
+        "responses",
+        "embeddings",
+        "models",
+        "moderations",
+        "messages",
+        "messages/count_tokens",
+        "v1/chat/completions",
+        "v1/completions",
+        "v1/responses",
+        "v1/embeddings",
+        "v1/models",
+        "v1/messages",
+        "v1/messages/count_tokens",
+    }
+)
+
+
+def logged_path(ex: Exchange) -> str:
+    """The route's own path or prefix, then `[N bytes]` for the rest (ids, names, emails live there)."""
+    route = ex.route
+    if route.prefix is None:
+        return route.path or "?"
+    rest = ex.path[len(route.prefix) :]
+    if not rest or rest in KNOWN_ENDPOINTS:
+        return route.prefix + rest
+    return f"{route.prefix}[{len(rest.encode('utf-8', 'surrogateescape'))} bytes]"
+
+
+def logged_model(model: Any) -> str | None:
+    """The model as the caller named it, cut and restricted to the characters model names use."""
+    if not isinstance(model, str):
+        return None
+    cut = _NOT_MODEL_CHAR.sub("?", model[:MAX_MODEL_CHARS])
+    return cut + "..." if len(model) > MAX_MODEL_CHARS else cut
+
+
 def request_fields(ex: Exchange) -> dict[str, Any]:
     caller = ex.caller
     fields: dict[str, Any] = {
         "request_id": ex.request_id,
-        "method": ex.method,
-        "path": ex.path,
+        "method": ex.method[:16],  # an HTTP token (the parser checked its characters)
+        "path": logged_path(ex),
         "route": ex.route.label,
         "caller": caller.name if caller else None,
         "key_id": caller.key_id if caller else None,
         "upstream": ex.upstream_name,
-        "model": ex.model_requested,
+        "model": logged_model(ex.model_requested),
         "status": ex.status,
         "outcome": ex.outcome.value if ex.outcome else None,
         "stream": ex.streaming,

@@ -136,6 +136,21 @@ class Metrics:
             registry=r,
         )
 
+        # ---- the caller's side (proxy/edge.py): reason and state are the fixed sets of that module.
+        self.caller_connections = Gauge(
+            "agent_proxy_caller_connections",
+            "Open caller connections, by state (authenticated: a request on it was identified).",
+            ["state"],
+            registry=r,
+        )
+        self.caller_connections_closed = Counter(
+            "agent_proxy_caller_connections_closed",
+            "Caller connections the proxy closed, by reason (connection_cap, unauthenticated_cap, head_timeout, "
+            "body_timeout, malformed).",
+            ["reason"],
+            registry=r,
+        )
+
         # ---- content safety (proxy/stages/redact.py): detector = a built-in or policy-defined name;
         # direction = output (what callers receive) or input (prompts before they leave). Counts, never values.
         self.redactions = Counter(

@@ -130,7 +130,7 @@ class ChainRun:
         try:
             reply = await hook(ex)
         except ProxyError as err:
-            stage.decide(ex, f"refused:{err.code or err.kind}")
+            stage.decide(ex, f"refused:{err.reason or err.code or err.kind}")
             if stage.enforcing:
                 raise
             return None

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from proxy.app import HANDLER, HOLDER, build_app
+from proxy.app import HANDLER, HOLDER, METRICS, POLICY, build_app
+from proxy.edge import EdgeRunner
 from proxy.handler import ProxyHandler
 from proxy.logs import log_event
 from proxy.policy.schema import Policy
@@ -23,7 +24,11 @@ RUNNER_OPTIONS = {"handler_cancellation": True, "access_log": None}
 
 
 def make_runner(app: web.Application, shutdown_timeout: float = 30.0) -> web.AppRunner:
-    return web.AppRunner(app, shutdown_timeout=shutdown_timeout, **RUNNER_OPTIONS)
+    """The caller's side as `server:` bounds it (proxy/edge.py): timeouts, connection caps, parser limits."""
+    policy = app[POLICY][0]
+    return EdgeRunner(
+        app, config=policy.server, metrics=app[METRICS], shutdown_timeout=shutdown_timeout, **RUNNER_OPTIONS
+    )
 
 
 async def serve(policy: Policy, path: Path | None, host: str, port: int) -> None:

@@ -12,7 +12,8 @@ import asyncio
 import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+
+from proxy.forward.registry import safe_label
 
 if TYPE_CHECKING:
     from proxy.accounting.ledger import Ledger
@@ -20,18 +21,6 @@ if TYPE_CHECKING:
     from proxy.policy.compile import CompiledPolicy
     from proxy.policy.reload import PolicyHolder
     from proxy.services import Services
-
-
-def safe_url(url: str) -> str:
-    """A URL without user info: an upstream URL may carry a password."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _samples(counter: Any) -> list[tuple[dict[str, str], float]]:
@@ -105,7 +94,7 @@ async def status_data(holder: PolicyHolder, services: Services, started_at: floa
             for r in compiled.routes
         ],
         "upstreams": {
-            name: {"url": safe_url(u.base_url), "protocol": u.protocol.name} for name, u in compiled.upstreams.items()
+            name: {"url": safe_label(u.base_url), "protocol": u.protocol.name} for name, u in compiled.upstreams.items()
         },
         "circuit_breakers": services.endpoints.status(),
         "traffic": _traffic(services.metrics),

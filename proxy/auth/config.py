@@ -85,10 +85,11 @@ class AuthConfig(Strict):
     )
     jwt: JwtConfig | None = Field(None, description="Accept JWT bearer tokens.")
     static_keys: list[StaticKey] = Field(default_factory=list, max_length=10_000)
-    revoked: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+    revoked: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(
         default_factory=list,
         max_length=100_000,
-        description="Key ids refused from now on, as logs show them: a minted key's id, a JWT's jti, a static key id.",
+        description="Key ids refused from now on: a minted key's id, a static key id, a JWT's jti (any string, as "
+        "issued, or the `jti-...` id logs show for one that is not a plain token).",
     )
 
     @field_validator("hmac_keys")

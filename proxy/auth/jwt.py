@@ -26,9 +26,9 @@ from proxy.auth.config import JwtConfig
 from proxy.auth.jwks import FixedKeys, JwksRegistry, VerificationKey
 from proxy.auth.keys import valid_caller_name
 from proxy.auth.refusals import Refused
+from proxy.auth.revocation import jti_key_id
 from proxy.exchange import Caller
 
-_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _SCOPE = re.compile(r"[A-Za-z0-9_.:/-]{1,64}")
 MAX_SCOPES = 64
 CACHE_S = 60.0
@@ -138,8 +138,8 @@ class JwtVerifier:
         if not isinstance(name, str) or not valid_caller_name(name):
             raise Refused("invalid_claims")
         jti = claims.get("jti")
-        if isinstance(jti, str) and _SAFE_ID.fullmatch(jti):
-            key_id = jti
+        if isinstance(jti, str) and jti:  # any jti can be revoked: a hash of it when it is not a safe token
+            key_id = jti_key_id(jti)
         else:  # safe to log, and the same for the same token
             key_id = "jwt-" + hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()[:12]
         caller = Caller(name=name, key_id=key_id, scopes=_scopes(claims.get(config.scopes_claim)))

@@ -3,8 +3,9 @@
 The reason labels `agent_proxy_auth_failures_total`, so it must stay a small fixed set.
 Verifiers raise `Refused(reason)`; only the authenticator turns it into a ProxyError, so
 what leaves the auth boundary is always Unauthorized or Forbidden.
-Callers get a generic message for forged or unknown credentials (a probe learns nothing
-about which check failed); operators see the precise reason in the metric.
+Callers get a generic message for forged or unknown credentials, and for every refused JWT
+(a probe learns nothing about which check failed); operators see the precise reason in the
+metric and in the log line's `decisions` (`auth:refused:<reason>`).
 """
 
 from __future__ import annotations
@@ -48,10 +49,14 @@ class Refused(Exception):
         self.reason = reason
 
 
-def as_error(reason: str, detail: str = "") -> ProxyError:
-    """The error the caller sees for a refusal reason."""
+def as_error(reason: str, detail: str = "", generic: bool = False) -> ProxyError:
+    """The error the caller sees for a refusal reason; `generic`: the same one for every 401 (JWTs)."""
+    err: ProxyError
     if reason in FORBIDDEN:
         code, message = FORBIDDEN[reason]
-        return Forbidden(f"{message}{detail}", code=code)
-    code, message = UNAUTHORIZED[reason]
-    return Unauthorized(f"{message}{detail}", code=code)
+        err = Forbidden(f"{message}{detail}", code=code)
+    else:
+        code, message = _INVALID if generic and reason != "missing" else UNAUTHORIZED[reason]
+        err = Unauthorized(f"{message}{detail}", code=code)
+    err.reason = reason
+    return err

@@ -74,7 +74,9 @@ async def open_upstream(
     url = base_url + route.upstream_path(ex.raw_path or ex.path, ex.path)
     if ex.query_string:
         url += "?" + ex.query_string
-    headers = upstream_request_headers(ex.headers, upstream.inject_headers, ex.request_id)
+    headers = upstream_request_headers(
+        ex.headers, upstream.inject_headers, ex.request_id, route.forwarded_headers, ex.peer
+    )
     body = ex.body_to_send()
     if upstream.config.sign_requests and upstream.config.signing_key is not None:
         # Auth: caller identity + HMAC signature for tool servers (proxy/auth/signing.py, docs/auth.md).

@@ -35,6 +35,10 @@ RECOMPUTED = frozenset({"host", "content-length", "accept-encoding", "expect", "
 NOT_FORWARDED = HOP_BY_HOP | CALLER_CREDENTIALS | RECOMPUTED
 PROXY_HEADER_PREFIX = "x-agent-proxy-"
 
+# Who the caller is and how it reached the proxy: never passed on blindly (a route's `forwarded_headers`).
+FORWARDING = frozenset({"forwarded", "x-real-ip"})
+FORWARDING_PREFIX = "x-forwarded-"
+
 NOT_RETURNED = HOP_BY_HOP | frozenset({"content-length", "content-encoding", "x-request-id", "server", "date"})
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -64,12 +68,36 @@ def request_id_from(headers: Mapping[str, str]) -> str:
     return given if given and _REQUEST_ID.fullmatch(given) else new_request_id()
 
 
+def _forwarded_for(peer: str) -> str:
+    """A `Forwarded` element (RFC 7239): an IPv6 address is bracketed and quoted."""
+    return f'for="[{peer}]"' if ":" in peer else f"for={peer}"
+
+
+def forwarding_headers(headers: CIMultiDict[str], mode: str, peer: str | None) -> None:
+    """`strip`: remove every forwarding header. `append`: keep the chain the caller sent and add this hop,
+    as reverse proxies do (X-Forwarded-For and Forwarded get the peer; X-Real-IP, X-Forwarded-Host and
+    -Proto are set when absent)."""
+    if mode == "append" and peer:
+        headers["x-forwarded-for"] = ", ".join([*headers.getall("x-forwarded-for", ()), peer])
+        headers["forwarded"] = ", ".join([*headers.getall("forwarded", ()), _forwarded_for(peer)])
+        headers.setdefault("x-real-ip", peer)
+        headers.setdefault("x-forwarded-proto", "http")
+        if "host" in headers:
+            headers.setdefault("x-forwarded-host", headers["host"])
+        return
+    for name in [name for name in headers if name.lower() in FORWARDING or name.lower().startswith(FORWARDING_PREFIX)]:
+        headers.popall(name, None)
+
+
 def upstream_request_headers(
     caller_headers: CIMultiDict[str] | Mapping[str, str],
     inject: Iterable[tuple[str, str]],
     request_id: str,
+    forwarded: str = "strip",
+    peer: str | None = None,
 ) -> CIMultiDict[str]:
     headers: CIMultiDict[str] = CIMultiDict(caller_headers)  # a copy in C, then the few drops: cheaper than a filter
+    forwarding_headers(headers, forwarded, peer)  # before `host` goes: append mode may name it
     for name in NOT_FORWARDED | _connection_named(headers):
         headers.popall(name, None)
     drop_proxy_headers(headers)

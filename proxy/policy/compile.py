@@ -60,6 +60,7 @@ class CompiledRoute:
     targets: tuple[Target, ...] = ()  # the upstream, then the fallbacks, each with its model rewrite
     retry_unsafe: bool = False
     degraded: DegradedReplies | None = None
+    forwarded_headers: str = "strip"  # strip | append (proxy/forward/headers.py)
 
     @property
     def protocol(self) -> Protocol:
@@ -163,6 +164,7 @@ def compile_policy(
                 *(Target(upstreams[f.upstream], f.model) for f in route.fallbacks),
             ),
             retry_unsafe=route.retry_unsafe,
+            forwarded_headers=route.forwarded_headers,
             degraded=route.degraded,
         )
         for route in policy.routes

@@ -38,6 +38,41 @@ class ServerConfig(Strict):
     tracing: TracingConfig = Field(
         default_factory=TracingConfig, description="OpenTelemetry traces, off by default (read at start)."
     )
+    # ---- the caller's side (proxy/edge.py): read at start, a change needs a restart (the body timeout follows
+    # reloads)
+    request_head_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="A request head must arrive whole within this, counted from the connection's start or from the "
+        "first byte of a keep-alive request; then 408 (if any of it came) and the connection is closed.",
+    )
+    request_body_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="The whole body must arrive within this once its head has; then 408 and close."
+    )
+    keepalive_s: float = Field(
+        60.0, gt=0, le=3600, description="An idle keep-alive connection from a caller is closed after this."
+    )
+    max_connections: int = Field(
+        1024, ge=1, le=1_000_000, description="Open caller connections; past this a new one is closed at once."
+    )
+    max_unauthenticated_connections: int = Field(
+        256,
+        ge=1,
+        le=1_000_000,
+        description="Open connections on which no request has been identified yet; past this a new one is closed "
+        "at once, while identified keep-alive connections keep working.",
+    )
+    max_header_bytes: int = Field(
+        16384, ge=1024, le=1 << 20, description="The request line, or one header line; longer gets 400."
+    )
+    max_headers: int = Field(100, ge=8, le=1000, description="Header lines in one request head; more gets 400.")
+
+    @model_validator(mode="after")
+    def _unauthenticated_within_total(self) -> ServerConfig:
+        if self.max_unauthenticated_connections > self.max_connections:
+            raise ValueError("max_unauthenticated_connections cannot exceed max_connections")
+        return self
 
 
 class StateConfig(Strict):
@@ -240,6 +275,12 @@ class Route(Strict):
     rewrite_prefix: str | None = Field(None, description="Replaces the matched prefix in the forwarded path.")
     tool: Name | None = Field(None, description="Tool name for tool allowlists.")
     auth: Literal["required", "none"] = Field("required", description="`none` only for trusted local traffic.")
+    forwarded_headers: Literal["strip", "append"] = Field(
+        "strip",
+        description="X-Forwarded-*, Forwarded and X-Real-IP from the caller: `strip` removes them (a sidecar's "
+        "caller is local); `append` keeps them and adds the caller's address, as a reverse proxy behind a trusted "
+        "one does.",
+    )
     stages: StagesConfig | None = Field(None, description="Overrides of the `stages:` defaults for this route.")
 
     @model_validator(mode="after")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from proxy.auth.revocation import unmatchable
+from proxy.forward.registry import safe_label
 from proxy.policy.compile import compile_policy
 from proxy.policy.schema import Policy
 
@@ -22,7 +24,10 @@ def summarise(policy: Policy, source: str) -> str:
     for name, upstream in policy.upstreams.items():
         credential = f", injects {upstream.credentials.header}" if upstream.credentials else ""
         credential += ", signs requests" if upstream.sign_requests else ""  # auth (proxy/auth/signing.py)
-        lines.append(f"  {name:<20} {upstream.protocol:<9} {', '.join(upstream.urls)}{credential}")
+        urls = ", ".join(safe_label(url) for url in upstream.urls)  # never user info
+        if upstream.proxy not in (None, "direct"):
+            credential += f", via {safe_label(upstream.proxy)}"
+        lines.append(f"  {name:<20} {upstream.protocol:<9} {urls}{credential}")
     lines += ["", "callers:"]
     keys_by_caller: dict[str, int] = {}
     for key in policy.auth.static_keys:
@@ -35,8 +40,21 @@ def summarise(policy: Policy, source: str) -> str:
         "",
         f"auth: {policy.auth.mode}{_auth_sources(policy)}; state: {policy.state.backend}; "
         f"max body: {policy.server.max_body_bytes} bytes",
+        _caller_side(policy),
     ]
+    warnings = unmatchable(policy.auth)
+    if warnings:
+        lines += ["", "warnings:", *(f"  {warning}" for warning in warnings)]
     return "\n".join(lines)
+
+
+def _caller_side(policy: Policy) -> str:
+    server = policy.server
+    return (
+        f"callers' connections: head within {server.request_head_timeout_s:g} s, body within "
+        f"{server.request_body_timeout_s:g} s, idle {server.keepalive_s:g} s; at most {server.max_connections} "
+        f"({server.max_unauthenticated_connections} unauthenticated)"
+    )
 
 
 def _auth_sources(policy: Policy) -> str:

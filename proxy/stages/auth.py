@@ -14,6 +14,7 @@ the body once it has arrived.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -24,9 +25,11 @@ from proxy.auth.keys import PREFIX as HMAC_KEY_PREFIX
 from proxy.auth.keys import HmacKeyVerifier
 from proxy.auth.permissions import Permissions
 from proxy.auth.refusals import Refused, as_error
+from proxy.auth.revocation import revoked_ids, unmatchable
 from proxy.auth.static import StaticKeyVerifier, sha256_hex
 from proxy.errors import ProxyError
 from proxy.exchange import Caller, Exchange, Reply
+from proxy.logs import log_event
 from proxy.metrics import Metrics
 from proxy.pipeline import Stage, StageFactory
 from proxy.policy.base import Mode
@@ -45,6 +48,7 @@ __all__ = [
 ]
 
 MAX_CREDENTIAL_LENGTH = 8192
+log = logging.getLogger("agent_proxy.auth")
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
@@ -67,14 +71,16 @@ class Authenticator:
         self.static = StaticKeyVerifier(auth.static_keys, policy.callers)
         self.hmac = HmacKeyVerifier(auth.hmac_keys) if auth.hmac_keys else None
         self.jwt = jwt
-        self.revoked = frozenset(auth.revoked)
+        self.revoked = revoked_ids(auth.revoked)  # as listed, and as the key id of a jti equal to the entry
+        for warning in unmatchable(auth):
+            log_event(log, "policy warning", logging.WARNING, warning=warning)
         self.permissions = {name: Permissions(profile) for name, profile in policy.callers.items()}
         self.metrics = metrics
 
-    def refuse(self, reason: str, detail: str = "") -> ProxyError:
+    def refuse(self, reason: str, detail: str = "", generic: bool = False) -> ProxyError:
         """Count a refusal by reason; the caller raises the 401 or 403 returned."""
         self.metrics.auth_failures.labels(reason).inc()
-        return as_error(reason, detail)
+        return as_error(reason, detail, generic)
 
     async def authenticate(self, headers: Mapping[str, str]) -> Caller:
         """The caller, with its profile resolved; raises Unauthorized, or Forbidden when it has no profile."""
@@ -88,8 +94,9 @@ class Authenticator:
             profile = caller.name if caller.name in self.permissions else "default"
             if profile not in self.permissions:
                 raise Refused("no_profile")
-        except Refused as refused:
-            raise self.refuse(refused.reason) from None
+        except Refused as refused:  # a JWT learns nothing of which check failed; the reason is logged
+            jwt = self.jwt is not None and credential is not None and _JWT_SHAPE.fullmatch(credential) is not None
+            raise self.refuse(refused.reason, generic=jwt) from None
         return caller if caller.profile == profile else replace(caller, profile=profile)
 
     async def _identify(self, credential: str) -> Caller:

@@ -12,8 +12,9 @@ to `MAX_REPORTED_TOKENS` (proxy/protocols/base.py); any other value counts as no
 reported, so it is estimated, and the request's log line and
 `agent_proxy_stage_decisions_total{stage="usage",decision="usage_rejected"}` say so.
 
-`on_complete` (after the caller has its answer) prices the usage, enqueues the ledger
-record and counts the metrics; the log line is written after it and carries the same figures.
+`on_complete` (after the caller has its answer) prices the usage, enqueues the ledger record
+(none for a request refused before its caller was identified) and counts the metrics; the log
+line is written after it and carries the same figures.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import orjson
 from proxy.accounting.ledger import Record
 from proxy.accounting.pricing import OTHER, price, resolve
 from proxy.accounting.tokens import count_messages, count_tokens
+from proxy.errors import Forbidden, Unauthorized
 from proxy.exchange import Exchange, Outcome, Reply
+from proxy.logs import logged_model
 from proxy.pipeline import Stage, StageFactory
 from proxy.policy.schema import Pricing, Route, UsageConfig
 from proxy.protocols.base import Protocol, Usage
@@ -127,7 +130,7 @@ class UsageStage(Stage):
         elif found is not None and ex.usage.known:
             ex.cost_usd = price(ex.usage, found[1])
         ledger = factory.services.ledger
-        if ledger is not None:  # first: nothing the metrics do can lose the record
+        if ledger is not None and not _refused_before_identity(ex):  # first: the metrics cannot lose it
             ledger.record(self._record(ex, found[0] if found else None))
         self._count(ex, found[0] if found else OTHER)
 
@@ -191,7 +194,7 @@ class UsageStage(Stage):
             profile=caller.profile if caller else None,
             route=ex.route.label,
             upstream=ex.upstream_name,
-            model_requested=ex.model_requested,
+            model_requested=logged_model(ex.model_requested),  # bounded, as in the log line
             model_served=ex.model_served,
             model_priced=model_priced,
             status=ex.status,
@@ -209,6 +212,12 @@ class UsageStage(Stage):
             estimated=ex.usage_estimated,
             session_id=session[:MAX_SESSION_ID] if session else None,
         )
+
+
+def _refused_before_identity(ex: Exchange) -> bool:
+    """No key, a bad key: counted (`agent_proxy_auth_failures_total`) and logged, never a ledger row, so a
+    flood of bad keys cannot grow the ledger. Rows are for identified callers and routes with `auth: none`."""
+    return ex.caller is None and isinstance(ex.error, (Unauthorized, Forbidden))
 
 
 def _success(ex: Exchange) -> bool:

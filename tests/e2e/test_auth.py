@@ -30,8 +30,10 @@ from hypothesis import strategies as st
 from jwt.algorithms import RSAAlgorithm
 
 from proxy.auth.keys import mint
+from proxy.auth.revocation import jti_key_id
 from proxy.auth.signing import InvalidSignature, verify_signed_request
 from tests.fixtures.http import post, request
+from tests.fixtures.logs import captured_log_lines
 from tests.fixtures.proxy_server import ADMIN_KEY, ADMIN_KEY_SHA256, DEMO_KEY, DEMO_KEY_SHA256
 from tests.fixtures.servers import ServerThread
 from tests.fixtures.waiting import wait_for
@@ -210,11 +212,11 @@ def test_tampered_jwt(proxy, keys):
 
 def test_expired(proxy, keys):
     refused(proxy, hmac_key(ttl_s=60, now=time.time() - 61), code="expired_api_key", reason="expired")
-    refused(proxy, token(keys.rsa, exp=int(time.time()) - 120), code="expired_api_key", reason="expired")
+    refused(proxy, token(keys.rsa, exp=int(time.time()) - 120), reason="expired")  # a JWT: the generic 401
 
 
 def test_not_yet_valid(proxy, keys):
-    refused(proxy, token(keys.rsa, nbf=int(time.time()) + 600), code="api_key_not_yet_valid", reason="not_yet_valid")
+    refused(proxy, token(keys.rsa, nbf=int(time.time()) + 600), reason="not_yet_valid")
 
 
 def test_wrong_issuer_or_audience(proxy, keys):
@@ -243,7 +245,7 @@ def test_unknown_kid(proxy, keys):
 
 def test_revoked(proxy, keys):
     refused(proxy, hmac_key(key_id="revoked-key"), code="revoked_api_key", reason="revoked")
-    refused(proxy, token(keys.rsa, jti="revoked-jti"), code="revoked_api_key", reason="revoked")
+    refused(proxy, token(keys.rsa, jti="revoked-jti"), reason="revoked")
     assert chat(proxy, hmac_key(key_id="another-key")).choices  # only the listed ids
 
 
@@ -428,3 +430,52 @@ def test_random_credentials_through_the_proxy(proxy, credential):
         response = post(proxy.openai_base_url + "/chat/completions", {"model": "m", "messages": MESSAGES}, header)
         assert response.status == 401, (credential, response.body)
         assert orjson.loads(response.body)["error"]["code"] in {"invalid_api_key", "missing_api_key"}
+
+
+# ---- revocation of any jti, and refusals that say nothing of which check failed
+
+B64_JTI = "dGhpcyBpcyBhIGp0aQ+/Xy=="
+LOGGED_JTI = "b3RoZXIgdG9rZW4+/w=="
+
+
+def test_a_base64_jti_is_revoked_as_issued_or_as_logged(proxy_factory, fake_upstream, keys):
+    listed = f'revoked: [revoked-key, "{B64_JTI}", {jti_key_id(LOGGED_JTI)}]'
+    text = policy(fake_upstream.url, jwks_file_config(keys)).replace("revoked: [revoked-key, revoked-jti]", listed)
+    proxy = proxy_factory(text)
+    refused(proxy, token(keys.rsa, jti=B64_JTI), reason="revoked")  # as the issuer wrote it
+    refused(proxy, token(keys.rsa, jti=LOGGED_JTI), reason="revoked")  # as the log line showed it
+    with captured_log_lines() as logs:
+        assert chat(proxy, token(keys.rsa, jti="c29tZXRoaW5nIGVsc2U+/==")).choices
+        wait_for(lambda: any(line.get("msg") == "request" for line in logs.parsed()))
+    [line] = [line for line in logs.parsed() if line.get("msg") == "request"]
+    assert line["key_id"] == jti_key_id("c29tZXRoaW5nIGVsc2U+/==") and line["key_id"].startswith("jti-")
+
+
+def test_jwt_refusals_give_one_message_and_log_the_reason(proxy, keys):
+    now = int(time.time())
+    claims = {"sub": "ops", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 300}
+    probes = {
+        "expired": token(keys.rsa, exp=now - 120),
+        "not_yet_valid": token(keys.rsa, nbf=now + 600),
+        "wrong_issuer": token(keys.rsa, iss="https://evil.example.com"),
+        "wrong_audience": token(keys.rsa, aud="another-service"),
+        "bad_algorithm": hand_made({"alg": "none", "typ": "JWT", "kid": "k1"}, claims, None),
+        "bad_signature": token(keys.other),
+        "unknown_kid": token(keys.other, kid="k2"),
+        "revoked": token(keys.rsa, jti="revoked-jti"),
+        "invalid_claims": token(keys.rsa, sub=None),
+    }
+    bodies = set()
+    with captured_log_lines() as logs:
+        for key in probes.values():
+            response = post(
+                proxy.openai_base_url + "/chat/completions",
+                {"model": "m", "messages": MESSAGES},
+                {"authorization": f"Bearer {key}"},
+            )
+            assert response.status == 401
+            bodies.add(response.body)
+        wait_for(lambda: sum(line.get("msg") == "request" for line in logs.parsed()) == len(probes))
+    assert len(bodies) == 1 and b"invalid_api_key" in bodies.pop()
+    decisions = [line["decisions"] for line in logs.parsed() if line.get("msg") == "request"]
+    assert sorted(d for ds in decisions for d in ds) == sorted(f"auth:refused:{reason}" for reason in probes)

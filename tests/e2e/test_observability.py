@@ -38,9 +38,7 @@ def test_metrics_count_requests_by_route_and_never_hold_caller_input(proxy):
     text = body.decode()
     assert status == 200
     assert 'agent_proxy_requests_total{route="openai",status_class="2xx",upstream="up-openai"} 1.0' in text
-    assert (
-        'agent_proxy_stage_decisions_total{decision="refused:invalid_api_key",mode="enforce",stage="auth"} 1.0' in text
-    )
+    assert 'agent_proxy_stage_decisions_total{decision="refused:unknown_key",mode="enforce",stage="auth"} 1.0' in text
     assert "agent_proxy_time_to_first_byte_seconds_bucket" in text
     for leaked in ("secret-model-name-xyz", "sk-caller-wrong-key", DEMO_KEY, "upstream-secret"):
         assert leaked not in text
@@ -62,6 +60,6 @@ def test_shadow_auth_records_without_refusing(proxy_factory, fake_upstream):
     proxy = proxy_factory(basic_policy(fake_upstream.url).replace("auth:\n", "auth:\n  mode: shadow\n"))
     client = openai.OpenAI(base_url=proxy.openai_base_url, api_key="not-a-real-key", max_retries=0)
     assert client.chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content
-    labels = {"stage": "auth", "decision": "refused:invalid_api_key", "mode": "shadow"}
+    labels = {"stage": "auth", "decision": "refused:unknown_key", "mode": "shadow"}
     wait_for(lambda: proxy.metric("agent_proxy_stage_decisions_total", labels) == 1)
     assert fake_upstream.last().headers["authorization"] == "Bearer upstream-secret"

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import anthropic
 import openai
 import pytest
 
+from tests.fixtures.proxy_server import serve_process
 from tests.fixtures.servers import free_port
 from tests.fixtures.waiting import proxy_ready, wait_for
 
@@ -24,13 +23,7 @@ def demo(tmp_path):
     policy = tmp_path / "demo.yaml"
     shutil.copy(ROOT / "policies" / "demo.yaml", policy)
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "serve", "--policy", str(policy), "--port", str(port)],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = serve_process(policy, port, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: proxy_ready(port) or process.poll() is not None, timeout=20)
         assert process.poll() is None, process.stderr.read().decode()

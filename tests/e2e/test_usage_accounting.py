@@ -199,18 +199,17 @@ def test_unknown_models_are_unpriced_and_policy_prices_apply(proxy, ledger):
     assert house["cost_usd"] == pytest.approx((house["input_tokens"] * 0.5 + 12 * 1.5) / M)
 
 
-def test_refused_and_failed_requests_get_a_row_without_tokens(proxy, fake_upstream, ledger):
+def test_failed_requests_get_a_row_without_tokens_and_unidentified_ones_none(proxy, fake_upstream, ledger):
     bad = openai.OpenAI(base_url=proxy.openai_base_url, api_key="wrong-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.chat.completions.create(model="gpt-4o", messages=MESSAGES, extra_headers=session("x"))
     fake_upstream.behaviour.fault = "status_429"
     with pytest.raises(openai.RateLimitError):
         oai(proxy).chat.completions.create(model="gpt-4o", messages=MESSAGES, extra_headers=session("x"))
-    refused, limited = wait_rows(ledger, "x", 2)
-    assert (refused["status"], refused["caller"], refused["outcome"]) == (401, None, "error")
+    (limited,) = wait_rows(ledger, "x", 1)  # the bad key was counted and logged, not written
     assert (limited["status"], limited["caller"]) == (429, "demo")
-    for row in (refused, limited):
-        assert row["input_tokens"] is None and row["cost_usd"] is None and row["estimated"] == 0
+    assert limited["input_tokens"] is None and limited["cost_usd"] is None and limited["estimated"] == 0
+    assert proxy.metric("agent_proxy_auth_failures_total", {"reason": "unknown_key"}) == 1
     assert proxy.metric("agent_proxy_unpriced_requests_total", {"caller": "default", "upstream": "up-openai"}) == 0
 
 

@@ -18,6 +18,8 @@ MCP = PROTOCOLS["mcp"]
 # (class, status, OpenAI type, OpenAI default code, Anthropic type)
 ERRORS = [
     (errors.BadRequest, 400, "invalid_request_error", None, "invalid_request_error"),
+    (errors.MalformedRequest, 400, "invalid_request_error", None, "invalid_request_error"),
+    (errors.RequestTimeout, 408, "invalid_request_error", None, "invalid_request_error"),
     (errors.Unauthorized, 401, "invalid_request_error", "invalid_api_key", "authentication_error"),
     (errors.Forbidden, 403, "invalid_request_error", "permission_denied", "permission_error"),
     (errors.NotFound, 404, "invalid_request_error", "not_found", "not_found_error"),
