@@ -8,9 +8,10 @@ parsed at most once, on first use; it is re-serialised only if a stage replaced 
 from __future__ import annotations
 
 import time
+import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -18,9 +19,23 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy.errors import BadRequest, ProxyError
 from proxy.protocols.base import Protocol, Usage
 
-if TYPE_CHECKING:
-    from proxy.policy.compile import CompiledRoute
-    from proxy.tracing import RequestTrace
+
+class RouteView(typing.Protocol):
+    """What an exchange's users read of its route: a compiled route (proxy/policy/compile.py)."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def tool(self) -> str | None: ...
+    @property
+    def auth_required(self) -> bool: ...
+
+
+class TraceView(typing.Protocol):
+    """The request's trace when tracing is on (proxy/tracing.py)."""
+
+    def attempt(self, upstream: str, base_url: str, headers: CIMultiDict[str], model: str | None) -> Any: ...
+    def end(self, ex: Exchange) -> None: ...
 
 
 class Outcome(StrEnum):
@@ -64,7 +79,7 @@ class Exchange:
     """Percent-decoded: what routes match and logs show."""
     query_string: str
     headers: CIMultiDictProxy[str]
-    route: CompiledRoute
+    route: RouteView
     protocol: Protocol
     raw_path: str = ""
     peer: str | None = None
@@ -93,7 +108,7 @@ class Exchange:
     decisions: list[tuple[str, str, str]] = field(default_factory=list)
     # Values redacted, by (direction, detector): counts for metrics and the log line, never the values.
     redactions: dict[tuple[str, str], int] = field(default_factory=dict)
-    trace: RequestTrace | None = None  # set when the policy turns tracing on (proxy/tracing.py)
+    trace: TraceView | None = None  # set when the policy turns tracing on (proxy/tracing.py)
     _json: Any = _NOT_PARSED
     _body_replaced: bool = False
 

@@ -42,10 +42,9 @@ from proxy.forward.balancer import Lease
 from proxy.forward.degrade import degraded_reply
 from proxy.forward.headers import upstream_request_headers
 from proxy.forward.response import UpstreamResponse
-from proxy.forward.targets import Target
 from proxy.forward.transport import Transport
 from proxy.metrics import Metrics
-from proxy.policy.compile import CompiledRoute, CompiledUpstream
+from proxy.policy.compile import CompiledRoute, CompiledUpstream, Target
 
 log = logging.getLogger("agent_proxy.upstream")
 

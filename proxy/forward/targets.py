@@ -12,7 +12,6 @@ from proxy.forward.registry import EndpointRegistry
 
 if TYPE_CHECKING:
     from proxy.metrics import Metrics
-    from proxy.policy.compile import CompiledUpstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +33,6 @@ class RetryPolicy:
             on_connect_error="connect_error" in config.on,
             on_timeout="timeout" in config.on,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One upstream a route may be served by, in order: the primary, then the fallbacks."""
-
-    upstream: CompiledUpstream
-    model: str | None = None  # sent instead of the caller's model
 
 
 def breaker_settings(config: CircuitBreakerConfig) -> BreakerSettings:

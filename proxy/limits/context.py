@@ -19,7 +19,7 @@ from proxy.services import Services
 from proxy.state import MemoryStore, Store
 
 if TYPE_CHECKING:
-    from proxy.stages.registry import BuildContext
+    from proxy.policy.context import BuildContext
 
 log = logging.getLogger("agent_proxy.limits")
 ANONYMOUS = "anonymous"  # the caller on routes without auth; it gets the `default` profile

@@ -15,14 +15,15 @@ from urllib.parse import quote
 from proxy.forward.balancer import Balancer
 from proxy.forward.bounds import ResponseLimits, Timeouts
 from proxy.forward.config import DegradedReplies
-from proxy.forward.targets import RetryPolicy, Target, build_balancer
+from proxy.forward.targets import RetryPolicy, build_balancer
 from proxy.forward.transport import resolve_proxy
 from proxy.pipeline import Chain
+from proxy.policy.context import BuildContext
 from proxy.policy.schema import Policy, Upstream
 from proxy.protocols import PROTOCOLS, Protocol
 from proxy.services import Services
 from proxy.stages.auth import Authenticator, authenticator_for
-from proxy.stages.registry import STAGE_BUILDERS, BuildContext
+from proxy.stages.registry import STAGE_BUILDERS
 
 BUILTIN_MOCK = "builtin://mock"
 
@@ -43,6 +44,14 @@ class CompiledUpstream:
 
     def __repr__(self) -> str:  # never show injected credentials
         return f"CompiledUpstream({self.name!r}, {self.base_url!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One upstream a route may be served by, in order: the primary, then the fallbacks."""
+
+    upstream: CompiledUpstream
+    model: str | None = None  # sent instead of the caller's model
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from proxy.forward.config import CircuitBreakerConfig, DegradedReplies, Fallback
 from proxy.limits.config import Budget, RateLimit, RateLimitStageConfig, RunsConfig
 from proxy.policy.base import Glob, Mode, Name, Strict
 from proxy.policy.header_rules import HeaderName, HeaderValue, SecretHeaderValue
+from proxy.protocols import LLM_PROTOCOLS
 from proxy.safety.config import InputConfig, RedactionConfig
 from proxy.tracing import TracingConfig
 
@@ -378,7 +379,7 @@ class Policy(Strict):
             primary = self.upstreams.get(route.upstream)
             if primary is None:
                 continue
-            llm = primary.protocol in ("openai", "anthropic")
+            llm = primary.protocol in LLM_PROTOCOLS
             for i, fallback in enumerate(route.fallbacks):
                 other = self.upstreams.get(fallback.upstream)
                 if other is not None and other.protocol != primary.protocol:

@@ -14,4 +14,7 @@ PROTOCOLS: dict[str, Protocol] = {
     "mcp": MCPProtocol(),
 }
 
-__all__ = ["PROTOCOLS", "AnthropicProtocol", "MCPProtocol", "OpenAIProtocol", "Protocol", "Usage"]
+# The protocols whose bodies carry a model, messages and usage: the ones LLM stages act on.
+LLM_PROTOCOLS = frozenset(name for name, adapter in PROTOCOLS.items() if adapter.parses_json)
+
+__all__ = ["LLM_PROTOCOLS", "PROTOCOLS", "AnthropicProtocol", "MCPProtocol", "OpenAIProtocol", "Protocol", "Usage"]

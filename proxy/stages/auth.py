@@ -36,7 +36,7 @@ from proxy.policy.base import Mode
 from proxy.policy.schema import Policy, Route
 
 if TYPE_CHECKING:
-    from proxy.stages.registry import BuildContext
+    from proxy.policy.context import BuildContext
 
 __all__ = [
     "MAX_CREDENTIAL_LENGTH",

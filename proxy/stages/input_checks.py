@@ -28,7 +28,7 @@ from proxy.protocols.text_slots import TextSlot
 from proxy.safety.config import InputConfig
 
 if TYPE_CHECKING:
-    from proxy.stages.registry import BuildContext
+    from proxy.policy.context import BuildContext
 
 # C0 except tab, LF, CR; DEL and C1; zero-width space, word joiner, BOM; bidi embeddings, overrides and isolates.
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\u2060\ufeff\u202a-\u202e\u2066-\u2069]")
@@ -140,11 +140,9 @@ class InputChecksFactory(StageFactory):
 
 
 def build(ctx: BuildContext, route: Route) -> StageFactory | None:
-    from proxy.stages.registry import stage_config
-
-    config: InputConfig | None = stage_config(ctx, route, "input")
+    config: InputConfig | None = ctx.stage_config(route, "input")
     if config is None or config.mode == "off":
         return None
-    if ctx.policy.upstreams[route.upstream].protocol not in ("openai", "anthropic"):
+    if not ctx.speaks_llm(route):
         return None
     return ctx.shared(f"input:{id(config)}", lambda: InputChecksFactory(config))

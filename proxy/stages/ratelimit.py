@@ -32,7 +32,7 @@ from proxy.policy.schema import Route
 from proxy.state import Quota, QuotaDelta, Rate, RateDelta, Release, Slot
 
 if TYPE_CHECKING:
-    from proxy.stages.registry import BuildContext
+    from proxy.policy.context import BuildContext
 
 MINUTE = 60.0
 # Without leases (the memory store), a slot outlives the route's deadline by this much if its release never came.
@@ -246,9 +246,7 @@ class RateLimitFactory(StageFactory):
 
 
 def build(ctx: BuildContext, route: Route) -> StageFactory | None:
-    from proxy.stages.registry import stage_config
-
-    config: RateLimitStageConfig = stage_config(ctx, route, "ratelimit")
+    config: RateLimitStageConfig = ctx.stage_config(route, "ratelimit")
     if config.mode == "off":
         return None
     shared = limits_context(ctx)

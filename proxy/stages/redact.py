@@ -27,9 +27,8 @@ from proxy.safety.events import StreamRewriter
 from proxy.services import Services
 
 if TYPE_CHECKING:
-    from proxy.stages.registry import BuildContext
+    from proxy.policy.context import BuildContext
 
-LLM_PROTOCOLS = ("openai", "anthropic")
 
 
 class RedactStage(Stage):
@@ -143,12 +142,10 @@ class PromptOnlyFactory(RedactFactory):
 
 
 def build(ctx: BuildContext, route: Route) -> StageFactory | None:
-    from proxy.stages.registry import stage_config
-
-    config: RedactionConfig = stage_config(ctx, route, "redaction")
+    config: RedactionConfig = ctx.stage_config(route, "redaction")
     if config.mode == "off" or not (config.output or config.input):
         return None
-    llm = ctx.policy.upstreams[route.upstream].protocol in LLM_PROTOCOLS
+    llm = ctx.speaks_llm(route)
     if not llm and not config.output:  # prompts exist on LLM routes only
         return None
     compiled = ctx.shared(f"redaction:{id(config)}", lambda: CompiledRedaction.from_config(config))

@@ -27,7 +27,7 @@ from proxy.policy.schema import Route
 from proxy.state import Quota, QuotaDelta, Rate
 
 if TYPE_CHECKING:
-    from proxy.stages.registry import BuildContext
+    from proxy.policy.context import BuildContext
 
 LOOP_REASONS = frozenset({"loop_request", "loop_tool_call"})
 
@@ -153,10 +153,8 @@ class RunsFactory(StageFactory):
 
 
 def build(ctx: BuildContext, route: Route) -> StageFactory | None:
-    from proxy.stages.registry import stage_config
-
-    config: RunsConfig | None = stage_config(ctx, route, "runs")
+    config: RunsConfig | None = ctx.stage_config(route, "runs")
     if config is None or config.mode == "off":
         return None
-    default_max_tokens = stage_config(ctx, route, "ratelimit").default_max_tokens
+    default_max_tokens = ctx.stage_config(route, "ratelimit").default_max_tokens
     return RunsFactory(config, limits_context(ctx), default_max_tokens)

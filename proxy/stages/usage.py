@@ -39,7 +39,7 @@ from proxy.protocols.sse import SSEEvent
 from proxy.services import Services
 
 if TYPE_CHECKING:
-    from proxy.stages.registry import BuildContext
+    from proxy.policy.context import BuildContext
 
 SESSION_HEADER = "x-session-id"
 MAX_SESSION_ID = 128
@@ -256,10 +256,8 @@ class RecordOnlyFactory(UsageFactory):
 
 
 def build(ctx: BuildContext, route: Route) -> StageFactory | None:
-    from proxy.stages.registry import stage_config
-
-    config: UsageConfig = stage_config(ctx, route, "usage")
+    config: UsageConfig = ctx.stage_config(route, "usage")
     if config.mode == "off":
         return None
-    llm = ctx.policy.upstreams[route.upstream].protocol in ("openai", "anthropic")
+    llm = ctx.speaks_llm(route)
     return (UsageFactory if llm else RecordOnlyFactory)(config, ctx.policy.pricing, ctx.services)
