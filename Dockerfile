@@ -15,7 +15,7 @@ COPY constraints.txt pyproject.toml README.md ./
 COPY proxy ./proxy
 RUN python -m venv /opt/agent-proxy \
  && /opt/agent-proxy/bin/pip install --no-cache-dir --constraint constraints.txt '.[fast,redis]' \
- && /opt/agent-proxy/bin/python -I -c "from proxy.tokens import get_encoding as g; assert g('o200k_base') and g('cl100k_base')"
+ && /opt/agent-proxy/bin/python -I -c "from proxy.accounting.tokens import get_encoding as g; assert g('o200k_base') and g('cl100k_base')"
 
 FROM python:3.11-slim
 # A numeric user, so Kubernetes' runAsNonRoot can verify it; it owns nothing but the ledger directory.
