@@ -8,49 +8,25 @@ reverse order, after in-flight work has drained.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiohttp import web
-from multidict import CIMultiDict
 
 from proxy.accounting.ledger import Ledger
-from proxy.errors import BadRequest, NotFound, ProxyError
-from proxy.exchange import Caller
-from proxy.forward.headers import request_id_from
+from proxy.admin import build_admin_app
+from proxy.app_keys import HANDLER, HOLDER, METRICS, POLICY, SERVICES, STARTED, TRACER_PROVIDER
 from proxy.forward.transport import Transport
-from proxy.handler import ProxyHandler, drain, error_response
+from proxy.handler import ProxyHandler, drain
 from proxy.metrics import Metrics
 from proxy.policy.reload import PolicyHolder
 from proxy.policy.schema import Policy
-from proxy.protocols import PROTOCOLS
 from proxy.services import Services
 from proxy.state import open_store
-from proxy.status_page import PAGE, status_data, wants_html
 from proxy.tracing import Tracing
-
-POLICY = web.AppKey("policy", tuple)
-METRICS = web.AppKey("metrics", Metrics)
-SERVICES = web.AppKey("services", Services)
-HOLDER = web.AppKey("holder", PolicyHolder)
-HANDLER = web.AppKey("handler", ProxyHandler)
-STARTED = web.AppKey("started", float)
-TRACER_PROVIDER = web.AppKey("tracer_provider", object)
-
-_SCRIPT = PAGE.split(b"<script>", 1)[1].split(b"</script>", 1)[0]
-PAGE_HEADERS = {
-    # The page runs its own inline script and fetches its own JSON; nothing else, and never in a frame.
-    "content-security-policy": "default-src 'none'; connect-src 'self'; style-src 'unsafe-inline'; "
-    f"script-src 'sha256-{base64.b64encode(hashlib.sha256(_SCRIPT).digest()).decode()}'; frame-ancestors 'none'",
-    "cache-control": "no-store",
-    "x-content-type-options": "nosniff",
-}
 
 
 class BuiltinMock:
@@ -92,9 +68,7 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
-    app.router.add_get("/admin/status", admin_status)
-    app.router.add_get("/admin/usage", admin_usage)
-    app.router.add_route("*", "/admin/{tail:.*}", admin_unknown)  # never forwarded; admin endpoints go above
+    app.add_subapp("/admin", build_admin_app())  # never forwarded; guarded once, in the sub-application
     app.router.add_route("*", "/{tail:.*}", proxy_entry)
     return app
 
@@ -172,75 +146,3 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics_endpoint(request: web.Request) -> web.Response:
     body, content_type = request.app[METRICS].render()
     return web.Response(body=body, headers={"content-type": content_type})
-
-
-async def require_admin(request: web.Request) -> Caller:
-    """Admin endpoints always need a key with the `admin` scope, whatever the routes say.
-
-    The same verifiers as the auth stage (static, HMAC, JWT), with the same refusal metrics.
-    """
-    return await request.app[HOLDER].current.verifier.require_scope(basic_as_bearer(request.headers), "admin")
-
-
-def basic_as_bearer(headers: Mapping[str, str]) -> Mapping[str, str]:
-    """A browser sends the admin key as HTTP Basic's password (any user name): read it as a bearer key."""
-    given = headers.get("authorization", "")
-    if given[:6].lower() != "basic ":
-        return headers
-    try:
-        _, _, password = base64.b64decode(given[6:], validate=True).decode().partition(":")
-    except (ValueError, UnicodeDecodeError):
-        return headers
-    converted = CIMultiDict(headers)
-    converted["authorization"] = f"Bearer {password}"
-    return converted
-
-
-async def admin_unknown(request: web.Request) -> web.Response:
-    """Anything else under /admin: the admin scope first, then 404."""
-    try:
-        await require_admin(request)
-        raise NotFound(f"no admin endpoint {request.method} {request.path}")
-    except ProxyError as err:
-        return error_response(PROTOCOLS["openai"], err, request_id_from(request.headers))
-
-
-async def admin_status(request: web.Request) -> web.Response:
-    """JSON for tools; for a browser, a page that shows the same JSON, refreshed live."""
-    html = wants_html(request.headers.get("accept", ""))
-    try:
-        await require_admin(request)
-    except ProxyError as err:
-        refused = error_response(PROTOCOLS["openai"], err, request_id_from(request.headers))
-        if html and err.status == 401:
-            refused.headers["www-authenticate"] = 'Basic realm="agent-proxy admin", charset="UTF-8"'
-        return refused
-    if html:
-        return web.Response(body=PAGE, content_type="text/html", headers=PAGE_HEADERS)
-    status = await status_data(request.app[HOLDER], request.app[SERVICES], request.app[STARTED])
-    headers = {"cache-control": "no-store"}
-    return web.Response(body=orjson.dumps(status), content_type="application/json", headers=headers)
-
-
-async def admin_usage(request: web.Request) -> web.Response:
-    """Usage and spend from the ledger: `?since=24h&by=caller|model|route|day`."""
-    from proxy.accounting.report import GROUPS, parse_since, report
-
-    request_id = request_id_from(request.headers)
-    try:
-        await require_admin(request)
-        ledger = request.app[SERVICES].ledger
-        if ledger is None:
-            raise NotFound("the ledger is disabled: set `ledger.path` in the policy", code="ledger_disabled")
-        by = request.query.get("by", "caller")
-        if by not in GROUPS:
-            raise BadRequest(f"`by` must be one of {', '.join(GROUPS)}", code="invalid_group")
-        try:
-            since_s = parse_since(request.query.get("since", "24h"))
-        except ValueError as exc:
-            raise BadRequest(str(exc), code="invalid_since") from None
-    except ProxyError as err:
-        return error_response(PROTOCOLS["openai"], err, request_id)
-    await ledger.flush()
-    data = await asyncio.to_thread(report, ledger.path, since_s, by)
-    return web.Response(body=orjson.dumps(data), content_type="application/json")
