@@ -99,7 +99,7 @@ def stream_latency(names: list[str], count: int, dense: bool) -> tuple[float, fl
 
 def corpus_report() -> None:
     try:
-        from proxy.safety.detectors import BUILTIN
+        from proxy.safety.catalogue import BUILTIN
         from proxy.safety.scanner import Scanner
         from proxy.safety.stream_redactor import redact_whole
         from tests.data.redaction_corpus import CLEAN, NEGATIVE, POSITIVE

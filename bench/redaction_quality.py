@@ -23,7 +23,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.redaction import _text
-from proxy.safety.detectors import BUILTIN
+from proxy.safety.catalogue import BUILTIN
 from proxy.safety.scanner import Scanner
 from proxy.safety.stream_redactor import redact_whole
 from tests.data.redaction_realistic import CLEAN, RECORDS

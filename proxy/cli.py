@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from proxy.auth.keys_cli import add_key_commands
+from proxy.cli_keys import add_key_commands
 from proxy.policy.load import PolicyError, load_policy
 from proxy.policy.schema import Policy
 

@@ -122,7 +122,7 @@ class AnthropicProtocol(Protocol):
             return "the request body must be a JSON object"
         return anthropic_shape_problem(body, path)
 
-    # ---- agent runs (proxy/limits/runs.py)
+    # ---- agent runs (proxy/limits/run_identity.py)
 
     def last_tool_calls(self, body: Any) -> list[tuple[Any, Any]]:
         """The `tool_use` blocks of the last assistant message."""

@@ -195,7 +195,7 @@ class Protocol:
         """The first structural problem of a request body, in words for the caller, or None."""
         return None
 
-    # ---- agent runs (proxy/limits/runs.py)
+    # ---- agent runs (proxy/limits/run_identity.py)
 
     def last_tool_calls(self, body: Any) -> list[tuple[Any, Any]]:
         """The tool calls of the conversation's latest assistant turn, as (name, arguments)."""

@@ -274,7 +274,7 @@ class OpenAIProtocol(Protocol):
     def request_shape_problem(self, body: Any, path: str) -> str | None:
         return openai_shape_problem(body, path) if isinstance(body, dict) else "the request body must be a JSON object"
 
-    # ---- agent runs (proxy/limits/runs.py)
+    # ---- agent runs (proxy/limits/run_identity.py)
 
     def last_tool_calls(self, body: Any) -> list[tuple[Any, Any]]:
         """Chat: the last assistant message's `tool_calls`; Responses: the trailing round of `function_call` items."""

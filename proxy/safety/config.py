@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from proxy.policy.base import Mode, Name, Strict
-from proxy.safety.detectors import BY_NAME, GROUPS, KNOWN_NAMES, MAX_CUSTOM_REACH, custom_detector, expand
+from proxy.safety.catalogue import BY_NAME, GROUPS, KNOWN_NAMES, MAX_CUSTOM_REACH, custom_detector, expand
 from proxy.safety.regexbounds import UnboundedPattern
 
 OutputAction = Literal["mask", "hash", "block"]

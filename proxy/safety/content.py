@@ -20,9 +20,9 @@ from proxy.errors import Forbidden
 from proxy.protocols.base import Protocol
 from proxy.protocols.text_slots import SlotKind, TextSlot
 from proxy.safety.actions import PLACEHOLDER, Blocked, InputAction, OutputAction, OutputActions, Pseudonymiser
+from proxy.safety.catalogue import BY_NAME, custom_detector, expand
 from proxy.safety.config import RedactionConfig
 from proxy.safety.detector import Detector
-from proxy.safety.detectors import BY_NAME, custom_detector, expand
 from proxy.safety.jsontext import JsonTextRedactor, redact_json_text, redact_value, sensitive_key
 from proxy.safety.scanner import Scanner
 from proxy.safety.stream_redactor import StreamRedactor, TextPipeline

@@ -5,7 +5,7 @@ confirms a candidate (Luhn, mod-97, a decodable JWT header), and what the stream
 needs to release text early: `run`, the characters every match is made of (a start followed
 by any other character is settled), and `start`, where a match could begin given text that
 may still grow (a head such as `sk-` or, at the very end of the text, part of one).
-The built-in detectors are in pii_detectors.py and secret_detectors.py; detectors.py is
+The built-in detectors are in pii_detectors.py and secret_detectors.py; catalogue.py is
 the catalogue a policy names them from.
 """
 

@@ -1,7 +1,7 @@
 """Agent runs: limits per run (requests, tokens, USD) and a loop guard, before the upstream.
 
 A run is found from `x-agent-run-id` or the conversation's stable prefix
-(proxy/limits/runs.py) and counted per caller, so runs of different callers never mix.
+(proxy/limits/run_identity.py) and counted per caller, so runs of different callers never mix.
 Its counters expire once the run has been idle for `idle_ttl_s`. The loop guard refuses
 the request once the same request, or the same tool call, has already occurred
 `max_repeats` times within `window_s`: that is what stops a runaway agent from burning
@@ -21,7 +21,7 @@ from proxy.limits.estimate import Estimate, actual_cost, actual_tokens, estimate
 from proxy.limits.headers import retry_headers
 from proxy.limits.keys import new_lease, part
 from proxy.limits.limiter import Limit
-from proxy.limits.runs import request_hash, run_id, tool_call_hashes
+from proxy.limits.run_identity import request_hash, run_id, tool_call_hashes
 from proxy.pipeline import Stage, StageFactory
 from proxy.policy.schema import Route
 from proxy.state import Quota, QuotaDelta, Rate

@@ -15,7 +15,7 @@ from proxy.exchange import Exchange
 from proxy.limits.estimate import MEDIA_PART_TOKENS, estimate, output_cap
 from proxy.limits.headers import openai_duration, rate_headers, retry_headers, rfc3339
 from proxy.limits.keys import day_period, month_period, new_lease, part
-from proxy.limits.runs import request_hash, run_id, tool_call_hashes
+from proxy.limits.run_identity import request_hash, run_id, tool_call_hashes
 from proxy.policy.compile import compile_policy
 from proxy.policy.load import policy_from_text
 from proxy.policy.schema import Pricing

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.safety.detectors import BUILTIN, BY_NAME, GROUPS, expand
+from proxy.safety.catalogue import BUILTIN, BY_NAME, GROUPS, expand
 from proxy.safety.scanner import Scanner
 from proxy.safety.stream_redactor import redact_whole
 from tests.data.redaction_corpus import CLEAN, NEGATIVE, POSITIVE

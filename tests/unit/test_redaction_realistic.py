@@ -15,9 +15,9 @@ import pytest
 from pydantic import ValidationError
 
 from proxy.safety import scanner as scanner_module
+from proxy.safety.catalogue import BUILTIN
 from proxy.safety.config import RedactionConfig
 from proxy.safety.content import CompiledRedaction
-from proxy.safety.detectors import BUILTIN
 from proxy.safety.normalise import normalise
 from proxy.safety.scanner import Scanner
 from proxy.safety.stream_redactor import StreamRedactor, redact_whole

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from proxy.safety import scanner as scanner_module
 from proxy.safety.actions import PLACEHOLDER, OutputActions, Pseudonymiser
-from proxy.safety.detectors import BUILTIN, BY_NAME, custom_detector
+from proxy.safety.catalogue import BUILTIN, BY_NAME, custom_detector
 from proxy.safety.jsontext import JsonTextRedactor, redact_json_text, redact_value, sensitive_key
 from proxy.safety.regexbounds import UnboundedPattern, bounds
 from proxy.safety.scanner import Scanner
