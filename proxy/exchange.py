@@ -32,7 +32,7 @@ class RouteView(typing.Protocol):
 
 
 class TraceView(typing.Protocol):
-    """The request's trace when tracing is on (proxy/tracing.py)."""
+    """The request's trace when tracing is on (proxy/tracing/spans.py)."""
 
     def attempt(self, upstream: str, base_url: str, headers: CIMultiDict[str], model: str | None) -> Any: ...
     def end(self, ex: Exchange) -> None: ...
@@ -108,7 +108,7 @@ class Exchange:
     decisions: list[tuple[str, str, str]] = field(default_factory=list)
     # Values redacted, by (direction, detector): counts for metrics and the log line, never the values.
     redactions: dict[tuple[str, str], int] = field(default_factory=dict)
-    trace: TraceView | None = None  # set when the policy turns tracing on (proxy/tracing.py)
+    trace: TraceView | None = None  # set when the policy turns tracing on (proxy/tracing/spans.py)
     _json: Any = _NOT_PARSED
     _body_replaced: bool = False
 

@@ -22,7 +22,7 @@ from proxy.policy.base import Glob, Mode, Name, Strict
 from proxy.policy.header_rules import HeaderName, HeaderValue, SecretHeaderValue
 from proxy.protocols import LLM_PROTOCOLS
 from proxy.safety.config import InputConfig, RedactionConfig
-from proxy.tracing import TracingConfig
+from proxy.tracing.config import TracingConfig
 
 
 class ServerConfig(Strict):
