@@ -136,6 +136,11 @@ class Exchange:
         return self.body
 
     @property
+    def has_llm_body(self) -> bool:
+        """A body the route's adapter parses (an LLM request that sent one): what LLM stages act on."""
+        return self.protocol.parses_json and bool(self.body)
+
+    @property
     def model_requested(self) -> str | None:
         if not self.protocol.parses_json or self._json is _NOT_PARSED:
             return None

@@ -188,7 +188,7 @@ class ProxyHandler:
                 mark_identified(request)  # the connection no longer counts against the unauthenticated cap
             if reply is None:
                 ex.body = await read_body(request, server.max_body_bytes, server.request_body_timeout_s)
-                if ex.protocol.parses_json and ex.body:
+                if ex.has_llm_body:
                     if not _is_json_content_type(request):
                         raise UnsupportedMediaType("the request body must be JSON (content-type: application/json)")
                     if not isinstance(ex.request_json, dict):

@@ -275,11 +275,8 @@ def _fallback_left(targets: tuple[Target, ...], position: int, deadline: float, 
 
 
 def _use_model(ex: Exchange, model: str | None) -> None:
-    if model is None or not ex.protocol.parses_json or not ex.body:
-        return
-    body = ex.request_json
-    if isinstance(body, dict) and body.get("model") != model:
-        ex.replace_request_json({**body, "model": model})
+    if model is not None and ex.has_llm_body and (rewritten := ex.protocol.with_model(ex.request_json, model)):
+        ex.replace_request_json(rewritten)
 
 
 async def _discard(response: UpstreamResponse, lease: Lease, upstream: CompiledUpstream) -> None:

@@ -80,7 +80,7 @@ def output_cap(body: Any, default: int) -> int:
 
 def estimate(ex: Exchange, default_output: int, pricing: Mapping[str, Pricing]) -> Estimate:
     """For an LLM request whose body has arrived; a body-less or non-JSON request costs nothing."""
-    if not ex.protocol.parses_json or not ex.body:
+    if not ex.has_llm_body:
         return Estimate(None, 0, 0, 0.0)
     body = ex.request_json
     model = ex.protocol.request_model(body)

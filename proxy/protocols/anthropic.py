@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import orjson
+
 from proxy.errors import ProxyError
 from proxy.protocols import text_slots
 from proxy.protocols.base import Protocol, Usage, reported
@@ -136,3 +138,33 @@ class AnthropicProtocol(Protocol):
                     if isinstance(block, dict) and block.get("type") == "tool_use"
                 ]
         return []
+
+    # ---- degraded replies (proxy/forward/degrade.py)
+
+    def assistant_answer(self, request_id: str, model: str, text: str, stream: bool) -> bytes | None:
+        """A whole assistant turn saying `text`, as this API answers (streamed as SSE when asked)."""
+        message: dict[str, Any] = {
+            "id": f"msg_degraded_{request_id}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        if not stream:
+            return orjson.dumps(message)
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": {**message, "content": [], "stop_reason": None}},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+            {"type": "content_block_stop", "index": 0},
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": 0},
+            },
+            {"type": "message_stop"},
+        ]
+        return b"".join(SSEEvent.from_json(event, event["type"]).raw for event in events)

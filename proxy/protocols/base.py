@@ -104,6 +104,16 @@ class Protocol:
     parses_json: ClassVar[bool] = False
     """Whether request bodies on this protocol are JSON the proxy parses and checks."""
 
+    def with_model(self, body: Any, model: str) -> Any | None:
+        """The request body naming `model` instead (fallbacks), or None when it names it already or has no model."""
+        if not isinstance(body, dict) or body.get("model") == model:
+            return None
+        return {**body, "model": model}
+
+    def assistant_answer(self, request_id: str, model: str, text: str, stream: bool) -> bytes | None:
+        """A whole assistant turn saying `text` (degraded replies); None where the protocol has no chat shape."""
+        return None
+
     def error_payload(self, err: ProxyError) -> dict[str, Any]:
         return {"error": {"message": err.message, "type": err.kind, "code": err.code}}
 

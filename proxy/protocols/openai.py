@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, ClassVar
+
+import orjson
 
 from proxy.errors import ProxyError
 from proxy.protocols import text_slots
@@ -299,3 +302,21 @@ class OpenAIProtocol(Protocol):
             elif kind != "function_call_output" or found:
                 break
         return found[::-1]
+
+    # ---- degraded replies (proxy/forward/degrade.py)
+
+    def assistant_answer(self, request_id: str, model: str, text: str, stream: bool) -> bytes | None:
+        """A whole assistant turn saying `text`, as this API answers (streamed as SSE when asked)."""
+        base = {"id": f"chatcmpl-degraded-{request_id}", "created": int(time.time()), "model": model}
+        if not stream:
+            message = {"role": "assistant", "content": text, "refusal": None}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+            usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+            return orjson.dumps({**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return SSEEvent.from_json({**base, "object": "chat.completion.chunk", "choices": [choice]}).raw
+
+        opening = chunk({"role": "assistant", "content": ""})
+        return opening + chunk({"content": text}) + chunk({}, "stop") + b"data: [DONE]\n\n"

@@ -145,7 +145,7 @@ class AuthStage(Stage):
 
     async def on_request_body(self, ex: Exchange) -> Reply | None:
         permissions = self._permissions
-        if permissions is None or permissions.models.everything or not ex.protocol.parses_json or not ex.body:
+        if permissions is None or permissions.models.everything or not ex.has_llm_body:
             return None
         model = ex.protocol.request_model(ex.request_json)
         if not isinstance(model, str) or not permissions.may_use_model(model):

@@ -64,9 +64,9 @@ class InputChecksStage(Stage):
         self._factory = factory
 
     async def on_request_body(self, ex: Exchange) -> Reply | None:
-        protocol = ex.protocol
-        if not protocol.parses_json or not ex.body:
+        if not ex.has_llm_body:
             return None
+        protocol = ex.protocol
         config = self._factory.config
         body = ex.request_json
         if config.check_structure and (problem := protocol.request_shape_problem(body, ex.path)) is not None:

@@ -48,7 +48,7 @@ class RedactStage(Stage):
         return self._redaction
 
     async def on_request_body(self, ex: Exchange) -> Reply | None:
-        if self._factory.compiled.input is None or not ex.protocol.parses_json or not ex.body:
+        if self._factory.compiled.input is None or not ex.has_llm_body:
             return None
         body = orjson.loads(orjson.dumps(ex.request_json))  # a copy: shadow mode must leave the request alone
         if self._exchange(ex).redact_request(ex.protocol, body):

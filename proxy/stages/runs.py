@@ -45,7 +45,7 @@ class RunsStage(Stage):
 
     async def on_request_body(self, ex: Exchange) -> Reply | None:
         f = self._f
-        body = ex.request_json if ex.protocol.parses_json and ex.body else None
+        body = ex.request_json if ex.has_llm_body else None
         run = run_id(ex, body)
         if run is None:
             return None

@@ -68,7 +68,7 @@ class UsageStage(Stage):
         self._last: SSEEvent | None = None  # the last streamed event seen
 
     async def on_request_body(self, ex: Exchange) -> Reply | None:
-        if self.enforcing and self._factory.config.stream_usage and ex.protocol.parses_json and ex.body:
+        if self.enforcing and self._factory.config.stream_usage and ex.has_llm_body:
             asked = ex.protocol.ask_stream_usage(ex.request_json)
             if asked is not None:
                 ex.replace_request_json(asked)
