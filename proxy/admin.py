@@ -18,9 +18,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.app_keys import HOLDER, SERVICES, STARTED
+from proxy.caller_request import error_response
 from proxy.errors import BadRequest, NotFound, ProxyError
 from proxy.forward.headers import request_id_from
-from proxy.handler import error_response
 from proxy.protocols import PROTOCOLS
 from proxy.status_page import PAGE, status_data, wants_html
 

@@ -16,17 +16,22 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
+from proxy.caller_request import (
+    JSON,
+    error_response,
+    guess_protocol,
+    is_json_content_type,
+    raw_query,
+    read_body,
+    unsafe_path,
+)
 from proxy.edge import mark_identified
 from proxy.errors import (
     BadRequest,
     InternalError,
-    MalformedRequest,
     NotFound,
-    PayloadTooLarge,
     ProxyError,
-    RequestTimeout,
     ShuttingDown,
     UnsupportedMediaType,
     UpstreamStreamBroken,
@@ -42,13 +47,11 @@ from proxy.metrics import Metrics, status_class
 from proxy.pipeline import ChainRun
 from proxy.policy.reload import PolicyHolder
 from proxy.policy.schema import ServerConfig
-from proxy.protocols import PROTOCOLS, Protocol
 from proxy.protocols.sse import SSEDecoder, SSEEvent, encode
 from proxy.tracing import Tracing
 
 log = logging.getLogger("agent_proxy.handler")
 
-JSON = "application/json"
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 
@@ -60,64 +63,6 @@ class EventStreamResponse(web.StreamResponse):
     """
 
     _send_headers_immediately = False
-
-
-def guess_protocol(request: web.Request) -> Protocol:
-    """For requests no route matched: answer in the shape the caller's SDK understands."""
-    if "anthropic-version" in request.headers or request.path.startswith("/v1/messages"):
-        return PROTOCOLS["anthropic"]
-    return PROTOCOLS["openai"]
-
-
-def error_response(protocol: Protocol, err: ProxyError, request_id: str) -> web.Response:
-    headers = {"x-request-id": request_id, **err.headers}
-    return web.Response(status=err.status, body=protocol.error_body(err), content_type=JSON, headers=headers)
-
-
-def _unsafe_path(path: str) -> bool:
-    """Dot segments would let a caller climb out of a route's prefix on the upstream."""
-    return "/." in path and any(segment in (".", "..") for segment in path.split("/"))
-
-
-async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes:
-    """The whole body, at most `limit` bytes, within `timeout_s` (`server.request_body_timeout_s`)."""
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-    if not request.body_exists:
-        return b""
-    try:
-        async with asyncio.timeout(timeout_s):
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := await request.content.readany():
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-                chunks.append(chunk)
-            return b"".join(chunks)
-    except TimeoutError:
-        raise RequestTimeout("the request body did not arrive in time", code="request_timeout") from None
-    except HttpProcessingError:  # bad chunking or a short body: aiohttp's message quotes the bytes, so it is dropped
-        raise MalformedRequest("the request body is not valid HTTP framing", code="malformed_request") from None
-
-
-def raw_query(request: web.Request) -> str | None:
-    """The query string byte for byte as the caller sent it: forwarded as is, never decoded and encoded again.
-
-    aiohttp's parser has refused spaces and line breaks in the request line already; anything else
-    outside printable ASCII must have been percent-encoded by the caller (None: it was not).
-    """
-    target = request.raw_path  # the request target as it came: path and query, still percent-encoded
-    query = target.partition("?")[2] if target.startswith("/") else request.rel_url.raw_query_string
-    if query and (not query.isascii() or any(ord(c) < 0x21 or c == "\x7f" for c in query)):
-        return None
-    return query
-
-
-def _is_json_content_type(request: web.Request) -> bool:
-    ctype = request.content_type
-    return ctype == JSON or ctype.endswith("+json")
 
 
 class ProxyHandler:
@@ -139,7 +84,7 @@ class ProxyHandler:
         path = request.path
         route = policy.match(path, request.method)
         query = raw_query(request)
-        if route is None or _unsafe_path(path) or query is None:
+        if route is None or unsafe_path(path) or query is None:
             err = (
                 NotFound(f"no route for {request.method} {path}")
                 if route is None
@@ -189,7 +134,7 @@ class ProxyHandler:
             if reply is None:
                 ex.body = await read_body(request, server.max_body_bytes, server.request_body_timeout_s)
                 if ex.has_llm_body:
-                    if not _is_json_content_type(request):
+                    if not is_json_content_type(request):
                         raise UnsupportedMediaType("the request body must be JSON (content-type: application/json)")
                     if not isinstance(ex.request_json, dict):
                         raise BadRequest("the request body must be a JSON object")
