@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import os
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from pathlib import Path
@@ -34,6 +35,7 @@ from proxy.services import Services
 from proxy.state import open_store
 from proxy.status_page import PAGE, status_data, wants_html
 from proxy.tracing import Tracing
+from proxy.workers import WORKER_ENV
 
 POLICY = web.AppKey("policy", tuple)
 METRICS = web.AppKey("metrics", Metrics)
@@ -149,6 +151,8 @@ async def proxy_entry(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    if WORKER_ENV in os.environ:  # one of `serve --workers N`: which process answered this connection
+        return web.json_response({"status": "ok", "worker": os.getpid()})
     return web.json_response({"status": "ok"})
 
 
