@@ -99,7 +99,7 @@ class Supervisor:
             slot.process = None
             multiprocess.mark_process_dead(process.pid, str(self.metrics_dir))  # its live gauges go
             if self.stopping:
-                if process.returncode != 0:
+                if process.returncode != 0 and self.exit_code == 0:  # a fatal exit keeps its own code
                     self.exit_code = 1
                 continue
             log_event(
