@@ -144,6 +144,21 @@ def _portkey_headers(upstream: str) -> dict[str, str]:
 
 
 BEARER = {"authorization": f"Bearer {BENCH_KEY}"}
+
+
+def _agent_proxy_target(name: str, label: str, policy: str, workers: int = 1, note: str = "") -> Target:
+    return Target(
+        name,
+        label,
+        lambda: None,
+        _agent_proxy(policy, workers),
+        headers=lambda upstream: BEARER,
+        ready_path="/readyz",
+        note=note,
+        all_cpus=workers > 1,
+    )
+
+
 TARGETS = {
     t.name: t
     for t in [
@@ -165,31 +180,14 @@ TARGETS = {
             headers=_portkey_headers,
             env={"NODE_ENV": "production"},
         ),
-        Target(
-            "auth-only",
-            "agent-proxy, auth only",
-            lambda: None,
-            _agent_proxy("auth-only.yaml"),
-            headers=lambda upstream: BEARER,
-            ready_path="/readyz",
-        ),
-        Target(
-            "full-chain",
-            "agent-proxy, full chain",
-            lambda: None,
-            _agent_proxy("full-chain.yaml"),
-            headers=lambda upstream: BEARER,
-            ready_path="/readyz",
-        ),
-        Target(
+        _agent_proxy_target("auth-only", "agent-proxy, auth only", "auth-only.yaml"),
+        _agent_proxy_target("full-chain", "agent-proxy, full chain", "full-chain.yaml"),
+        _agent_proxy_target(
             "full-chain-2w",
             "agent-proxy, full chain, `--workers 2`",
-            lambda: None,
-            _agent_proxy("full-chain.yaml", workers=2),
-            headers=lambda upstream: BEARER,
-            ready_path="/readyz",
+            "full-chain.yaml",
+            workers=2,
             note="two workers share both cores with the load generator and the upstream",
-            all_cpus=True,
         ),
     ]
 }

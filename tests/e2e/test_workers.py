@@ -29,6 +29,12 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 WORKER_SERIES = re.compile(r'^agent_proxy_worker_started_timestamp_seconds\{pid="(\d+)"\}', re.MULTILINE)
 
 
+def serve_workers(policy: Path, port: int) -> list[str]:
+    """`serve --workers 2` on 127.0.0.1:`port`."""
+    argv = [sys.executable, "-m", "proxy", "serve", "--policy", str(policy), "--host", LOOPBACK]
+    return [*argv, "--port", str(port), "--workers", "2"]
+
+
 class Workers:
     def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path):
         self.process, self.port, self.log = process, port, log
@@ -67,18 +73,7 @@ def workers(tmp_path) -> Iterator[Callable[[str], Workers]]:
         log = tmp_path / f"workers-{port}.log"
         with log.open("wb") as sink:
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "proxy",
-                    "serve",
-                    "--policy",
-                    str(policy),
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "2",
-                ],
+                serve_workers(policy, port),
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
                 stderr=sink,
@@ -177,20 +172,7 @@ def test_a_taken_port_stops_the_workers_with_exit_2(tmp_path, fake_upstream):
         taken.listen()
         port = taken.getsockname()[1]
         process = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "proxy",
-                "serve",
-                "--policy",
-                str(policy),
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-            ],
+            serve_workers(policy, port),
             cwd=ROOT,
             capture_output=True,
             timeout=60,
