@@ -14,6 +14,8 @@ See docs/workers.md for what is shared between workers and what each holds on it
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import shutil
@@ -33,6 +35,7 @@ WORKER_ENV = "AGENT_PROXY_WORKER"  # a worker's slot number, in its environment:
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # the same name proxy/metrics.py reads
 RESTART_PAUSE_S = 1.0
 FATAL_EXIT = 2  # what `serve` exits with when its policy, ledger or listening port cannot be used
+PR_SET_PDEATHSIG = 1  # prctl(2)
 SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 WAKE_S = 1.0  # the parent's longest sleep between signals, to start a restart that was held back
 
@@ -114,6 +117,8 @@ class Supervisor:
 def _worker_signals() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the worker's event loop installs its own at startup
     signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+    with contextlib.suppress(OSError, AttributeError):  # Linux: a parent killed outright still drains its workers
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def run_workers(count: int, policy: Path, host: str, port: int, log_level: str) -> int:

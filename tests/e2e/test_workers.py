@@ -36,8 +36,8 @@ def serve_workers(policy: Path, port: int) -> list[str]:
 
 
 class Workers:
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path):
-        self.process, self.port, self.log = process, port, log
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path, policy: Path):
+        self.process, self.port, self.log, self.policy = process, port, log, policy
         self.base = f"http://{LOOPBACK}:{port}"
 
     def metrics(self) -> str:
@@ -79,7 +79,7 @@ def workers(tmp_path) -> Iterator[Callable[[str], Workers]]:
                 stderr=sink,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        found = Workers(process, port, log)
+        found = Workers(process, port, log, policy)
         started.append(found)
         wait_for(lambda: proxy_ready(port) or process.poll() is not None, timeout=30)
         assert process.poll() is None, log.read_text()
@@ -179,3 +179,30 @@ def test_a_taken_port_stops_the_workers_with_exit_2(tmp_path, fake_upstream):
         )
     assert process.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in process.stderr.decode()
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")  # exited; its new parent may not have reaped it yet
+
+
+def test_sighup_reaches_every_worker_and_a_parent_killed_outright_takes_its_workers_along(fake_upstream, workers):
+    text = basic_policy(fake_upstream.url, "server: {reload_interval_s: 3600}\n")  # no file poll: only SIGHUP reloads
+    proxy = workers(text)
+    clients = proxy.client_per_worker()
+    auth = {"authorization": f"Bearer {DEMO_KEY}"}
+    assert [c.post("/v1/chat/completions", json=BODY, headers=auth).status_code for c in clients.values()] == [200, 200]
+
+    demo_key = next(line for line in text.splitlines() if "caller: demo" in line)
+    proxy.policy.write_text(text.replace(demo_key, ""))
+    proxy.process.send_signal(signal.SIGHUP)
+    for client in clients.values():  # each worker, on its own connection, now refuses the removed key
+        wait_for(lambda c=client: c.post("/v1/chat/completions", json=BODY, headers=auth).status_code == 401)
+        client.close()
+
+    proxy.process.kill()
+    proxy.process.wait(10)
+    wait_for(lambda: all(gone(pid) for pid in clients), timeout=30)
