@@ -21,6 +21,7 @@ import contextlib
 import os
 import platform
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -198,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
+        shutil.rmtree(work, ignore_errors=True)  # configs, logs and the ledger of this run
     labels = {"direct": DIRECT.label, **{name: TARGETS[name].label for name in TARGETS}}
     report = render(args, names, labels, rounds, rss, skipped, pinned)
     out_dir = Path(args.results_dir)
