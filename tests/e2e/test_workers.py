@@ -199,10 +199,13 @@ def test_sighup_reaches_every_worker_and_a_parent_killed_outright_takes_its_work
     demo_key = next(line for line in text.splitlines() if "caller: demo" in line)
     proxy.policy.write_text(text.replace(demo_key, ""))
     proxy.process.send_signal(signal.SIGHUP)
-    for client in clients.values():  # each worker, on its own connection, now refuses the removed key
-        wait_for(lambda c=client: c.post("/v1/chat/completions", json=BODY, headers=auth).status_code == 401)
-        client.close()
+    try:
+        for client in clients.values():  # each worker, on its own connection, now refuses the removed key
+            wait_for(lambda c=client: c.post("/v1/chat/completions", json=BODY, headers=auth).status_code == 401, 30)
+            client.close()
 
-    proxy.process.kill()
-    proxy.process.wait(10)
-    wait_for(lambda: all(gone(pid) for pid in clients), timeout=30)
+        proxy.process.kill()
+        proxy.process.wait(10)
+        wait_for(lambda: all(gone(pid) for pid in clients), timeout=30)
+    except AssertionError as exc:  # what the workers said, for a failure on a loaded machine
+        raise AssertionError(f"{exc}; workers {sorted(clients)}; log:\n{proxy.log.read_text()[-4000:]}") from None
