@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
@@ -27,6 +28,7 @@ from proxy.policy.schema import Policy
 from proxy.services import Services
 from proxy.state import open_store
 from proxy.tracing import Tracing
+from proxy.workers import WORKER_ENV
 
 
 class BuiltinMock:
@@ -123,6 +125,8 @@ async def proxy_entry(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    if WORKER_ENV in os.environ:  # one of `serve --workers N`: which process answered this connection
+        return web.json_response({"status": "ok", "worker": os.getpid()})
     return web.json_response({"status": "ok"})
 
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import os
 import sys
 from pathlib import Path
 
@@ -27,15 +28,28 @@ def _load_or_exit(path: Path) -> Policy:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from proxy.accounting.ledger import LedgerError
     from proxy.logs import configure_logging
-    from proxy.server import run
+    from proxy.workers import WORKER_ENV, run_workers
 
     configure_logging(args.log_level)
     policy = _load_or_exit(args.policy)
+    host, port = args.host or policy.server.host, args.port or policy.server.port
+    worker = WORKER_ENV in os.environ
+    if args.workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not worker:
+        if port == 0:
+            print("--workers needs a fixed port: each worker would listen on a port of its own", file=sys.stderr)
+            return 2
+        return run_workers(args.workers, args.policy, host, port, args.log_level)
+
+    from proxy.accounting.ledger import LedgerError
+    from proxy.server import ListenError, run
+
     try:
-        run(policy, args.policy, args.host or policy.server.host, args.port or policy.server.port)
-    except LedgerError as exc:
+        run(policy, args.policy, host, port, reuse_port=worker)
+    except (LedgerError, ListenError) as exc:
         print(exc, file=sys.stderr)
         return 2
     return 0
@@ -111,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--policy", type=Path, default=DEFAULT_POLICY, help="policy file (default: %(default)s)")
     serve.add_argument("--host", help="listen address (default: the policy's server.host)")
     serve.add_argument("--port", type=int, help="listen port (default: the policy's server.port)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT), supervised by this one (default: %(default)s)",
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
 

@@ -1,5 +1,8 @@
 """Every Prometheus collector of the proxy, declared in one place.
 
+With several workers (`serve --workers N`) every gauge says how workers' values combine
+(`multiprocess_mode`; ignored in a single process): counts add up, states take the worst.
+
 Label values come only from names the policy defines (routes, upstreams, stages,
 decision codes) or small fixed sets (status classes), never from raw request input,
 so cardinality stays bounded whatever callers send.
@@ -7,11 +10,17 @@ so cardinality stays bounded whatever callers send.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
+
+# Set by `serve --workers N` before any worker imports prometheus_client: every worker then writes its
+# series to files there, and /metrics (from any worker) renders the sum over all of them (docs/workers.md).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -48,7 +57,15 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge("agent_proxy_requests_in_flight", "Requests being handled now.", registry=r)
+        self.in_flight = Gauge(
+            "agent_proxy_requests_in_flight", "Requests being handled now.", registry=r, multiprocess_mode="livesum"
+        )
+        self.worker_started = Gauge(
+            "agent_proxy_worker_started_timestamp_seconds",
+            "When the serving process started (with workers: one series per live worker, labelled by pid).",
+            registry=r,
+            multiprocess_mode="liveall",
+        )
         self.errors = Counter(
             "agent_proxy_errors", "Errors the proxy produced, by kind and source.", ["kind", "source"], registry=r
         )
@@ -62,7 +79,10 @@ class Metrics:
             "agent_proxy_policy_reloads", "Policy reload attempts by result.", ["result"], registry=r
         )
         self.policy_loaded = Gauge(
-            "agent_proxy_policy_loaded_timestamp_seconds", "When the serving policy was loaded.", registry=r
+            "agent_proxy_policy_loaded_timestamp_seconds",
+            "When the serving policy was loaded (with workers: the oldest a live worker serves).",
+            registry=r,
+            multiprocess_mode="livemin",
         )
 
         # ---- usage and cost (proxy/stages/usage.py, proxy/accounting/ledger.py)
@@ -105,6 +125,7 @@ class Metrics:
             "Circuit breaker state per upstream endpoint: 0 closed, 1 half-open, 2 open.",
             ["upstream", "endpoint"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.circuit_transitions = Counter(
             "agent_proxy_circuit_transitions",
@@ -142,6 +163,7 @@ class Metrics:
             "Open caller connections, by state (authenticated: a request on it was identified).",
             ["state"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.caller_connections_closed = Counter(
             "agent_proxy_caller_connections_closed",
@@ -179,6 +201,7 @@ class Metrics:
             "USD left in the period (day, month) for the caller of this profile seen last.",
             ["caller", "period"],
             registry=r,
+            multiprocess_mode="livemostrecent",
         )
         self.state_backend_errors = Counter(
             "agent_proxy_state_backend_errors",
@@ -187,13 +210,18 @@ class Metrics:
             registry=r,
         )
         self.state_backend_up = Gauge(
-            "agent_proxy_state_backend_up", "1 when the last state backend call succeeded.", ["backend"], registry=r
+            "agent_proxy_state_backend_up",
+            "1 when the last state backend call succeeded (with workers: 0 if it failed in any).",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.state_settlements_pending = Gauge(
             "agent_proxy_state_settlements_pending",
             "Slot releases and corrections waiting for the backend to answer again (retried until it does).",
             ["backend"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.state_settlements_deferred = Counter(
             "agent_proxy_state_settlements_deferred",
@@ -224,7 +252,13 @@ class Metrics:
         return found
 
     def render(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """This process's registry; with workers, every live and past worker's series, combined."""
+        directory = os.environ.get(MULTIPROC_ENV)
+        if not directory:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined, directory)
+        return generate_latest(combined), CONTENT_TYPE_LATEST
 
 
 def status_class(status: int | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -31,12 +32,22 @@ def make_runner(app: web.Application, shutdown_timeout: float = 30.0) -> web.App
     )
 
 
-async def serve(policy: Policy, path: Path | None, host: str, port: int) -> None:
+class ListenError(Exception):
+    """The address is taken or not ours: `serve` exits 2, and `--workers` does not restart into it."""
+
+
+async def serve(policy: Policy, path: Path | None, host: str, port: int, reuse_port: bool = False) -> None:
+    """`reuse_port`: one of `serve --workers N`'s processes; the kernel spreads connections over them."""
     app = build_app(policy, path)
+    app[METRICS].worker_started.set(time.time())
     runner = make_runner(app, policy.server.shutdown_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
+    site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     holder = app[HOLDER]
@@ -74,9 +85,9 @@ async def drain_and_stop(runner: web.AppRunner, handler: ProxyHandler, grace_s: 
     log_event(log, "stopped")
 
 
-def run(policy: Policy, path: Path | None, host: str, port: int) -> None:
+def run(policy: Policy, path: Path | None, host: str, port: int, reuse_port: bool = False) -> None:
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(serve(policy, path, host, port))
+        runner.run(serve(policy, path, host, port, reuse_port))
 
 
 def _loop_factory():  # type: ignore[no-untyped-def]

@@ -266,14 +266,14 @@ class Ledger:
 
     def _commit(self, pending: list[Record]) -> None:
         with self._conn:
-            self._conn.execute("BEGIN")
+            self._conn.execute("BEGIN IMMEDIATE")  # the write lock at once: other workers wait (busy timeout)
             self._conn.executemany(INSERT, [astuple(r) for r in pending])
 
     def _commit_rows(self, pending: list[Record]) -> int:
         """One transaction, each row on its own: a refused row is counted and left out."""
         written = 0
         with self._conn:
-            self._conn.execute("BEGIN")
+            self._conn.execute("BEGIN IMMEDIATE")  # the write lock at once: other workers wait (busy timeout)
             for row in pending:
                 try:
                     self._conn.execute(INSERT, astuple(row))
