@@ -242,8 +242,14 @@ def test_dense_text_cannot_push_spend_or_tokens_past_the_bound(
     tokenizer: a $0.01 budget is overshot by less than one request's cost, 10,000 tokens per minute by
     nothing but the bucket's refill while the burst lasts."""
     fake_upstream.behaviour.omit_usage = True  # the proxy counts the tokens itself, exactly
+    # An answer within `max_tokens`, as the bound assumes: the mock's default answer echoes the prompt's first
+    # words, and a CJK prompt is one 1,500-character "word", thousands of tokens past the cap.
+    fake_upstream.behaviour.reply_words = 3
     state = (
-        f"state: {{backend: redis, redis_url: '{redis_server.url}', key_prefix: 'd{uuid.uuid4().hex[:12]}:'}}\n"
+        # A generous timeout: on a loaded machine a Redis call past the default 250 ms would be admitted
+        # uncounted (fail_open, as documented), which is not what this test measures.
+        f"state: {{backend: redis, redis_url: '{redis_server.url}', key_prefix: 'd{uuid.uuid4().hex[:12]}:', "
+        "redis_timeout_ms: 5000}\n"
         if backend == "redis"
         else ""
     )
