@@ -14,14 +14,16 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from proxy.accounting.config import LedgerConfig, UsageConfig
 from proxy.auth.config import AuthConfig, HmacKey
 from proxy.forward.bounds import ResponseLimits, Timeouts, UpstreamPool
 from proxy.forward.config import CircuitBreakerConfig, DegradedReplies, Fallback, Retries
 from proxy.limits.config import Budget, RateLimit, RateLimitStageConfig, RunsConfig
-from proxy.policy.base import Glob, Mode, Name, Strict
+from proxy.policy.base import Glob, Name, Strict
 from proxy.policy.header_rules import HeaderName, HeaderValue, SecretHeaderValue
 from proxy.protocols import LLM_PROTOCOLS
 from proxy.safety.config import InputConfig, RedactionConfig
+from proxy.state.config import StateConfig
 from proxy.tracing.config import TracingConfig
 
 
@@ -74,57 +76,6 @@ class ServerConfig(Strict):
         if self.max_unauthenticated_connections > self.max_connections:
             raise ValueError("max_unauthenticated_connections cannot exceed max_connections")
         return self
-
-
-class StateConfig(Strict):
-    backend: Literal["memory", "redis"] = Field("memory", description="Where shared counters live.")
-    redis_url: str | None = Field(None, description="redis://host:port/db when backend is redis.")
-    on_backend_error: Literal["fail_open", "fail_closed"] = Field(
-        "fail_open", description="fail_open admits and counts it; fail_closed answers 503."
-    )
-    # ---- limits (proxy/state/, proxy/limits/)
-    redis_timeout_ms: int = Field(
-        250, ge=1, le=10_000, description="Longest wait for one Redis call; then `on_backend_error` decides."
-    )
-    key_prefix: str = Field(
-        "agent-proxy:",
-        pattern=r"^[A-Za-z0-9_.:{}-]{0,64}$",
-        description="Prefix of every Redis key, so several proxies (or policies) can share one Redis apart.",
-    )
-    lease_s: float = Field(
-        20.0,
-        ge=2,
-        le=600,
-        description="A concurrency slot's lease on Redis, renewed while its response lives: a replica that dies "
-        "gives its slots back within this long.",
-    )
-    max_pending_settlements: int = Field(
-        10_000,
-        ge=100,
-        le=1_000_000,
-        description="Slot releases and corrections kept in memory for retry while Redis is unreachable; past this "
-        "the oldest is dropped (and counted).",
-    )
-    # ---- end limits
-
-    @model_validator(mode="after")
-    def _redis_needs_url(self) -> StateConfig:
-        if self.backend == "redis" and not self.redis_url:
-            raise ValueError("state.backend 'redis' needs state.redis_url")
-        return self
-
-
-class LedgerConfig(Strict):
-    path: str | None = Field(None, description="SQLite file of per-request usage records; none disables it.")
-    flush_interval_ms: int = Field(
-        200, ge=10, le=60_000, description="Records are committed in one batch this often; a kill -9 loses at most one."
-    )
-    max_queued: int = Field(
-        100_000, ge=100, le=10_000_000, description="Records waiting for the writer; past this, new ones are dropped."
-    )
-    flush_timeout_ms: int = Field(
-        5000, ge=10, le=600_000, description="Longest wait of /admin/usage for queued records to be committed."
-    )
 
 
 class Credentials(Strict):
@@ -217,18 +168,6 @@ class Upstream(Strict):
     @property
     def urls(self) -> list[str]:
         return self.endpoints if self.endpoints is not None else [self.url]  # type: ignore[list-item]
-
-
-class UsageConfig(Strict):
-    """Token and cost accounting: metrics, the ledger record and the log line's figures."""
-
-    mode: Mode = Field("enforce", description="`off` stops accounting on a route; `shadow` never asks for usage.")
-    stream_usage: bool = Field(
-        True,
-        description="Ask OpenAI-style upstreams for usage on streams (stream_options.include_usage) and remove "
-        "it again from what the caller receives, when the caller did not ask for it.",
-    )
-    estimate: bool = Field(True, description="Count tokens locally (marked estimated) when the upstream reports none.")
 
 
 class StagesConfig(Strict):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import orjson
 
+from proxy.accounting.config import UsageConfig
 from proxy.accounting.ledger import Record
 from proxy.accounting.pricing import OTHER, price, resolve
 from proxy.accounting.tokens import count_messages, count_tokens
@@ -33,7 +34,7 @@ from proxy.errors import Forbidden, Unauthorized
 from proxy.exchange import Exchange, Outcome, Reply
 from proxy.logs import logged_model
 from proxy.pipeline import Stage, StageFactory
-from proxy.policy.schema import Pricing, Route, UsageConfig
+from proxy.policy.schema import Pricing, Route
 from proxy.protocols.base import Protocol, Usage
 from proxy.protocols.sse import SSEEvent
 from proxy.services import Services

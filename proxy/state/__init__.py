@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from proxy.metrics import Metrics
-from proxy.policy.schema import StateConfig
 from proxy.state.base import (
     BackendUnavailable,
     Change,
@@ -21,6 +20,7 @@ from proxy.state.base import (
     Verdict,
     admitted,
 )
+from proxy.state.config import StateConfig
 from proxy.state.memory import MemoryStore
 
 
