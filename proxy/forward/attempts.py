@@ -42,7 +42,7 @@ from proxy.forward.balancer import Lease
 from proxy.forward.degrade import degraded_reply
 from proxy.forward.headers import upstream_request_headers
 from proxy.forward.response import UpstreamResponse
-from proxy.forward.transport import Transport
+from proxy.forward.transport import DRAIN_BYTES, DRAIN_S, Transport
 from proxy.metrics import Metrics
 from proxy.policy.compile import CompiledRoute, CompiledUpstream, Target
 
@@ -52,9 +52,7 @@ log = logging.getLogger("agent_proxy.upstream")
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # Error codes for failures where the request provably never left: safe to repeat whatever the method.
 NOT_SENT = frozenset({"upstream_connect_failed", "upstream_connect_timeout", "circuit_open"})
-DISCARD_READ_LIMIT = 64 * 1024
 SHORT_BODY = 256 * 1024  # read whole, in one call, and written with its head in one write
-DISCARD_READ_S = 1.0
 
 
 async def open_upstream(
@@ -283,8 +281,8 @@ async def _discard(response: UpstreamResponse, lease: Lease, upstream: CompiledU
     """Drop a response that will not be used; a short error body is read first so its connection is reused."""
     try:
         length = response.content_length
-        if length is not None and length <= DISCARD_READ_LIMIT:
-            await response.drain(DISCARD_READ_LIMIT, DISCARD_READ_S)
+        if length is not None and length <= DRAIN_BYTES:
+            await response.drain(DRAIN_BYTES, DRAIN_S)
     finally:
         response.release()
         lease.finish(response.status not in upstream.failure_statuses)
