@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,11 +13,10 @@ import aiohttp
 import orjson
 
 from tests.fixtures.ledger import ledger_rows
-from tests.fixtures.proxy_server import DEMO_KEY, basic_policy
+from tests.fixtures.proxy_server import DEMO_KEY, basic_policy, serve_process
 from tests.fixtures.servers import free_port
 from tests.fixtures.waiting import proxy_ready, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 STREAMS = 50
 BODY = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": True})
 
@@ -29,8 +27,7 @@ def start(tmp_path: Path, upstream_url: str, grace_s: float) -> tuple[subprocess
     extra = f"ledger: {{path: {ledger}, flush_interval_ms: 50}}\nserver: {{shutdown_timeout_s: {grace_s}}}"
     path.write_text(basic_policy(upstream_url, extra))
     port = free_port()
-    command = [sys.executable, "-m", "proxy", "serve", "--policy", str(path), "--port", str(port)]
-    process = subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT, stderr=subprocess.PIPE)
+    process = serve_process(path, port)
     wait_for(lambda: proxy_ready(port) or process.poll() is not None, timeout=20)
     assert process.poll() is None
     return process, port, ledger

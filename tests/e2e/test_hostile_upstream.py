@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +17,10 @@ import pytest
 from yarl import URL
 
 from tests.fixtures.hostile_upstream import HostileUpstream
-from tests.fixtures.proxy_server import ADMIN_KEY, ADMIN_KEY_SHA256, DEMO_KEY, DEMO_KEY_SHA256
+from tests.fixtures.proxy_server import ADMIN_KEY, ADMIN_KEY_SHA256, DEMO_KEY, DEMO_KEY_SHA256, serve_process
 from tests.fixtures.servers import free_port
 from tests.fixtures.waiting import proxy_ready, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 PEAK_RSS_MB = 250  # the proxy starts at about 70 MB; every bound below is a few MiB
 ANSWER_S = 20  # a client-side bound: every case ends long before it
 KEY = {"authorization": f"Bearer {DEMO_KEY}"}
@@ -81,9 +79,8 @@ def proxy(hostile: HostileUpstream, tmp_path_factory: pytest.TempPathFactory) ->
     path.write_text(policy(hostile.url))
     log = folder / "proxy.log"
     port = free_port()
-    command = [sys.executable, "-m", "proxy", "serve", "--policy", str(path), "--port", str(port)]
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=sink)
+        process = serve_process(path, port, stderr=sink)
     try:
         wait_for(lambda: proxy_ready(port) or process.poll() is not None, timeout=20)
         assert process.poll() is None, log.read_text()
