@@ -1,4 +1,4 @@
-"""Every Prometheus collector of the proxy, declared in one place.
+"""Every Prometheus collector of the proxy: the core's declared here, each stage's in its `StageSpec`.
 
 With several workers (`serve --workers N`) every gauge says how workers' values combine
 (`multiprocess_mode`; ignored in a single process): counts add up, states take the worst.
@@ -17,6 +17,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from proxy.policy.stage_order import STAGE_ORDER
+from proxy.policy.stage_spec import MetricSpec
 
 # Set by `serve --workers N` before any worker imports prometheus_client: every worker then writes its
 # series to files there, and /metrics (from any worker) renders the sum over all of them (docs/workers.md).
@@ -85,29 +88,7 @@ class Metrics:
             multiprocess_mode="livemin",
         )
 
-        # ---- usage and cost (proxy/stages/usage.py, proxy/accounting/ledger.py)
-        # caller = caller profile; model = the price-table name it matched, or "other".
-        self.tokens = Counter(
-            "agent_proxy_tokens",
-            "Tokens by caller profile, priced model and kind (input, cached_input, cache_write, output, reasoning).",
-            ["caller", "model", "kind"],
-            registry=r,
-        )
-        self.cost_usd = Counter(
-            "agent_proxy_cost_usd", "Cost in USD by caller profile and priced model.", ["caller", "model"], registry=r
-        )
-        self.unpriced = Counter(
-            "agent_proxy_unpriced_requests",
-            "Requests with token usage whose model is in no price table (cost recorded as null).",
-            ["caller", "upstream"],
-            registry=r,
-        )
-        self.usage_estimated = Counter(
-            "agent_proxy_usage_estimated_requests",
-            "Requests whose token counts were estimated locally (no usage from the upstream, or cut short).",
-            ["caller", "upstream"],
-            registry=r,
-        )
+        # ---- the spend ledger (proxy/accounting/ledger.py)
         self.ledger_records = Counter(
             "agent_proxy_ledger_records",
             "Ledger records by result (written, dropped, refused).",
@@ -149,14 +130,6 @@ class Metrics:
             registry=r,
         )
 
-        # ---- auth (proxy/stages/auth.py): reason is the fixed set of proxy/auth/refusals.py.
-        self.auth_failures = Counter(
-            "agent_proxy_auth_failures",
-            "Refused callers by reason: 401s (missing, expired, bad_signature...) and 403s (model_not_allowed...).",
-            ["reason"],
-            registry=r,
-        )
-
         # ---- the caller's side (proxy/edge.py): reason and state are the fixed sets of that module.
         self.caller_connections = Gauge(
             "agent_proxy_caller_connections",
@@ -173,36 +146,7 @@ class Metrics:
             registry=r,
         )
 
-        # ---- content safety (proxy/stages/redact.py): detector = a built-in or policy-defined name;
-        # direction = output (what callers receive) or input (prompts before they leave). Counts, never values.
-        self.redactions = Counter(
-            "agent_proxy_redactions",
-            "Values redacted, by detector, route and direction.",
-            ["detector", "route", "direction"],
-            registry=r,
-        )
-
-        # ---- limits (proxy/stages/ratelimit.py, proxy/stages/runs.py, proxy/state/): caller = caller profile;
-        # how and reason are the fixed sets of proxy/limits/limiter.py; backend = memory | redis.
-        self.limit_admissions = Counter(
-            "agent_proxy_limit_admissions",
-            "Requests admitted by the limits, by caller profile and how (direct, waited, fail_open).",
-            ["caller", "how"],
-            registry=r,
-        )
-        self.limit_refusals = Counter(
-            "agent_proxy_limit_refusals",
-            "Requests refused (or, in shadow mode, that would have been), by caller profile and reason.",
-            ["caller", "reason", "mode"],
-            registry=r,
-        )
-        self.budget_remaining_usd = Gauge(
-            "agent_proxy_budget_remaining_usd",
-            "USD left in the period (day, month) for the caller of this profile seen last.",
-            ["caller", "period"],
-            registry=r,
-            multiprocess_mode="livemostrecent",
-        )
+        # ---- the shared-state backend (proxy/state/): backend = memory | redis.
         self.state_backend_errors = Counter(
             "agent_proxy_state_backend_errors",
             "Calls to the shared-state backend that failed or timed out, by operation (acquire, adjust).",
@@ -241,7 +185,14 @@ class Metrics:
             ["backend"],
             registry=r,
         )
-        # ---- end limits
+        # ---- each stage's own (proxy/policy/stage_order.py)
+        for spec in STAGE_ORDER:
+            for metric in spec.metrics:
+                setattr(self, metric.attr, _collector(metric, r))
+
+    def __getattr__(self, name: str) -> Any:
+        """Only reached for a name nothing declared: the stages' collectors are set as attributes above."""
+        raise AttributeError(f"no metric {name!r} is declared (proxy/metrics.py or a stage's StageSpec)")
 
     def child(self, metric: MetricWrapperBase, *values: str) -> Any:
         """`metric.labels(*values)`, looked up once: prometheus' own lookup validates and locks on every call."""
@@ -259,6 +210,14 @@ class Metrics:
         combined = CollectorRegistry()
         MultiProcessCollector(combined, directory)
         return generate_latest(combined), CONTENT_TYPE_LATEST
+
+
+def _collector(spec: MetricSpec, registry: CollectorRegistry) -> MetricWrapperBase:
+    if spec.kind == "counter":
+        return Counter(spec.name, spec.doc, spec.labels, registry=registry)
+    if spec.kind == "gauge":
+        return Gauge(spec.name, spec.doc, spec.labels, registry=registry, multiprocess_mode=spec.multiprocess_mode)
+    return Histogram(spec.name, spec.doc, spec.labels, buckets=spec.buckets or LATENCY_BUCKETS, registry=registry)
 
 
 def status_class(status: int | None) -> str:

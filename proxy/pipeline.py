@@ -13,8 +13,8 @@ discarded in favour of the ones it was given.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 from proxy.errors import ProxyError
 from proxy.exchange import Exchange, Reply
@@ -68,17 +68,28 @@ class Stage:
 
 
 class StageFactory:
-    """Compiled once per policy load; `create()` is called once per request."""
+    """Compiled once per policy load; `create()` is called once per request.
+
+    A factory names its `stage` class: `create()` makes one from the factory, and the
+    factory takes the stage's name.
+    """
 
     name: ClassVar[str] = "stage"
+    stage: ClassVar[Callable[[Any], Stage]]
     observes_response: ClassVar[bool] = False
     """True if the stage reads or rewrites response bodies or events."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        stage = cls.__dict__.get("stage")
+        if isinstance(stage, type) and issubclass(stage, Stage):
+            cls.name = stage.name
 
     def __init__(self, mode: Mode = "enforce"):
         self.mode = mode
 
     def create(self) -> Stage:
-        raise NotImplementedError
+        return self.stage(self)
 
 
 class Chain:

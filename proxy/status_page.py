@@ -66,9 +66,7 @@ async def _callers(compiled: CompiledPolicy, ledger: Ledger | None) -> dict[str,
             rows = await asyncio.to_thread(usage_rows, ledger.path, since, "caller")
         except (FileNotFoundError, ValueError):
             rows = []
-        today = [
-            {"caller": row.key, "requests": row.requests, "cost_usd": round(row.cost_usd, 6)} for row in rows
-        ]
+        today = [{"caller": row.key, "requests": row.requests, "cost_usd": round(row.cost_usd, 6)} for row in rows]
     return {"profiles": profiles, "today": today}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from proxy.policy.base import Mode, Strict
+from proxy.policy.stage_spec import MetricSpec, StageSpec
 
 
 class LedgerConfig(Strict):
@@ -30,3 +31,43 @@ class UsageConfig(Strict):
         "it again from what the caller receives, when the caller did not ask for it.",
     )
     estimate: bool = Field(True, description="Count tokens locally (marked estimated) when the upstream reports none.")
+
+
+# caller = caller profile; model = the price-table name it matched, or "other".
+USAGE_STAGE = StageSpec(
+    name="usage",
+    implementation="proxy.stages.usage",
+    settings=UsageConfig,
+    default_on=True,
+    description="Token and cost accounting.",
+    metrics=(
+        MetricSpec(
+            "tokens",
+            "counter",
+            "agent_proxy_tokens",
+            "Tokens by caller profile, priced model and kind (input, cached_input, cache_write, output, reasoning).",
+            ("caller", "model", "kind"),
+        ),
+        MetricSpec(
+            "cost_usd",
+            "counter",
+            "agent_proxy_cost_usd",
+            "Cost in USD by caller profile and priced model.",
+            ("caller", "model"),
+        ),
+        MetricSpec(
+            "unpriced",
+            "counter",
+            "agent_proxy_unpriced_requests",
+            "Requests with token usage whose model is in no price table (cost recorded as null).",
+            ("caller", "upstream"),
+        ),
+        MetricSpec(
+            "usage_estimated",
+            "counter",
+            "agent_proxy_usage_estimated_requests",
+            "Requests whose token counts were estimated locally (no usage from the upstream, or cut short).",
+            ("caller", "upstream"),
+        ),
+    ),
+)

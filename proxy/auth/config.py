@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from proxy.policy.base import Mode, Name, Strict
+from proxy.policy.stage_spec import MetricSpec, StageSpec
 
 
 class HmacKey(Strict):
@@ -99,3 +100,20 @@ class AuthConfig(Strict):
         if len(set(ids)) != len(ids):
             raise ValueError("two hmac_keys share an id")
         return keys
+
+
+AUTH_STAGE = StageSpec(
+    name="auth",
+    implementation="proxy.stages.auth",
+    description="Who is calling (the `auth:` and `callers:` sections), and what they may use.",
+    metrics=(
+        # reason is the fixed set of proxy/auth/refusals.py
+        MetricSpec(
+            "auth_failures",
+            "counter",
+            "agent_proxy_auth_failures",
+            "Refused callers by reason: 401s (missing, expired, bad_signature...) and 403s (model_not_allowed...).",
+            ("reason",),
+        ),
+    ),
+)

@@ -10,6 +10,7 @@ from typing import Annotated
 from pydantic import Field
 
 from proxy.policy.base import Glob, Mode, Strict
+from proxy.policy.stage_spec import MetricSpec, StageSpec
 
 # Body fields that differ between retries of the same request, not in what it asks: the loop guard ignores them.
 VOLATILE_FIELDS = ("stream", "stream_options", "metadata", "user", "store", "service_tier", "request_id")
@@ -102,3 +103,47 @@ class RunsConfig(Strict):
         3600.0, gt=0, le=30 * 86_400, description="A run not seen for this long is forgotten; its counts start again."
     )
     loop_guard: LoopGuardConfig | None = Field(None, description="Refuse repeated requests and tool calls.")
+
+
+# caller = caller profile; how and reason are the fixed sets of proxy/limits/limiter.py.
+LIMIT_REFUSALS = MetricSpec(
+    "limit_refusals",
+    "counter",
+    "agent_proxy_limit_refusals",
+    "Requests refused (or, in shadow mode, that would have been), by caller profile and reason.",
+    ("caller", "reason", "mode"),
+)
+
+RATELIMIT_STAGE = StageSpec(
+    name="ratelimit",
+    implementation="proxy.stages.ratelimit",
+    settings=RateLimitStageConfig,
+    default_on=True,
+    description="How `callers.*.rate_limit` and `.budget` are enforced, and limits per route (proxy/limits/).",
+    metrics=(
+        MetricSpec(
+            "limit_admissions",
+            "counter",
+            "agent_proxy_limit_admissions",
+            "Requests admitted by the limits, by caller profile and how (direct, waited, fail_open).",
+            ("caller", "how"),
+        ),
+        LIMIT_REFUSALS,
+        MetricSpec(
+            "budget_remaining_usd",
+            "gauge",
+            "agent_proxy_budget_remaining_usd",
+            "USD left in the period (day, month) for the caller of this profile seen last.",
+            ("caller", "period"),
+            multiprocess_mode="livemostrecent",
+        ),
+    ),
+)
+
+RUNS_STAGE = StageSpec(
+    name="runs",
+    implementation="proxy.stages.runs",
+    settings=RunsConfig,
+    description="Agent runs: limits per run and the loop guard (proxy/limits/); refusals count in "
+    "`agent_proxy_limit_refusals`.",
+)

@@ -8,7 +8,10 @@ reload builds a new one and swaps a single reference.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import import_module
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,15 +20,23 @@ from proxy.forward.bounds import ResponseLimits, Timeouts
 from proxy.forward.config import DegradedReplies
 from proxy.forward.targets import RetryPolicy, build_balancer
 from proxy.forward.transport import resolve_proxy
-from proxy.pipeline import Chain
+from proxy.pipeline import Chain, StageFactory
 from proxy.policy.context import BuildContext
-from proxy.policy.schema import Policy, Upstream
+from proxy.policy.schema import Policy, Route, Upstream
+from proxy.policy.stage_order import STAGE_ORDER
 from proxy.protocols import PROTOCOLS, Protocol
 from proxy.services import Services
 from proxy.stages.auth import Authenticator, authenticator_for
-from proxy.stages.registry import STAGE_BUILDERS
 
 BUILTIN_MOCK = "builtin://mock"
+
+Builder = Callable[[BuildContext, Route], StageFactory | None]
+
+
+@cache
+def stage_builders() -> tuple[Builder, ...]:
+    """Each declared stage's `build`, in the fixed order, imported from the module its declaration names."""
+    return tuple(import_module(spec.implementation).build for spec in STAGE_ORDER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +175,7 @@ def compile_policy(
             methods=frozenset(route.methods) if route.methods else None,
             upstream=upstreams[route.upstream],
             fallbacks=tuple(upstreams[name] for name in route.fallback_names),
-            chain=Chain([f for build in STAGE_BUILDERS if (f := build(ctx, route)) is not None]),
+            chain=Chain([f for build in stage_builders() if (f := build(ctx, route)) is not None]),
             rewrite_prefix=route.rewrite_prefix,
             tool=route.tool,
             auth_required=route.auth == "required" and policy.auth.mode != "off",

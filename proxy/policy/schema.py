@@ -14,15 +14,15 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from proxy.accounting.config import LedgerConfig, UsageConfig
+from proxy.accounting.config import LedgerConfig
 from proxy.auth.config import AuthConfig, HmacKey
 from proxy.forward.bounds import ResponseLimits, Timeouts, UpstreamPool
 from proxy.forward.config import CircuitBreakerConfig, DegradedReplies, Fallback, Retries
-from proxy.limits.config import Budget, RateLimit, RateLimitStageConfig, RunsConfig
+from proxy.limits.config import Budget, RateLimit
 from proxy.policy.base import Glob, Name, Strict
 from proxy.policy.header_rules import HeaderName, HeaderValue, SecretHeaderValue
+from proxy.policy.stage_order import StagesConfig
 from proxy.protocols import LLM_PROTOCOLS
-from proxy.safety.config import InputConfig, RedactionConfig
 from proxy.state.config import StateConfig
 from proxy.tracing.config import TracingConfig
 
@@ -168,28 +168,6 @@ class Upstream(Strict):
     @property
     def urls(self) -> list[str]:
         return self.endpoints if self.endpoints is not None else [self.url]  # type: ignore[list-item]
-
-
-class StagesConfig(Strict):
-    """Stage settings: under `stages:` the defaults for every route, under a route its overrides.
-
-    Each field is one stage's slice of the policy; a route's value replaces the default whole.
-    """
-
-    input: InputConfig | None = Field(
-        None, description="Input checks: size, blocked patterns, control characters, request shape (proxy/safety/)."
-    )
-    redaction: RedactionConfig = Field(
-        default_factory=RedactionConfig, description="PII and secret redaction, both directions (proxy/safety/)."
-    )
-    usage: UsageConfig = Field(default_factory=UsageConfig, description="Token and cost accounting.")
-    ratelimit: RateLimitStageConfig = Field(
-        default_factory=RateLimitStageConfig,
-        description="How `callers.*.rate_limit` and `.budget` are enforced, and limits per route (proxy/limits/).",
-    )
-    runs: RunsConfig | None = Field(
-        None, description="Agent runs: limits per run and the loop guard (proxy/limits/); unset: off."
-    )
 
 
 class Route(Strict):

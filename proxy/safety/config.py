@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from proxy.policy.base import Mode, Name, Strict
+from proxy.policy.stage_spec import MetricSpec, StageSpec
 from proxy.safety.catalogue import BY_NAME, GROUPS, KNOWN_NAMES, MAX_CUSTOM_REACH, custom_detector, expand
 from proxy.safety.regexbounds import UnboundedPattern
 
@@ -199,3 +200,30 @@ class RedactionConfig(Strict):
             if name in result:
                 result[name] = action
         return result
+
+
+INPUT_STAGE = StageSpec(
+    name="input",
+    implementation="proxy.stages.input_checks",
+    settings=InputConfig,
+    description="Input checks: size, blocked patterns, control characters, request shape (proxy/safety/).",
+)
+
+REDACTION_STAGE = StageSpec(
+    name="redaction",
+    implementation="proxy.stages.redact",
+    settings=RedactionConfig,
+    default_on=True,
+    description="PII and secret redaction, both directions (proxy/safety/).",
+    metrics=(
+        # detector = a built-in or policy-defined name; direction = output (what callers receive) or input
+        # (prompts before they leave). Counts, never values.
+        MetricSpec(
+            "redactions",
+            "counter",
+            "agent_proxy_redactions",
+            "Values redacted, by detector, route and direction.",
+            ("detector", "route", "direction"),
+        ),
+    ),
+)

@@ -126,7 +126,7 @@ class InputChecksStage(Stage):
 
 
 class InputChecksFactory(StageFactory):
-    name: ClassVar[str] = "input"
+    stage = InputChecksStage
 
     def __init__(self, config: InputConfig):
         super().__init__(config.mode)
@@ -134,9 +134,6 @@ class InputChecksFactory(StageFactory):
         self.patterns = config.named_patterns()
         check_patterns(self.patterns)  # on the event loop, every one of them must run in linear time
         self.needs_tokenizer = config.max_tokens is not None  # loaded in a thread with the policy
-
-    def create(self) -> Stage:
-        return InputChecksStage(self)
 
 
 def build(ctx: BuildContext, route: Route) -> StageFactory | None:

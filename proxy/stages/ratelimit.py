@@ -229,7 +229,7 @@ class RateLimitStage(Stage):
 
 
 class RateLimitFactory(StageFactory):
-    name: ClassVar[str] = "ratelimit"
+    stage = RateLimitStage
 
     def __init__(self, config: RateLimitStageConfig, route: Route, shared: LimitsContext, lease_ttl_s: float):
         super().__init__(config.mode)
@@ -240,9 +240,6 @@ class RateLimitFactory(StageFactory):
         self.route_key = f"{shared.prefix}r:{part(route.label)}"
         self.route_needs_body = self.route_limit is not None and self.route_limit.tokens_per_minute is not None
         self.lease_ttl_s = lease_ttl_s
-
-    def create(self) -> Stage:
-        return RateLimitStage(self)
 
 
 def build(ctx: BuildContext, route: Route) -> StageFactory | None:

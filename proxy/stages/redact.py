@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from proxy.policy.context import BuildContext
 
 
-
 class RedactStage(Stage):
     name: ClassVar[str] = "redaction"
 
@@ -122,7 +121,7 @@ class RedactStage(Stage):
 
 
 class RedactFactory(StageFactory):
-    name: ClassVar[str] = "redaction"
+    stage = RedactStage
     observes_response: ClassVar[bool] = True
 
     def __init__(self, config: RedactionConfig, compiled: CompiledRedaction, route_label: str, services: Services):
@@ -130,9 +129,6 @@ class RedactFactory(StageFactory):
         self.compiled = compiled
         self.route_label = route_label
         self.services = services
-
-    def create(self) -> Stage:
-        return RedactStage(self)
 
 
 class PromptOnlyFactory(RedactFactory):

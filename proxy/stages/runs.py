@@ -140,16 +140,13 @@ class RunsStage(Stage):
 
 
 class RunsFactory(StageFactory):
-    name: ClassVar[str] = "runs"
+    stage = RunsStage
 
     def __init__(self, config: RunsConfig, shared: LimitsContext, default_max_tokens: int):
         super().__init__(config.mode)
         self.config = config
         self.shared = shared
         self.default_max_tokens = default_max_tokens
-
-    def create(self) -> Stage:
-        return RunsStage(self)
 
 
 def build(ctx: BuildContext, route: Route) -> StageFactory | None:

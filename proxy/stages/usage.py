@@ -236,7 +236,7 @@ def _merge_estimate(usage: Usage, estimate: Usage, cut_short: bool) -> None:
 
 
 class UsageFactory(StageFactory):
-    name: ClassVar[str] = "usage"
+    stage = UsageStage
     observes_response: ClassVar[bool] = True
 
     def __init__(self, config: UsageConfig, pricing: Mapping[str, Pricing], services: Services):
@@ -245,9 +245,6 @@ class UsageFactory(StageFactory):
         self.pricing = pricing
         self.services = services
         self.needs_tokenizer = config.estimate and self.observes_response  # loaded in a thread with the policy
-
-    def create(self) -> Stage:
-        return UsageStage(self)
 
 
 class RecordOnlyFactory(UsageFactory):

@@ -21,6 +21,9 @@ LOWER = (
     "proxy.policy.schema",
     "proxy.policy.load",
     "proxy.policy.context",
+    "proxy.policy.stage_spec",
+    "proxy.policy.stage_order",
+    "proxy.metrics",
 )
 HIGHER = ("proxy.stages", "proxy.policy.compile", "proxy.app", "proxy.handler", "proxy.server", "proxy.cli")
 
