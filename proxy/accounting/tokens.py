@@ -20,6 +20,10 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
+import orjson
+
+from proxy.protocols.base import Protocol
+
 log = logging.getLogger("agent_proxy.accounting.tokens")
 
 ENDOFTEXT = "<|endoftext|>"
@@ -62,6 +66,9 @@ ENCODINGS: dict[str, dict[str, Any]] = {
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
+
+GENERIC = Protocol()
+"""Reads messages in any of the chat shapes (proxy/protocols/prompt_size.py), for callers that name no adapter."""
 
 _lock = threading.Lock()
 _loaded: dict[str, Any] = {}  # name -> tiktoken.Encoding, or None once loading failed
@@ -136,47 +143,40 @@ def count_tokens(text: str, model: str | None = None) -> int:
     return len(encoding.encode_ordinary(text))
 
 
-def content_text(content: Any) -> str:
-    """The text of a message content in any protocol's shape: a string, parts or blocks."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(content_text(part) for part in content)
-    if isinstance(content, dict):
-        for key in ("text", "input_text", "output", "arguments", "thinking"):
-            value = content.get(key)
-            if isinstance(value, str):
-                return value
-        if "content" in content:
-            return content_text(content["content"])
-        if isinstance(content.get("input"), dict | list):  # a tool_use block's arguments
-            import orjson
-
-            return orjson.dumps(content["input"]).decode()
-    return ""
+def count_message(message: Mapping[str, Any], model: str | None = None, protocol: Protocol = GENERIC) -> int:
+    """One message with its framing: the texts its adapter says a tokenizer sees."""
+    texts, names = protocol.message_text(message)
+    return TOKENS_PER_MESSAGE + names * TOKENS_PER_NAME + sum(count_tokens(text, model) for text in texts)
 
 
-def count_messages(
-    messages: Iterable[Mapping[str, Any]], model: str | None = None, system: Any = None, tools: Any = None
-) -> int:
-    """Prompt tokens of a chat request, the way OpenAI's cookbook estimates them.
+def count_fixed(model: str | None = None, system: Any = None, tools: Any = None, protocol: Protocol = GENERIC) -> int:
+    """What a chat prompt costs besides its messages: the reply priming, a system prompt given apart, tools.
 
     Tool definitions are counted as their JSON text, which is close to what providers bill.
     """
     total = REPLY_PRIMING
     if system:
-        total += TOKENS_PER_MESSAGE + count_tokens(content_text(system), model)
-    for message in messages:
-        total += TOKENS_PER_MESSAGE
-        for key, value in message.items():
-            if key == "content":
-                total += count_tokens(content_text(value), model)
-            elif key == "tool_calls" and isinstance(value, list):
-                total += sum(count_tokens(content_text(call.get("function") or {}), model) for call in value)
-            elif isinstance(value, str):
-                total += count_tokens(value, model) + (TOKENS_PER_NAME if key == "name" else 0)
+        total += TOKENS_PER_MESSAGE + count_tokens(protocol.content_text(system), model)
     if tools:
-        import orjson
-
         total += count_tokens(orjson.dumps(tools).decode(), model)
     return total
+
+
+def count_messages(
+    messages: Iterable[Mapping[str, Any]],
+    model: str | None = None,
+    system: Any = None,
+    tools: Any = None,
+    protocol: Protocol = GENERIC,
+) -> int:
+    """Prompt tokens of a chat request, the way OpenAI's cookbook estimates them."""
+    fixed = count_fixed(model, system, tools, protocol)
+    return fixed + sum(count_message(message, model, protocol) for message in messages)
+
+
+def count_request(protocol: Protocol, body: Any, model: str | None) -> int:
+    """Prompt tokens of a request body: its messages, system prompt and tools, or its plain input text."""
+    messages = protocol.request_messages(body)
+    if not messages:
+        return count_tokens(protocol.request_input_text(body), model)
+    return count_messages(messages, model, protocol.system_prompt(body), protocol.request_tools(body), protocol)

@@ -19,18 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from proxy.accounting.pricing import cost_usd
 from proxy.exchange import Exchange
 from proxy.policy.schema import Pricing
-from proxy.protocols.base import Usage
+from proxy.protocols import PROTOCOLS
+from proxy.protocols.base import Protocol, Usage
 
-OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 MEDIA_PART_TOKENS = 1600  # about the most one image costs on Claude and GPT-4o; PDFs and audio can cost more
-MEDIA_TYPES = frozenset({"image_url", "input_image", "image", "input_audio", "audio", "file", "input_file", "document"})
-MEDIA_MARKERS = (b"image", b"audio", b"file", b"document")  # no media part without one of these in the body
-MAX_CHOICES = 128  # OpenAI's own maximum of `n`
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,37 +40,9 @@ class Estimate:
         return self.prompt_tokens + self.output_tokens
 
 
-def prompt_bound(ex: Exchange, body: Any) -> int:
-    """Prompt tokens at most: the body's bytes, with media parts at `MEDIA_PART_TOKENS` each."""
-    raw = ex.body
-    size = len(raw)
-    if not any(marker in raw for marker in MEDIA_MARKERS):
-        return size
-    for message in ex.protocol.request_messages(body):
-        content = message.get("content")
-        if not isinstance(content, list):
-            continue
-        for part in content:
-            if isinstance(part, dict) and part.get("type") in MEDIA_TYPES:
-                # orjson's compact form is never longer than the part's own bytes in the body
-                size += MEDIA_PART_TOKENS - len(orjson.dumps(part))
-    return max(size, 0)
-
-
-def output_cap(body: Any, default: int) -> int:
-    """The output tokens a request allows itself, times its choices (`n`)."""
-    if not isinstance(body, dict):
-        return default
-    cap = default
-    for field in OUTPUT_CAPS:
-        value = body.get(field)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            cap = value
-            break
-    choices = body.get("n")
-    if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
-        cap *= min(choices, MAX_CHOICES)
-    return cap
+def output_cap(body: Any, default: int, protocol: Protocol = PROTOCOLS["openai"]) -> int:
+    """The output tokens a request allows itself, times its choices, as its protocol reads them."""
+    return protocol.output_cap(body, default)
 
 
 def estimate(ex: Exchange, default_output: int, pricing: Mapping[str, Pricing]) -> Estimate:
@@ -84,8 +51,8 @@ def estimate(ex: Exchange, default_output: int, pricing: Mapping[str, Pricing]) 
         return Estimate(None, 0, 0, 0.0)
     body = ex.request_json
     model = ex.protocol.request_model(body)
-    prompt = prompt_bound(ex, body)
-    output = output_cap(body, default_output)
+    prompt = ex.protocol.prompt_bound(ex.body, body, MEDIA_PART_TOKENS)
+    output = ex.protocol.output_cap(body, default_output)
     # The prompt at the dearest input-side rate: uncached, a cache read or a cache write.
     costs = [
         cost_usd(model, usage, pricing)

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import orjson
 
 from proxy.errors import ProxyError
-from proxy.protocols import text_slots
+from proxy.protocols import prompt_size, text_slots
 from proxy.protocols.base import Protocol, Usage, reported
 from proxy.protocols.shape import anthropic_shape_problem
 from proxy.protocols.sse import SSEEvent
@@ -54,6 +54,10 @@ class AnthropicProtocol(Protocol):
 
     def system_prompt(self, body: Any) -> str | list[Any] | None:
         return body.get("system") if isinstance(body, dict) else None
+
+    def output_cap(self, body: Any, default: int) -> int:
+        """`max_tokens` (required by the API); Messages has no choices."""
+        return prompt_size.output_cap(body, ("max_tokens",), default, choices=False)
 
     def body_text(self, body: Any) -> str:
         if not isinstance(body, dict):

@@ -7,17 +7,22 @@ provider means adding one adapter; stages stay format-agnostic.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
 
 from proxy.errors import ProxyError
+from proxy.protocols import prompt_size
+from proxy.protocols.prompt_size import MessageText
 from proxy.protocols.sse import SSEEvent
 from proxy.protocols.text_slots import ROOT_VALUE, Channel, TextSlot
 
 MAX_REPORTED_TOKENS = 100_000_000
 """The largest token count an upstream may report for one request; larger is not believed."""
+OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+"""The fields a request caps its output with (chat, legacy completions, Responses)."""
 COUNTS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
@@ -210,3 +215,25 @@ class Protocol:
     def last_tool_calls(self, body: Any) -> list[tuple[Any, Any]]:
         """The tool calls of the conversation's latest assistant turn, as (name, arguments)."""
         return []
+
+    # ---- prompt size (proxy/limits/estimate.py, proxy/accounting/tokens.py): the chat shapes both LLM adapters share
+
+    def output_cap(self, body: Any, default: int) -> int:
+        """The output tokens a request allows itself (`default` when it sets no cap), times its choices."""
+        return prompt_size.output_cap(body, OUTPUT_CAPS, default, choices=True)
+
+    def prompt_bound(self, raw: bytes, body: Any, media_part_tokens: int) -> int:
+        """Prompt tokens at most: the body's bytes (`raw`), with media parts at `media_part_tokens` each."""
+        return prompt_size.media_bound(raw, self.request_messages(body), media_part_tokens)
+
+    def message_text(self, message: Mapping[str, Any]) -> MessageText:
+        """The texts of one message a tokenizer counts."""
+        return prompt_size.message_text(message)
+
+    def content_text(self, content: Any) -> str:
+        """The text of a content value (a string, parts or blocks), e.g. a system prompt."""
+        return prompt_size.content_text(content)
+
+    def request_tools(self, body: Any) -> Any:
+        """The tool definitions a request sends, counted as their JSON text."""
+        return body.get("tools") if isinstance(body, dict) else None

@@ -29,7 +29,7 @@ import orjson
 from proxy.accounting.config import UsageConfig
 from proxy.accounting.ledger import Record
 from proxy.accounting.pricing import OTHER, price, resolve
-from proxy.accounting.tokens import count_messages, count_tokens
+from proxy.accounting.tokens import count_request, count_tokens
 from proxy.errors import Forbidden, Unauthorized
 from proxy.exchange import Exchange, Outcome, Reply
 from proxy.logs import logged_model
@@ -154,13 +154,7 @@ class UsageStage(Stage):
         protocol = ex.protocol
         self._read_texts(protocol)
         body = ex.request_json if ex.body else None
-        messages = protocol.request_messages(body)
-        if messages:
-            system = protocol.system_prompt(body)
-            tools = body.get("tools") if isinstance(body, dict) else None
-            prompt = count_messages(messages, model, system=system, tools=tools)
-        else:
-            prompt = count_tokens(protocol.request_input_text(body), model)
+        prompt = count_request(protocol, body, model)
         return Usage(input_tokens=prompt, output_tokens=count_tokens("".join(self._texts), model))
 
     # ---- metrics and the record
