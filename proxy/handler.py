@@ -44,7 +44,7 @@ from proxy.forward.transport import Transport
 from proxy.logs import log_request
 from proxy.memory import HeapTrimmer
 from proxy.metrics import Metrics, status_class
-from proxy.pipeline import ChainRun
+from proxy.pipeline import ChainRun, decision_label
 from proxy.policy.reload import PolicyHolder
 from proxy.policy.schema import ServerConfig
 from proxy.protocols.sse import SSEDecoder, SSEEvent, encode
@@ -345,7 +345,7 @@ class ProxyHandler:
         if ex.error is not None:
             m.child(m.errors, ex.error.kind, ex.error.source).inc()
         for stage, decision, mode in ex.decisions:
-            m.child(m.stage_decisions, stage, decision, mode).inc()
+            m.child(m.stage_decisions, stage, decision_label(decision), mode).inc()
         if run.stages:
             self.spawn(self._complete(ex, run))
         else:

@@ -13,6 +13,7 @@ discarded in favour of the ones it was given.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -22,6 +23,13 @@ from proxy.policy.base import Mode
 from proxy.protocols.sse import SSEEvent
 
 log = logging.getLogger("agent_proxy.pipeline")
+
+_DECISION_COUNTS = re.compile(r"(?::\d+(?:msgs|tokens))+$")
+
+
+def decision_label(decision: str) -> str:
+    """A decision as a metric label: counts a stage appends (`truncated:3msgs:1200tokens`) go to the log line only."""
+    return _DECISION_COUNTS.sub("", decision)
 
 
 class Stage:

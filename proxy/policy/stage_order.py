@@ -18,13 +18,14 @@ from proxy.limits.config import RATELIMIT_STAGE, RUNS_STAGE
 from proxy.policy.base import Strict
 from proxy.policy.stage_spec import StageSpec
 from proxy.safety.config import INPUT_STAGE, REDACTION_STAGE
+from proxy.truncation.config import TRUNCATION_STAGE
 
 STAGE_ORDER: tuple[StageSpec, ...] = (
     AUTH_STAGE,
     INPUT_STAGE,
     RATELIMIT_STAGE,  # rate limit and budget
     RUNS_STAGE,
-    # truncation
+    TRUNCATION_STAGE,  # truncation
     # cache
     # tool governance
     REDACTION_STAGE,

@@ -9,6 +9,7 @@ import orjson
 from proxy.errors import ProxyError
 from proxy.protocols import prompt_size, text_slots
 from proxy.protocols.base import Protocol, Usage, reported
+from proxy.protocols.conversation import Conversation, anthropic_messages
 from proxy.protocols.shape import anthropic_shape_problem
 from proxy.protocols.sse import SSEEvent
 from proxy.protocols.text_slots import Channel, TextSlot
@@ -172,3 +173,8 @@ class AnthropicProtocol(Protocol):
             {"type": "message_stop"},
         ]
         return b"".join(SSEEvent.from_json(event, event["type"]).raw for event in events)
+
+    # ---- conversation structure (proxy/truncation/)
+
+    def conversation(self, body: Any) -> Conversation | None:
+        return anthropic_messages(body)

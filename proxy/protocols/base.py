@@ -15,6 +15,7 @@ import orjson
 
 from proxy.errors import ProxyError
 from proxy.protocols import prompt_size
+from proxy.protocols.conversation import Conversation, with_messages
 from proxy.protocols.prompt_size import MessageText
 from proxy.protocols.sse import SSEEvent
 from proxy.protocols.text_slots import ROOT_VALUE, Channel, TextSlot
@@ -237,3 +238,13 @@ class Protocol:
     def request_tools(self, body: Any) -> Any:
         """The tool definitions a request sends, counted as their JSON text."""
         return body.get("tools") if isinstance(body, dict) else None
+
+    # ---- conversation structure (proxy/truncation/)
+
+    def conversation(self, body: Any) -> Conversation | None:
+        """The request's messages as pinned ones and turns (proxy/protocols/conversation.py); None: not a chat."""
+        return None
+
+    def with_messages(self, body: Any, keep: list[int]) -> Any:
+        """The body keeping only the messages at `keep` (indices as `conversation` gave them)."""
+        return with_messages(body, keep)

@@ -11,6 +11,7 @@ import orjson
 from proxy.errors import ProxyError
 from proxy.protocols import text_slots
 from proxy.protocols.base import Protocol, Usage, reported
+from proxy.protocols.conversation import Conversation, openai_chat
 from proxy.protocols.shape import openai_shape_problem
 from proxy.protocols.sse import SSEEvent
 from proxy.protocols.text_slots import Channel, TextSlot
@@ -320,3 +321,9 @@ class OpenAIProtocol(Protocol):
 
         opening = chunk({"role": "assistant", "content": ""})
         return opening + chunk({"content": text}) + chunk({}, "stop") + b"data: [DONE]\n\n"
+
+    # ---- conversation structure (proxy/truncation/)
+
+    def conversation(self, body: Any) -> Conversation | None:
+        """Chat completions; the Responses API's `input` items are left alone (None)."""
+        return openai_chat(body)

@@ -1,0 +1,1 @@
+"""Prompt truncation: conversations trimmed to a token budget, oldest turns first, always valid."""
