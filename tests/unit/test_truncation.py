@@ -7,6 +7,7 @@ each result is checked by rules written here independently of the adapters' turn
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -110,7 +111,7 @@ def check_openai(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> N
 def check_anthropic(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> None:
     assert after == before[len(before) - len(after) :]
     assert after[0]["role"] == "user" and not blocks(after[0], "tool_result"), "the conversation must open with a user"
-    for previous, message in zip(after, after[1:], strict=False):
+    for previous, message in pairwise(after):
         used = {b["id"] for b in blocks(previous, "tool_use")}
         results = {b["tool_use_id"] for b in blocks(message, "tool_result")}
         assert results <= used, "a tool_result without its tool_use"
