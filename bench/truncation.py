@@ -32,7 +32,7 @@ from proxy.accounting.tokens import count_request, preload
 from proxy.protocols import PROTOCOLS
 from proxy.stages.truncation import _cut
 
-WORDS = "the deploy finished and every health check passed so we rolled the change to three regions ".split()
+WORDS = ["the", "deploy", "finished", "and", "every", "health", "check", "passed", "so", "we", "rolled", "out"]
 MODEL = "gpt-4o"
 KEY = "bench-key"
 POLICY = """
@@ -53,6 +53,10 @@ stages:
 
 def _text(index: int, words: int) -> str:
     return " ".join(WORDS[(index + k) % len(WORDS)] for k in range(words))
+
+
+def _result(index: int) -> str:
+    return _text(index, 120)
 
 
 def openai_body(count: int) -> dict[str, Any]:
@@ -84,7 +88,7 @@ def anthropic_body(count: int) -> dict[str, Any]:
         messages += [
             {"role": "user", "content": _text(index, 80)},
             {"role": "assistant", "content": [{"type": "text", "text": _text(index, 20)}, use]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use["id"], "content": _text(index, 120)}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use["id"], "content": _result(index)}]},
             {"role": "assistant", "content": _text(index, 60)},
         ]
     return {"model": "claude-sonnet-4-5", "max_tokens": 512, "system": _text(0, 60), "messages": messages[:count]}
@@ -168,9 +172,10 @@ def end_to_end(messages: int, requests: int) -> None:
                     samples = sorted(_send(port, raw) for _ in range(requests))
                 finally:
                     stop([proxy])
+            p95 = samples[int(len(samples) * 0.95) - 1]
             print(
                 f"{label}: {len(raw) / 1024:.0f} KiB request, {requests} sequential: "
-                f"p50 {statistics.median(samples) * 1000:.2f} ms, p95 {samples[int(len(samples) * 0.95) - 1] * 1000:.2f} ms"
+                f"p50 {statistics.median(samples) * 1000:.2f} ms, p95 {p95 * 1000:.2f} ms"
             )
     finally:
         stop([upstream])
