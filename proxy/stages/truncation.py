@@ -3,10 +3,11 @@
 After the limits (admission reserved the prompt as sent, an upper bound) and before the
 cache (which keys on what is actually sent). The conversation's structure is the adapter's
 (`protocol.conversation`), the choice of turns is proxy/truncation/trim.py, counts come from
-the offline tokenizer. A body that fits, or whose model has no budget, is neither counted
-nor re-serialised; one whose bytes are within budget is not even counted (a token is at
-least one byte). When the newest turn that may start a conversation does not fit beside
-the system prompt and tools, the request is refused with 400 `context_length_exceeded`.
+the offline tokenizer. Only a trimmed body is re-serialised. A body whose bytes are within
+the budget is not counted (a token is at least one byte), nor one whose model has no
+budget, and a message counted before is not counted again (proxy/truncation/counts.py).
+When the newest turn that may start a conversation does not fit beside the system prompt
+and tools, the request is refused with 400 `context_length_exceeded`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from proxy.accounting.tokens import count_fixed, count_message
+from proxy.accounting.tokens import count_fixed
 from proxy.errors import BadRequest
 from proxy.exchange import Exchange, Reply
 from proxy.pipeline import Stage, StageFactory
@@ -24,6 +25,7 @@ from proxy.protocols.conversation import Conversation
 from proxy.services import Services
 from proxy.truncation.budget import prompt_budget
 from proxy.truncation.config import TruncationConfig
+from proxy.truncation.counts import MESSAGE_COUNTS
 from proxy.truncation.trim import Cut, trim
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ COUNT_INLINE_BYTES = 20_000  # larger bodies are counted in a thread
 def _cut(protocol: Protocol, body: Any, conversation: Conversation, model: str | None, budget: int) -> Cut:
     """Blocking (tiktoken) for a large body: runs in a thread."""
     messages = body["messages"]
-    counts = [count_message(message, model, protocol) for message in messages]
+    counts = [MESSAGE_COUNTS.count(message, model, protocol) for message in messages]
     fixed = count_fixed(model, protocol.system_prompt(body), protocol.request_tools(body), protocol)
     return trim(conversation, counts, fixed, budget)
 

@@ -19,6 +19,7 @@ from proxy.accounting.tokens import count_fixed, count_message, count_request
 from proxy.protocols import PROTOCOLS
 from proxy.truncation.budget import context_window, prompt_budget
 from proxy.truncation.config import TruncationConfig
+from proxy.truncation.counts import MessageCounts
 from proxy.truncation.trim import trim
 
 MODEL = "gpt-4o"
@@ -240,3 +241,16 @@ def test_the_output_cap_comes_from_the_adapter():
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValidationError):
         TruncationConfig(**bad)
+
+
+def test_counts_of_messages_seen_before_come_from_a_bounded_cache():
+    counts = MessageCounts(entries=3)
+    message = {"role": "user", "content": "hello there"}
+    assert counts.count(message, "gpt-4o", OPENAI) == count_message(message, "gpt-4o", OPENAI)
+    assert counts.count(dict(message), "gpt-4o", OPENAI) == count_message(message, "gpt-4o", OPENAI)
+    assert len(counts) == 1  # the same message: counted once
+    assert counts.count(message, "gpt-4", OPENAI) == count_message(message, "gpt-4", OPENAI)  # another encoding
+    assert len(counts) == 2
+    for n in range(5):
+        counts.count({"role": "user", "content": f"message {n}"}, "gpt-4o", OPENAI)
+    assert len(counts) == 3
