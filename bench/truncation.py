@@ -27,6 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson
+from proxy_overhead import KEY, POLICY
 from support import free_port, start, stop, wait_ready
 
 from proxy.accounting.tokens import count_request, preload
@@ -36,18 +37,7 @@ from proxy.truncation.counts import MESSAGE_COUNTS
 
 WORDS = ["the", "deploy", "finished", "and", "every", "health", "check", "passed", "so", "we", "rolled", "out"]
 MODEL = "gpt-4o"
-KEY = "bench-key"
-POLICY = """
-version: 1
-upstreams:
-  mock: {{url: "http://127.0.0.1:{upstream_port}", protocol: openai,
-          credentials: {{header: Authorization, value: "Bearer provider-key"}}}}
-routes:
-  - {{prefix: /v1/, upstream: mock}}
-auth:
-  static_keys:
-    - {{caller: bench, sha256: {key_hash}}}
-stages:
+STAGES = """stages:
   usage: {{mode: "off"}}
 {truncation}
 """
@@ -178,7 +168,9 @@ def end_to_end(messages: int, requests: int) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 policy = Path(tmp) / "policy.yaml"
                 key_hash = hashlib.sha256(KEY.encode()).hexdigest()
-                policy.write_text(POLICY.format(upstream_port=upstream_port, key_hash=key_hash, truncation=truncation))
+                policy.write_text(
+                    POLICY.format(upstream_port=upstream_port, key_hash=key_hash) + STAGES.format(truncation=truncation)
+                )
                 port = free_port()
                 proxy = start(["serve", "--policy", str(policy), "--port", str(port), "--host", "127.0.0.1"])
                 try:

@@ -144,26 +144,21 @@ def trimmed_at(protocol: Any, body: dict[str, Any], budget: int) -> dict[str, An
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.parametrize(
+    ("protocol", "bodies", "check"),
+    [(OPENAI, openai_bodies(), check_openai), (ANTHROPIC, anthropic_bodies(), check_anthropic)],
+    ids=["openai", "anthropic"],
+)
 @SETTINGS
-@given(openai_bodies())
-def test_openai_conversations_stay_valid_after_every_trim(body):
-    total = count_request(OPENAI, body, MODEL)
+@given(data=st.data())
+def test_conversations_stay_valid_after_every_trim(protocol, bodies, check, data):
+    body = data.draw(bodies)
+    total = count_request(protocol, body, MODEL)
     for tenth in range(10, 0, -1):
-        out = trimmed_at(OPENAI, body, total * tenth // 10)
+        out = trimmed_at(protocol, body, total * tenth // 10)
         if out is None:
             break
-        check_openai(body["messages"], out["messages"])
-
-
-@SETTINGS
-@given(anthropic_bodies())
-def test_anthropic_conversations_stay_valid_after_every_trim(body):
-    total = count_request(ANTHROPIC, body, MODEL)
-    for tenth in range(10, 0, -1):
-        out = trimmed_at(ANTHROPIC, body, total * tenth // 10)
-        if out is None:
-            break
-        check_anthropic(body["messages"], out["messages"])
+        check(body["messages"], out["messages"])
         assert out.get("system") == body.get("system") and out.get("tools") == body.get("tools")
 
 
