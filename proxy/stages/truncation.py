@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from proxy.accounting.tokens import count_fixed
 from proxy.errors import BadRequest
 from proxy.exchange import Exchange, Reply
 from proxy.pipeline import Stage, StageFactory
@@ -39,7 +38,7 @@ def _cut(protocol: Protocol, body: Any, conversation: Conversation, model: str |
     """Blocking (tiktoken) for a large body: runs in a thread."""
     messages = body["messages"]
     counts = [MESSAGE_COUNTS.count(message, model, protocol) for message in messages]
-    fixed = count_fixed(model, protocol.system_prompt(body), protocol.request_tools(body), protocol)
+    fixed = MESSAGE_COUNTS.fixed(model, protocol.system_prompt(body), protocol.request_tools(body), protocol)
     return trim(conversation, counts, fixed, budget)
 
 

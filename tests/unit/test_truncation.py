@@ -249,3 +249,6 @@ def test_counts_of_messages_seen_before_come_from_a_bounded_cache():
     for n in range(5):
         counts.count({"role": "user", "content": f"message {n}"}, "gpt-4o", OPENAI)
     assert len(counts) == 3
+    system, tools = [text_block("rules")], [{"name": "f", "input_schema": {"type": "object"}}]
+    assert counts.fixed(MODEL, system, tools, ANTHROPIC) == count_fixed(MODEL, system, tools, ANTHROPIC)
+    assert counts.fixed(MODEL, system, None, ANTHROPIC) == count_fixed(MODEL, system, None, ANTHROPIC)
