@@ -56,10 +56,6 @@ class AnthropicProtocol(Protocol):
     def system_prompt(self, body: Any) -> str | list[Any] | None:
         return body.get("system") if isinstance(body, dict) else None
 
-    def output_cap(self, body: Any, default: int) -> int:
-        """`max_tokens` (required by the API); Messages has no choices."""
-        return prompt_size.output_cap(body, ("max_tokens",), default, choices=False)
-
     def body_text(self, body: Any) -> str:
         if not isinstance(body, dict):
             return ""
@@ -174,7 +170,11 @@ class AnthropicProtocol(Protocol):
         ]
         return b"".join(SSEEvent.from_json(event, event["type"]).raw for event in events)
 
-    # ---- conversation structure (proxy/truncation/)
+    # ---- prompt size (proxy/limits/estimate.py) and conversation structure (proxy/truncation/)
+
+    def output_cap(self, body: Any, default: int) -> int:
+        """`max_tokens` (required by the API); Messages has no choices."""
+        return prompt_size.output_cap(body, ("max_tokens",), default, choices=False)
 
     def conversation(self, body: Any) -> Conversation | None:
         return anthropic_messages(body)
