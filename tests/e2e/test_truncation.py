@@ -4,6 +4,7 @@ receives, the header and the log line the caller's side sees, the 400 for a turn
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import anthropic
 import openai
@@ -146,3 +147,21 @@ def test_shadow_mode_records_the_cut_and_leaves_the_body(proxy_factory, fake_ups
     client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": OLD * 2}])  # not refused
     refused = {"stage": "truncation", "decision": "refused:context_length_exceeded", "mode": "shadow"}
     wait_for(lambda: proxy.metric("agent_proxy_stage_decisions_total", refused) == 1)
+
+
+def test_the_example_policy_trims_on_its_small_route_and_only_records_on_its_trial_route(proxy_factory):
+    text = (Path(__file__).resolve().parents[2] / "policies/examples/truncation.yaml").read_text()
+    proxy = proxy_factory(text)
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "old " * 300},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "and now?"},
+    ]
+    small = openai.OpenAI(base_url=proxy.url + "/small/v1", api_key="demo-key-1", max_retries=0)
+    raw = small.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages)
+    assert raw.headers["x-agent-proxy-truncated"] == "2"
+    assert raw.parse().choices[0].message.content.startswith("Mock answer to: and now?")
+    trial = openai.OpenAI(base_url=proxy.url + "/trial/v1", api_key="demo-key-1", max_retries=0)
+    raw = trial.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages)
+    assert "x-agent-proxy-truncated" not in raw.headers
