@@ -5,7 +5,7 @@
 The Dockerfile is read, not copied: its build stage's COPY and RUN lines are replayed in a fresh
 directory standing in for the image's root (every absolute path the Dockerfile names is moved under
 it), so the install uses constraints.txt exactly as the image does. Then the final stage's ENTRYPOINT
-and CMD start the proxy (the default policy plus a ledger in the working directory) as an
+and CMD start the proxy (the offline demo, whose ledger path is relative: the working directory) as an
 unprivileged user, in a private mount namespace where / is read-only, /tmp a fresh tmpfs and only the
 WORKDIR (the ledger volume) writable, as `docker run --read-only --tmpfs /tmp -v ...` runs it. The
 HEALTHCHECK command must pass, the demo must answer a chat completion, the STOPSIGNAL must stop it
@@ -34,7 +34,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 30.0
-LEDGER_FILE = "ledger.sqlite3"
 UNPRIVILEGED = ("nobody", "nogroup")
 
 
@@ -237,7 +236,7 @@ def run_final(final: Stage, rebase: Rebase, shim: Path, start: list[str], probe:
 
     port = str(free_port())
     local = [rebase.text(a).replace("8080", port).replace("0.0.0.0", "127.0.0.1") for a in start]
-    local[local.index("--policy") + 1] = str(policy_with_ledger(Path(local[local.index("--policy") + 1])))
+    ledger_file = relative_ledger(Path(local[local.index("--policy") + 1]))
     probe = [rebase.text(a).replace("8080", port) for a in probe]
     env = env_of(final, rebase, shim)
     print(f"== container check: starting {' '.join(local)}", flush=True)
@@ -252,7 +251,7 @@ def run_final(final: Stage, rebase: Rebase, shim: Path, start: list[str], probe:
             if code != 0:
                 raise CheckFailed(f"the proxy exited {code} on its STOPSIGNAL")
             print("   stopped on SIGTERM with exit code 0", flush=True)
-            check_ledger(ledger / LEDGER_FILE)
+            check_ledger(ledger / ledger_file)
         except CheckFailed:
             log.seek(0)
             sys.stderr.write(log.read().decode(errors="replace")[-4000:])
@@ -263,13 +262,15 @@ def run_final(final: Stage, rebase: Rebase, shim: Path, start: list[str], probe:
                 proxy.wait(10)
 
 
-def policy_with_ledger(policy: Path) -> Path:
-    """The image's default policy plus a ledger in the working directory, as deployments have it:
-    the ledger volume must stay writable under the read-only root."""
-    copy = policy.with_name(f"check-{policy.name}")
-    copy.write_text(policy.read_text() + f"\nledger: {{path: ./{LEDGER_FILE}}}\n")
-    copy.chmod(0o444)
-    return copy
+def relative_ledger(policy: Path) -> str:
+    """The ledger file of the image's default policy: relative, so it lands in the WORKDIR, the ledger
+    volume, the one place a read-only root leaves writable."""
+    import yaml
+
+    path = ((yaml.safe_load(policy.read_text()) or {}).get("ledger") or {}).get("path")
+    if not isinstance(path, str) or not path or Path(path).is_absolute():
+        raise CheckFailed(f"{policy.name} must set a relative ledger.path (the WORKDIR is the ledger volume)")
+    return path
 
 
 def check_ledger(path: Path) -> None:

@@ -56,22 +56,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Every file is checked, so one run over `policies/` names every broken file; any invalid one exits 2."""
     import logging
 
     from proxy.policy.summary import summarise
 
-    policy = _load_or_exit(args.policy)
+    paths: list[Path] = [*([args.policy] if args.policy else []), *args.files]
+    if not paths:
+        print("name a policy file: agent-proxy check FILE [FILE ...]", file=sys.stderr)
+        return 2
     logger = logging.getLogger("agent_proxy")
     level = logger.level
     logger.setLevel(logging.ERROR)  # the summary lists the policy's warnings itself
+    failed = 0
     try:
-        print(summarise(policy, str(args.policy)))
-    except ValueError as exc:  # found while compiling, e.g. an unreadable auth.jwt key file
-        print(f"{args.policy}: invalid policy\n  - {exc}", file=sys.stderr)
-        return 2
+        for i, path in enumerate(paths):
+            try:
+                summary = summarise(load_policy(path), str(path))
+            except PolicyError as exc:
+                print(exc, file=sys.stderr)
+                failed += 1
+                continue
+            except ValueError as exc:  # found while compiling, e.g. an unreadable auth.jwt key file
+                print(f"{path}: invalid policy\n  - {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            print(("\n" if i else "") + summary)
     finally:
         logger.setLevel(level)
-    return 0
+    if failed and len(paths) > 1:
+        print(f"{failed} of {len(paths)} policies invalid", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -134,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
 
-    check = sub.add_parser("check", help="validate a policy and summarise it")
-    check.add_argument("--policy", type=Path, required=True)
+    check = sub.add_parser("check", help="validate policies and summarise them")
+    check.add_argument("files", type=Path, nargs="*", metavar="FILE", help="policy files")
+    check.add_argument("--policy", type=Path, help="a policy file (the same as naming it)")
     check.set_defaults(func=cmd_check)
 
     schema = sub.add_parser("schema", help="print the policy's JSON Schema")

@@ -37,6 +37,14 @@ def test_final_stage_is_hardened():
     assert final.last("WORKDIR") in " ".join(final.all("VOLUME"))
 
 
+def test_the_default_command_keeps_its_ledger_on_the_volume():
+    """The image serves the demo; its relative ledger lands in the WORKDIR, the volume, under a read-only root."""
+    final = container_check.parse_dockerfile((ROOT / "Dockerfile").read_text())[-1]
+    cmd = container_check.exec_form(final.last("CMD"))
+    policy = ROOT / "policies" / Path(cmd[cmd.index("--policy") + 1]).name
+    assert container_check.relative_ledger(policy) == "agent-proxy-ledger.sqlite3"
+
+
 def test_install_uses_the_constraints_file_and_checks_the_encodings():
     build = container_check.parse_dockerfile((ROOT / "Dockerfile").read_text())[0]
     install = " ".join(build.all("RUN"))

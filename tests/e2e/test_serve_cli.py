@@ -23,7 +23,7 @@ def demo(tmp_path):
     policy = tmp_path / "demo.yaml"
     shutil.copy(ROOT / "policies" / "demo.yaml", policy)
     port = free_port()
-    process = serve_process(policy, port, stderr=subprocess.PIPE)
+    process = serve_process(policy, port, stderr=subprocess.PIPE, cwd=tmp_path)
     try:
         wait_for(lambda: proxy_ready(port) or process.poll() is not None, timeout=20)
         assert process.poll() is None, process.stderr.read().decode()

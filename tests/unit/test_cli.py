@@ -27,7 +27,7 @@ def test_check_summarises_the_demo_policy(capsys):
         "anthropic",
         "prefix /v1/messages -> mock-anthropic",
         "prefix /v1/ -> mock-openai",
-        "stages: auth, usage",
+        "stages: auth, input(shadow), ratelimit, redaction, usage",
         "upstreams:",
         "mock-openai",
         "builtin://mock, injects Authorization",
@@ -51,6 +51,45 @@ def test_check_default_policy_never_prints_its_secrets(capsys, monkeypatch):
     assert "api.openai.com" in out and "SECRET" not in out
 
 
+SHIPPED = sorted([*ROOT.glob("policies/*.yaml"), *ROOT.glob("policies/examples/*.yaml")])
+DEFAULT_POLICY_ENV = {"OPENAI_API_KEY": "sk-x", "ANTHROPIC_API_KEY": "sk-y", "AGENT_PROXY_KEY_SHA256": "a" * 64}
+
+
+def test_check_accepts_every_shipped_policy_in_one_run(capsys, monkeypatch):
+    """What CI runs: `agent-proxy check policies/*.yaml policies/examples/*.yaml`."""
+    for name, value in DEFAULT_POLICY_ENV.items():
+        monkeypatch.setenv(name, value)
+    assert len(SHIPPED) >= 7
+    assert main(["check", *map(str, SHIPPED)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    for path in SHIPPED:
+        assert f"policy {path}: valid" in out
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_each_shipped_policy_says_in_its_header_what_it_demonstrates(path):
+    header = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("# "))
+    text = " ".join(header)
+    assert len(text.split()) >= 8, f"{path.name} needs a header comment saying what it demonstrates"
+    if path.parent.name == "examples":  # and the command that tries it
+        assert str(path.relative_to(ROOT)) in text, f"{path.name}: name the command that runs or checks it"
+
+
+def test_check_names_every_invalid_file_and_still_summarises_the_valid_ones(tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("version: 1\nupstreams: [\n")
+    assert main(["check", str(DEMO), str(broken), str(tmp_path / "nope.yaml")]) == 2
+    out, err = capsys.readouterr()
+    assert f"policy {DEMO}: valid" in out
+    assert f"{broken}" in err and "YAML syntax" in err and "cannot read the file" in err
+    assert "2 of 3 policies invalid" in err
+
+
 def test_check_an_invalid_policy_exits_2_naming_field_and_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(
@@ -63,9 +102,7 @@ def test_check_an_invalid_policy_exits_2_naming_field_and_line(tmp_path, capsys)
         "    upstream: up\n"
         "    retries: 3\n"
     )
-    with pytest.raises(SystemExit) as info:
-        main(["check", "--policy", str(bad)])
-    assert info.value.code == 2
+    assert main(["check", "--policy", str(bad)]) == 2
     out, err = capsys.readouterr()
     assert out == ""
     assert f"{bad}: invalid policy" in err
@@ -76,12 +113,10 @@ def test_check_an_invalid_policy_exits_2_naming_field_and_line(tmp_path, capsys)
 def test_check_a_yaml_error_and_a_missing_file(tmp_path, capsys):
     broken = tmp_path / "broken.yaml"
     broken.write_text("version: 1\nupstreams: [\n")
-    with pytest.raises(SystemExit) as info:
-        main(["check", "--policy", str(broken)])
-    assert info.value.code == 2 and "line 3, column 1: YAML syntax" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as info:
-        main(["check", "--policy", str(tmp_path / "nope.yaml")])
-    assert info.value.code == 2 and "cannot read the file" in capsys.readouterr().err
+    assert main(["check", "--policy", str(broken)]) == 2
+    assert "line 3, column 1: YAML syntax" in capsys.readouterr().err
+    assert main(["check", str(tmp_path / "nope.yaml")]) == 2
+    assert "cannot read the file" in capsys.readouterr().err
 
 
 def test_check_refuses_header_values_with_cr_lf_and_a_header_that_sets_host(tmp_path, capsys, monkeypatch):
@@ -99,10 +134,8 @@ def test_check_refuses_header_values_with_cr_lf_and_a_header_that_sets_host(tmp_
         "routes:\n"
         "  - {prefix: /, upstream: up}\n"
     )
-    with pytest.raises(SystemExit) as info:
-        main(["check", "--policy", str(bad)])
+    assert main(["check", "--policy", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert info.value.code == 2
     assert "upstreams.up.credentials.value (line 5): a header value may not hold CR, LF" in err
     assert "upstreams.up.headers.Host (line 7): invalid name: 'host' is set by the proxy" in err
     assert "upstreams.up.headers.x-team (line 8): a header value may not hold CR, LF" in err
