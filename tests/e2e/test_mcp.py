@@ -86,7 +86,15 @@ def test_tools_list_shows_only_the_tools_the_caller_may_call(proxy, mode):
             return sorted(tool.name for tool in (await client.list_tools()).tools)
 
     assert run(names(DEMO_KEY)) == ["progress", "read_file", "read_notes", "whoami"]
-    assert run(names(ADMIN_KEY)) == ["delete_file", "progress", "read_file", "read_notes", "slow", "touch_tools", "whoami"]
+    assert run(names(ADMIN_KEY)) == [
+        "delete_file",
+        "progress",
+        "read_file",
+        "read_notes",
+        "slow",
+        "touch_tools",
+        "whoami",
+    ]
     assert proxy.metric("agent_proxy_tools_hidden_total", {"server": "files"}) >= 2
 
 
@@ -121,6 +129,7 @@ def test_a_forbidden_call_is_refused_without_contacting_the_server(proxy, mcp_se
     assert mcp_server.called("delete_file") == []
     labels = {"server": "files", "tool": "delete_file", "outcome": "forbidden"}
     wait_for(lambda: proxy.metric("agent_proxy_tool_calls_total", labels) >= 1)
+
     # The operator's profile allows the whole server: the same call goes through.
     async def as_ops() -> Any:
         async with connect(proxy, mode, ADMIN_KEY) as client:
