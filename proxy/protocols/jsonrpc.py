@@ -121,7 +121,7 @@ def answer_messages(payload: Any) -> list[dict[str, Any]]:
 
 METHOD_HEADER = "mcp-method"
 NAME_HEADER = "mcp-name"
-_B64_SENTINEL = re.compile(r"=\?base64\?([A-Za-z0-9+/=]*)\?=")
+_B64_SENTINEL = re.compile(r"=\?base64\?(.*)\?=", re.DOTALL)
 
 
 def header_value(value: str | None) -> str | None:
