@@ -53,6 +53,7 @@ stages:
   toolgov:
     tools:
       "read_notes": {{requests_per_minute: 2}}
+      "slow": {{timeout_s: 0.5}}
 """
 
 
@@ -260,3 +261,17 @@ def test_the_ledger_has_each_tool_call(proxy):
         ("ops", "files", "delete_file", "ok"),
     }
     assert all(row["latency_ms"] > 0 for row in rows)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_slow_tool_ends_at_its_timeout_with_an_error_for_its_call(proxy, mcp_server, mode):
+    async def call() -> MCPError:
+        async with connect(proxy, mode, ADMIN_KEY) as client:
+            with pytest.raises(MCPError) as failed:
+                await client.call_tool("slow", {"seconds": 5})
+            return failed.value
+
+    error = run(call())
+    assert "did not answer in time" in error.error.message or "stopped sending data" in error.error.message
+    labels = {"server": "files", "tool": "slow", "outcome": "timeout"}
+    wait_for(lambda: proxy.metric("agent_proxy_tool_calls_total", labels) >= 1)
