@@ -85,8 +85,8 @@ class ToolGovStage(Stage):
     async def on_request_body(self, ex: Exchange) -> Reply | None:
         f = self._f
         caller = ex.caller.name if ex.caller is not None else ANONYMOUS
-        profile = ex.caller.profile if ex.caller is not None else "default"
-        self._permissions = f.permissions.get(profile)
+        # No caller (a route with `auth: none`): no allowlist to apply, as the auth stage applies none.
+        self._permissions = f.permissions.get(ex.caller.profile) if ex.caller is not None else None
         self._session = (f.server, caller, ex.headers.get(SESSION_HEADER, "")[:256])
         if not f.mcp:
             return await self._http_call(ex, caller)
@@ -318,7 +318,8 @@ class ToolGovStage(Stage):
         f = self._f
         metrics = f.services.metrics
         for call in self._calls.values():
-            if call.outcome is None or (call.outcome in ("ok", "tool_error") and ex.error is not None):
+            broke = not f.mcp and call.outcome in ("ok", "tool_error") and ex.error is not None  # after the head
+            if call.outcome is None or broke:
                 call.outcome = ToolCall(f.server, call.tool).settle(ex)
             outcome = call.outcome
             if call.breaker is not None and call.permit is not None:

@@ -45,6 +45,7 @@ upstreams:
   files-mcp: {{url: "{mcp_server.url}", protocol: mcp}}
 routes:
   - {{name: files, prefix: /mcp, upstream: files-mcp, tool: files}}
+  - {{name: local, prefix: /local/mcp, rewrite_prefix: /mcp, upstream: files-mcp, tool: files, auth: none}}
 auth:
   static_keys:
     - {{caller: demo, id: demo-key, sha256: {DEMO_KEY_SHA256}}}
@@ -136,3 +137,11 @@ def test_a_tool_that_times_out_opens_its_breaker(proxy, mcp_server):
         wait_for(lambda labels=labels: proxy.metric("agent_proxy_tool_calls_total", labels) == 1)
     # Other tools of the server are not affected.
     assert post(proxy, call(7, "read_notes", {"topic": "x"}), modern("read_notes")).status == 200
+
+
+def test_a_route_without_auth_has_no_allowlist_to_apply(proxy, mcp_server):
+    headers = {k: v for k, v in modern("delete_file").items() if k != "authorization"}
+    raw = orjson.dumps(call(8, "delete_file", {"path": "/local"}))
+    response = request("POST", proxy.url + "/local/mcp", body=raw, headers=headers)
+    assert response.status == 200 and response.json()["result"]["content"][0]["text"] == "deleted /local"
+    assert mcp_server.called("delete_file") == [{"path": "/local"}]
