@@ -7,13 +7,19 @@ validator kept with it. An error names the field that is wrong as a path
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+from cachetools import LRUCache
 from jsonschema import exceptions, validators
 from jsonschema.protocols import Validator
 
 MAX_REASON = 200
+COMPILED_SCHEMAS = 1024  # distinct schemas kept compiled: every session of a server lists the same ones
+_compiled: LRUCache[bytes, Validator | None] = LRUCache(COMPILED_SCHEMAS)
+_lock = threading.Lock()  # policy compiles in a thread; requests compile on the loop
 _BOUNDS = frozenset(
     {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems"}
     | {"multipleOf", "pattern", "format"}
@@ -32,11 +38,25 @@ def schema_problem(schema: Any) -> str | None:
 
 
 def compile_schema(schema: Any) -> Validator | None:
-    """A validator for the schema (its own draft, by `$schema`), or None when the schema is unusable."""
-    if schema_problem(schema) is not None:
+    """A validator for the schema (its own draft, by `$schema`), or None when the schema is unusable.
+
+    Checking a schema against its metaschema takes milliseconds: a schema seen before (the same
+    tool listed in another session) reuses its validator.
+    """
+    try:
+        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
         return None
-    cls = validators.validator_for(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+    with _lock:
+        if key in _compiled:
+            return _compiled[key]
+    validator = None
+    if schema_problem(schema) is None:
+        cls = validators.validator_for(schema)
+        validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+    with _lock:
+        _compiled[key] = validator
+    return validator
 
 
 def problem(validator: Validator, value: Any, root: str) -> str | None:
