@@ -302,6 +302,8 @@ class ToolGovStage(Stage):
             return False
         f.services.metrics.tools_hidden.labels(f.server).inc(hidden)
         result["tools"] = kept
+        if result.get("cacheScope") == "public":  # 2026-07-28 cache hint: this list is the caller's own now
+            result["cacheScope"] = "private"
         return True
 
     def on_response_headers(self, ex: Exchange) -> None:

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.fixtures.proxy_server import DEMO_KEY, DEMO_KEY_SHA256, ProxyServer
+from tests.fixtures.proxy_server import ADMIN_KEY, ADMIN_KEY_SHA256, DEMO_KEY, DEMO_KEY_SHA256, ProxyServer
 from tests.fixtures.servers import ServerThread
 from tests.fixtures.waiting import wait_for
 
@@ -34,6 +34,9 @@ def huge_tools(count: int) -> list[dict[str, object]]:
 async def mcp(request: web.Request) -> web.StreamResponse:
     message = orjson.loads(await request.read())
     method, id_ = message.get("method"), message.get("id")
+    if method == "tools/list" and request.headers.get("x-shape") == "small":
+        result = {"tools": huge_tools(3), "cacheScope": "public", "ttlMs": 60_000}
+        return web.json_response({"jsonrpc": "2.0", "id": id_, "result": result})
     if method == "tools/list" and request.headers.get("x-shape") == "json":
         return web.json_response({"jsonrpc": "2.0", "id": id_, "result": {"tools": huge_tools(20_000)}})
     response = web.StreamResponse(headers={"content-type": "text/event-stream"})
@@ -70,8 +73,10 @@ routes:
 auth:
   static_keys:
     - {{caller: demo, id: demo-key, sha256: {DEMO_KEY_SHA256}}}
+    - {{caller: narrow, id: narrow-key, sha256: {ADMIN_KEY_SHA256}}}
 callers:
   demo: {{tools: [evil]}}
+  narrow: {{tools: ["evil:tool_1"]}}
 """
     with ProxyServer(policy) as server:
         yield server
@@ -113,3 +118,13 @@ async def test_an_endless_sse_answer_is_cut_at_the_response_bound(proxy):
     assert body.rstrip().endswith(b"}") and b"larger than" in body[-512:]
     labels = {"server": "evil", "tool": "tool_1", "outcome": "upstream_error"}
     wait_for(lambda: proxy.metric("agent_proxy_tool_calls_total", labels) == 1)
+
+
+async def test_a_filtered_list_is_no_longer_cacheable_for_everyone(proxy):
+    narrow = HEADERS | {"authorization": f"Bearer {ADMIN_KEY}", "x-shape": "small"}
+    _, _, body = await post(proxy, LIST, narrow)
+    result = orjson.loads(body)["result"]
+    assert [tool["name"] for tool in result["tools"]] == ["tool_1"]
+    assert result["cacheScope"] == "private" and result["ttlMs"] == 60_000
+    _, _, body = await post(proxy, LIST, HEADERS | {"x-shape": "small"})  # nothing removed: the server's word stands
+    assert orjson.loads(body)["result"]["cacheScope"] == "public"
