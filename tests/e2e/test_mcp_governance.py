@@ -46,6 +46,12 @@ upstreams:
 routes:
   - {{name: files, prefix: /mcp, upstream: files-mcp, tool: files}}
   - {{name: local, prefix: /local/mcp, rewrite_prefix: /mcp, upstream: files-mcp, tool: files, auth: none}}
+  - name: trial
+    prefix: /trial/mcp
+    rewrite_prefix: /mcp
+    upstream: files-mcp
+    tool: files
+    stages: {{toolgov: {{mode: shadow}}}}
 auth:
   static_keys:
     - {{caller: demo, id: demo-key, sha256: {DEMO_KEY_SHA256}}}
@@ -145,3 +151,14 @@ def test_a_route_without_auth_has_no_allowlist_to_apply(proxy, mcp_server):
     response = request("POST", proxy.url + "/local/mcp", body=raw, headers=headers)
     assert response.status == 200 and response.json()["result"]["content"][0]["text"] == "deleted /local"
     assert mcp_server.called("delete_file") == [{"path": "/local"}]
+
+
+def test_shadow_mode_records_a_refusal_and_lets_the_call_through(proxy, mcp_server):
+    raw = orjson.dumps(call(10, "delete_file", {"path": "/trial"}))
+    response = request("POST", proxy.url + "/trial/mcp", body=raw, headers=modern("delete_file"))
+    assert response.json()["result"]["content"][0]["text"] == "deleted /trial"
+    assert {"path": "/trial"} in mcp_server.called("delete_file")
+    decision = {"stage": "toolgov", "decision": "refused:forbidden", "mode": "shadow"}
+    wait_for(lambda: proxy.metric("agent_proxy_stage_decisions_total", decision) == 1)
+    labels = {"server": "files", "tool": "delete_file", "outcome": "ok"}
+    wait_for(lambda: proxy.metric("agent_proxy_tool_calls_total", labels) >= 1)
