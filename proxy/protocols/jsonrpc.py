@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,9 +113,37 @@ def answer_body(errors: list[dict[str, Any]], batch: bool) -> bytes:
 
 
 def answer_messages(payload: Any) -> list[dict[str, Any]]:
-    """The response objects of a JSON answer or of one SSE event's payload."""
+    """The responses in a JSON answer or one SSE event's payload (not the server's requests or notifications)."""
     items = payload if isinstance(payload, list) else [payload]
-    return [item for item in items if isinstance(item, dict)]
+    return [item for item in items if isinstance(item, dict) and "method" not in item]
+
+
+def answer_id(message: dict[str, Any]) -> Id:
+    value = message.get("id")
+    return value if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+def call_outcome(message: dict[str, Any]) -> str:
+    """How a `tools/call` answer ended: a JSON-RPC error, the tool's own error (`isError`), or a result."""
+    if "error" in message:
+        return "rpc_error"
+    result = message.get("result")
+    return "tool_error" if isinstance(result, dict) and result.get("isError") is True else "ok"
+
+
+def keep_tools(result: dict[str, Any], allowed: Callable[[str], bool], apply: bool = True) -> int:
+    """Removes from a `tools/list` result the tools not `allowed`; how many. A list that lost tools is the
+    caller's own: a 2026-07-28 `cacheScope: public` hint becomes `private`."""
+    tools = result.get("tools")
+    if not isinstance(tools, list):
+        return 0
+    kept = [t for t in tools if isinstance(t, dict) and isinstance(n := t.get("name"), str) and allowed(n)]
+    hidden = len(tools) - len(kept)
+    if hidden and apply:
+        result["tools"] = kept
+        if result.get("cacheScope") == "public":
+            result["cacheScope"] = "private"
+    return hidden
 
 
 # ---- MCP 2026-07-28 routing headers: mirrored from the body, so they must agree with it
@@ -122,6 +151,15 @@ def answer_messages(payload: Any) -> list[dict[str, Any]]:
 METHOD_HEADER = "mcp-method"
 NAME_HEADER = "mcp-name"
 _B64_SENTINEL = re.compile(r"=\?base64\?(.*)\?=", re.DOTALL)
+
+
+def headers_agree(headers: Mapping[str, str], method: str | None, name: str) -> bool:
+    """MCP 2026-07-28 mirrors the method and tool name in headers a server may route by: they must agree."""
+    sent = headers.get(METHOD_HEADER)
+    if sent is not None and sent != method:
+        return False
+    named = headers.get(NAME_HEADER)
+    return named is None or header_value(named) == name
 
 
 def header_value(value: str | None) -> str | None:

@@ -36,13 +36,11 @@ from proxy.protocols import jsonrpc
 from proxy.protocols.sse import SSEEvent
 from proxy.services import Services
 from proxy.tools import guards
-from proxy.tools.arguments import compile_schema, problem
+from proxy.tools.arguments import body_problem, compile_schema, problem
 from proxy.tools.config import ToolGovConfig, ToolSettings
 from proxy.tools.schemas import SchemaCache, SessionKey
 
 if TYPE_CHECKING:
-    from jsonschema.protocols import Validator
-
     from proxy.policy.context import BuildContext
 
 SESSION_HEADER = "mcp-session-id"
@@ -146,7 +144,7 @@ class ToolGovStage(Stage):
         shown = name[:128]
         if not self._may_call(name):
             raise refuse("forbidden", jsonrpc.TOOL_NOT_ALLOWED, f"the caller may not call tool '{f.server}:{shown}'")
-        if single and not _headers_agree(ex, message, name):
+        if single and not jsonrpc.headers_agree(ex.headers, message.method, name):
             raise refuse(
                 "header_mismatch", jsonrpc.HEADER_MISMATCH, "the Mcp-Method or Mcp-Name header does not match the body"
             )
@@ -207,7 +205,7 @@ class ToolGovStage(Stage):
         call = self._calls[None] = _Call(f.labels.label(server, server), f.config.settings_for(server) or _NO_SETTINGS)
         ex.tool_call = ToolCall(server, call.tool)
         if f.body_validator is not None:
-            wrong = _body_problem(ex, f.body_validator)
+            wrong = body_problem(ex.body, f.body_validator)
             if wrong is not None:
                 self.decide(ex, "refused:invalid_arguments")
                 if self.enforcing:
@@ -263,23 +261,13 @@ class ToolGovStage(Stage):
 
     def _answer(self, ex: Exchange, payload: Any) -> tuple[Any, bool]:
         changed = False
-        for message in jsonrpc.answer_messages(payload):
-            if "method" in message:  # a request or notification from the server, not an answer
-                continue
-            id_ = message.get("id")
-            key = id_ if isinstance(id_, str | int) and not isinstance(id_, bool) else None
+        for message in jsonrpc.answer_messages(payload):  # answers only, not the server's own requests
+            key = jsonrpc.answer_id(message)
             if key in self._lists and isinstance(result := message.get("result"), dict):
                 changed = self._listed(ex, result) or changed
             elif (call := self._calls.get(key)) is not None and call.outcome is None:
                 call.latency_s = time.perf_counter() - ex.started
-                result = message.get("result")
-                call.outcome = (
-                    "rpc_error"
-                    if "error" in message
-                    else "tool_error"
-                    if isinstance(result, dict) and result.get("isError") is True
-                    else "ok"
-                )
+                call.outcome = jsonrpc.call_outcome(message)
                 if ex.tool_call is not None and ex.tool_call.outcome is None and ex.tool_call.tool == call.tool:
                     ex.tool_call.outcome = call.outcome
         return payload, changed
@@ -293,18 +281,13 @@ class ToolGovStage(Stage):
         f.schemas.store(self._session, tools)
         if not f.config.filter_tools_list:
             return False
-        kept = [t for t in tools if isinstance(t, dict) and isinstance(n := t.get("name"), str) and self._may_call(n)]
-        hidden = len(tools) - len(kept)
+        hidden = jsonrpc.keep_tools(result, self._may_call, apply=self.enforcing)
         if not hidden:
             return False
         self.decide(ex, "tools_hidden")
-        if not self.enforcing:
-            return False
-        f.services.metrics.tools_hidden.labels(f.server).inc(hidden)
-        result["tools"] = kept
-        if result.get("cacheScope") == "public":  # 2026-07-28 cache hint: this list is the caller's own now
-            result["cacheScope"] = "private"
-        return True
+        if self.enforcing:
+            f.services.metrics.tools_hidden.labels(f.server).inc(hidden)
+        return self.enforcing
 
     def on_response_headers(self, ex: Exchange) -> None:
         if self._f.mcp or None not in self._calls:
@@ -334,25 +317,6 @@ class ToolGovStage(Stage):
                 metrics.tool_errors.labels(f.server, outcome).inc()
             if outcome in REACHED:
                 metrics.tool_seconds.labels(f.server, call.tool).observe(call.latency_s or ex.elapsed_s)
-
-
-def _headers_agree(ex: Exchange, message: jsonrpc.Message, name: str) -> bool:
-    """MCP 2026-07-28 mirrors the method and tool name in headers a server may route by: they must agree."""
-    method = ex.headers.get(jsonrpc.METHOD_HEADER)
-    if method is not None and method != message.method:
-        return False
-    named = ex.headers.get(jsonrpc.NAME_HEADER)
-    return named is None or jsonrpc.header_value(named) == name
-
-
-def _body_problem(ex: Exchange, validator: Validator) -> str | None:
-    if not ex.body:
-        return "'body' is required"
-    try:
-        body = orjson.loads(ex.body)
-    except orjson.JSONDecodeError:
-        return "'body' is not valid JSON"
-    return problem(validator, body, "body")
 
 
 class ToolGovFactory(StageFactory):

@@ -81,6 +81,17 @@ def problem(validator: Validator, value: Any, root: str) -> str | None:
     return f"'{field}' is invalid: {_short(_reason(error))}"
 
 
+def body_problem(body: bytes, validator: Validator) -> str | None:
+    """What is wrong with a request body that must be JSON satisfying the validator's schema, or None."""
+    if not body:
+        return "'body' is required"
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return "'body' is not valid JSON"
+    return problem(validator, value, "body")
+
+
 def field_path(root: str, parts: Iterable[Any]) -> str:
     out = root
     for part in parts:
