@@ -224,14 +224,11 @@ class ToolGovStage(Stage):
         except _Refusal as refusal:
             self.decide(ex, f"refused:{refusal.outcome}")
             if self.enforcing:
-                wait = f"{(refusal.data or {}).get('retry_after_s', 1):.3f}"
+                wait = float((refusal.data or {}).get("retry_after_s", 1.0))
                 if refusal.outcome == "rate_limited":
-                    raise RateLimited(
-                        refusal.message, code="tool_rate_limited", headers=retry_headers(float(wait))
-                    ) from None
-                raise ServiceUnavailable(
-                    refusal.message, code="tool_circuit_open", headers={"retry-after": str(max(1, round(float(wait))))}
-                ) from None
+                    raise RateLimited(refusal.message, code="tool_rate_limited", headers=retry_headers(wait)) from None
+                retry_after = {"retry-after": str(max(1, round(wait)))}
+                raise ServiceUnavailable(refusal.message, code="tool_circuit_open", headers=retry_after) from None
         self._time_limit(ex)
         return None
 
