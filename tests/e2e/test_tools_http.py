@@ -104,17 +104,19 @@ routes:
     tool: search
     stages: {{toolgov: {{body_schema: {orjson.dumps(SEARCH_SCHEMA).decode()}}}}}
   - {{name: slow, prefix: /tools/slow, rewrite_prefix: /slow, upstream: tools, tool: slow}}
+  - {{name: limited, prefix: /tools/limited, rewrite_prefix: /search, upstream: tools, tool: limited}}
   - {{name: flaky, prefix: /tools/flaky, rewrite_prefix: /flaky, upstream: tools, tool: flaky}}
   - {{name: flaky-safe, prefix: /safe/flaky, rewrite_prefix: /flaky, upstream: tools, tool: flaky, retry_unsafe: true}}
 auth:
   static_keys:
     - {{caller: demo, id: demo-key, sha256: {DEMO_KEY_SHA256}}}
 callers:
-  demo: {{tools: [search, slow, flaky]}}
+  demo: {{tools: [search, slow, flaky, limited]}}
 stages:
   toolgov:
     tools:
       slow: {{timeout_s: 0.5}}
+      limited: {{requests_per_minute: 1}}
 """
     with ProxyServer(policy) as server:
         yield server
@@ -169,3 +171,12 @@ def test_a_post_is_not_retried_unless_the_route_says_it_is_safe(proxy, tool_serv
     assert post(proxy, "/safe/flaky", {}).status == 503
     assert tool_server.count("/flaky", "POST") == 1 + 3  # `retry_unsafe: true`
     wait_for(lambda: proxy.metric("agent_proxy_tool_errors_total", {"server": "flaky", "kind": "upstream_error"}) == 3)
+
+
+def test_a_tool_over_its_rate_limit_gets_a_429_without_reaching_the_server(proxy, tool_server):
+    before = tool_server.count("/search", "POST")
+    assert post(proxy, "/tools/limited", {"query": "a"}).status == 200
+    refused = post(proxy, "/tools/limited", {"query": "b"})
+    assert refused.status == 429 and refused.json()["error"]["code"] == "tool_rate_limited"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert tool_server.count("/search", "POST") == before + 1
