@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.errors import BadRequest, ProxyError
+from proxy.errors import BadRequest, ProxyError, UpstreamTimeout
 from proxy.protocols.base import Protocol, Usage
 
 
@@ -68,6 +68,31 @@ class Reply:
     reason: str = ""
 
 
+@dataclass(slots=True)
+class ToolCall:
+    """The tool an exchange called (the first, in a batch), for the ledger: set by the tool stage."""
+
+    server: str
+    tool: str
+    outcome: str | None = None  # set when the proxy refused the call or saw its answer
+
+    def settle(self, ex: Exchange) -> str:
+        """The outcome, from how the exchange ended when no answer said it."""
+        if self.outcome is None:
+            error = ex.error
+            if ex.outcome is Outcome.CLIENT_GONE:
+                self.outcome = "client_gone"
+            elif isinstance(error, UpstreamTimeout) or (error is not None and error.code == "upstream_idle_timeout"):
+                self.outcome = "timeout"
+            elif error is not None or (ex.status or 0) >= 500:
+                self.outcome = "upstream_error"
+            elif (ex.status or 0) >= 400:
+                self.outcome = "tool_error"
+            else:
+                self.outcome = "ok"
+        return self.outcome
+
+
 _NOT_PARSED: Any = object()
 
 
@@ -109,6 +134,9 @@ class Exchange:
     # Values redacted, by (direction, detector): counts for metrics and the log line, never the values.
     redactions: dict[tuple[str, str], int] = field(default_factory=dict)
     trace: TraceView | None = None  # set when the policy turns tracing on (proxy/tracing/spans.py)
+    time_limit_s: float | None = None
+    """A stage's shorter bound on the whole exchange (a tool's timeout), counted from its start."""
+    tool_call: ToolCall | None = None
     _json: Any = _NOT_PARSED
     _body_replaced: bool = False
 

@@ -35,7 +35,7 @@ from proxy.metrics import Metrics
 
 log = logging.getLogger("agent_proxy.accounting.ledger")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: tool_server, tool, tool_outcome (added to a version-1 file on open)
 
 
 @dataclass(slots=True)
@@ -66,6 +66,10 @@ class Record:
     cache_hit: bool
     estimated: bool
     session_id: str | None
+    # Tool routes (proxy/stages/toolgov.py): the server (the route's `tool:`), the tool and how the call ended.
+    tool_server: str | None = None
+    tool: str | None = None
+    tool_outcome: str | None = None
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Record))
@@ -91,8 +95,18 @@ def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # in WAL: durable through a process crash, fsync at checkpoints
     conn.executescript(SCHEMA)
+    migrate(conn)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Columns added since a file was created are added to it (nullable: older rows have none)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    for column in COLUMNS:
+        if column not in present:
+            kind = "REAL" if column in _REAL else "INTEGER" if column in _INT else "TEXT"
+            conn.execute(f"ALTER TABLE requests ADD COLUMN {column} {kind}")
 
 
 _STOP = object()

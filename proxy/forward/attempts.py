@@ -163,7 +163,8 @@ async def forward(
 ) -> Forwarded | Reply:
     """A response head worth giving the caller, or a degraded reply; raises the last failure otherwise."""
     targets = route.targets or (Target(route.upstream),)
-    deadline = ex.started + route.upstream.timeouts.total_s
+    total_s = route.upstream.timeouts.total_s
+    deadline = ex.started + (total_s if ex.time_limit_s is None else min(total_s, ex.time_limit_s))
     repeatable = route.retry_unsafe or ex.protocol.parses_json or ex.method in IDEMPOTENT
     caller_model = ex.model_requested if len(targets) > 1 or route.degraded is not None else None
     last: _Failure | None = None

@@ -39,6 +39,7 @@ REASONS = frozenset(
         "run_usd",
         "loop_request",
         "loop_tool_call",
+        "tool_requests",
         "backend_unavailable",
     }
 )

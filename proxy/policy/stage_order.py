@@ -18,6 +18,7 @@ from proxy.limits.config import RATELIMIT_STAGE, RUNS_STAGE
 from proxy.policy.base import Strict
 from proxy.policy.stage_spec import StageSpec
 from proxy.safety.config import INPUT_STAGE, REDACTION_STAGE
+from proxy.tools.config import TOOLGOV_STAGE
 from proxy.truncation.config import TRUNCATION_STAGE
 
 STAGE_ORDER: tuple[StageSpec, ...] = (
@@ -27,7 +28,7 @@ STAGE_ORDER: tuple[StageSpec, ...] = (
     RUNS_STAGE,
     TRUNCATION_STAGE,  # truncation
     # cache
-    # tool governance
+    TOOLGOV_STAGE,  # tool governance
     REDACTION_STAGE,
     USAGE_STAGE,
 )

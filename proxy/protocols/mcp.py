@@ -1,4 +1,9 @@
-"""MCP (JSON-RPC over streamable HTTP): errors in JSON-RPC shape."""
+"""MCP (JSON-RPC over streamable HTTP): errors in JSON-RPC shape.
+
+A stream's error event is a `message` event, the only kind MCP clients read, carrying a
+JSON-RPC error: a client waiting on the stream's request takes it as that request's answer
+(the SDK's client gives a POST stream's answer the id of the request it answers).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from typing import Any, ClassVar
 
 from proxy.errors import ProxyError
 from proxy.protocols.base import Protocol
+from proxy.protocols.sse import SSEEvent
 
 _JSONRPC_CODES = {"invalid_request": -32600, "not_found": -32601}
 
@@ -19,3 +25,6 @@ class MCPProtocol(Protocol):
             "id": None,
             "error": {"code": _JSONRPC_CODES.get(err.kind, -32000), "message": err.message},
         }
+
+    def stream_error_event(self, err: ProxyError) -> SSEEvent:
+        return SSEEvent.from_json(self.error_payload(err), event="message")

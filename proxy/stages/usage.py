@@ -178,7 +178,7 @@ class UsageStage(Stage):
 
     @staticmethod
     def _record(ex: Exchange, model_priced: str | None) -> Record:
-        caller, usage = ex.caller, ex.usage
+        caller, usage, tool = ex.caller, ex.usage, ex.tool_call
         session = ex.headers.get(SESSION_HEADER)
         ttfb = ex.ttfb_s
         return Record(
@@ -206,6 +206,9 @@ class UsageStage(Stage):
             cache_hit=ex.cache_hit,
             estimated=ex.usage_estimated,
             session_id=session[:MAX_SESSION_ID] if session else None,
+            tool_server=tool.server if tool else None,
+            tool=tool.tool if tool else None,
+            tool_outcome=tool.settle(ex) if tool else None,
         )
 
 

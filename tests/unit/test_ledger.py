@@ -182,3 +182,25 @@ async def test_a_broken_connection_keeps_records_within_the_bound_and_flush_answ
     assert ledger.writer_alive
     assert sample(metrics, "agent_proxy_ledger_records_total", result="dropped") == 2
     await ledger.close()
+
+
+async def test_a_version_1_file_gains_the_tool_columns_and_keeps_its_rows(tmp_path, metrics):
+    path = tmp_path / "old.db"
+    old_columns = [c for c in COLUMNS if c not in ("tool_server", "tool", "tool_outcome")]
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE requests ({', '.join(old_columns)})")
+    old = dataclasses.astuple(record(1))[: len(old_columns)]
+    conn.execute(f"INSERT INTO requests VALUES ({', '.join('?' for _ in old_columns)})", old)
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    ledger = Ledger.open(str(path), 0.05, metrics)
+    ledger.record(record(2, tool_server="files", tool="read_file", tool_outcome="forbidden"))
+    await ledger.close()
+    found = rows(path)
+    assert [row[COLUMNS.index("request_id")] for row in found] == ["req-1", "req-2"]
+    assert found[0][COLUMNS.index("tool")] is None
+    assert found[1][-3:] == ("files", "read_file", "forbidden")
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA user_version").fetchone()[0] == 2
+    check.close()
