@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import orjson
 
 from proxy.errors import ProxyError
-from proxy.protocols import text_slots
+from proxy.protocols import cached, text_slots
 from proxy.protocols.base import Protocol, Usage, reported
 from proxy.protocols.shape import anthropic_shape_problem
 from proxy.protocols.sse import SSEEvent
@@ -168,3 +168,16 @@ class AnthropicProtocol(Protocol):
             {"type": "message_stop"},
         ]
         return b"".join(SSEEvent.from_json(event, event["type"]).raw for event in events)
+
+    # ---- response cache (proxy/cache/, proxy/protocols/cached.py)
+
+    non_answer_fields: ClassVar[frozenset[str]] = frozenset({"stream", "metadata", "service_tier"})
+
+    def stream_usage_requested(self, body: Any) -> bool:
+        return True  # message_start and message_delta always carry it
+
+    def stream_assembler(self) -> cached.Assembler | None:
+        return cached.AnthropicAssembler()
+
+    def cached_stream(self, body: dict[str, Any], include_usage: bool) -> bytes | None:
+        return cached.anthropic_stream(cached.fresh_body(body))

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import orjson
 
 from proxy.errors import ProxyError
-from proxy.protocols import text_slots
+from proxy.protocols import cached, text_slots
 from proxy.protocols.base import Protocol, Usage, reported
 from proxy.protocols.shape import openai_shape_problem
 from proxy.protocols.sse import SSEEvent
@@ -320,3 +320,20 @@ class OpenAIProtocol(Protocol):
 
         opening = chunk({"role": "assistant", "content": ""})
         return opening + chunk({"content": text}) + chunk({}, "stop") + b"data: [DONE]\n\n"
+
+    # ---- response cache (proxy/cache/, proxy/protocols/cached.py)
+
+    non_answer_fields: ClassVar[frozenset[str]] = frozenset(
+        {"stream", "stream_options", "user", "metadata", "store", "service_tier", "safety_identifier",
+         "prompt_cache_key", "prompt_cache_retention"}
+    )  # fmt: skip
+
+    def stream_usage_requested(self, body: Any) -> bool:
+        options = body.get("stream_options") if isinstance(body, dict) else None
+        return isinstance(options, dict) and options.get("include_usage") is True
+
+    def stream_assembler(self) -> cached.Assembler | None:
+        return cached.OpenAIChatAssembler()
+
+    def cached_stream(self, body: dict[str, Any], include_usage: bool) -> bytes | None:
+        return cached.openai_chat_stream(cached.fresh_body(body), include_usage)

@@ -1,0 +1,43 @@
+"""Cache keys: a hash over the canonical request and the scope it may be shared in.
+
+The request is canonicalised by the route's adapter (`cache_fields`: the body without what
+does not change the answer, such as `stream` or `user`), serialised with sorted keys, and
+hashed with the scope, the route and the path: the same body on another endpoint, or from
+another caller under `scope: caller`, is another key. The semantic partition is the same
+hash without the final user turn's text, so near-identical questions are only ever compared
+under the same scope, model, system prompt, tools, earlier turns and sampling settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from proxy.exchange import Caller
+
+VERSION = "1"  # bumped when canonicalisation changes, so old keys simply stop matching
+
+
+def scope_id(scope: str, caller: Caller | None) -> str | None:
+    """Who may share an entry; None for a request without an identified caller under `caller` or `team`."""
+    if scope == "global":
+        return "global"
+    if caller is None:
+        return None
+    return f"caller:{caller.name}" if scope == "caller" else f"team:{caller.profile}"
+
+
+def request_hash(kind: str, scope: str, route: str, path: str, fields: Any) -> str:
+    """sha256 hex of the canonical request; `kind` keeps exact keys and partitions apart."""
+    canonical = orjson.dumps([VERSION, kind, scope, route, path, fields], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def exact_key(scope: str, route: str, path: str, fields: Any) -> str:
+    return request_hash("exact", scope, route, path, fields)
+
+
+def partition(scope: str, route: str, path: str, fields: Any) -> str:
+    return request_hash("semantic", scope, route, path, fields)
