@@ -193,21 +193,27 @@ def test_an_openai_stream_is_stored_and_served_whole_or_streamed(proxy, fake_ups
     assert fake_upstream.count(CHAT) == 1
 
 
+def arguments(chunks) -> str:
+    """The first tool call's arguments, joined from a stream's deltas."""
+    return "".join(
+        c.choices[0].delta.tool_calls[0].function.arguments or ""
+        for c in chunks
+        if c.choices and c.choices[0].delta.tool_calls
+    )
+
+
 def test_an_openai_tool_call_stream_round_trips(proxy, fake_upstream):
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
     messages = [{"role": "user", "content": "weather in Paris? use the tool"}]
     client = oai(proxy)
     first = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools, stream=True)
-    calls_first = [c.choices[0].delta.tool_calls for c in first if c.choices and c.choices[0].delta.tool_calls]
+    streamed = arguments(first)
     wait_for(lambda: stored(proxy) == 1)
     plain = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools)
     call = plain.choices[0].message.tool_calls[0]
-    assert call.function.name == calls_first[0][0].function.name
-    assert call.function.arguments == "".join(c[0].function.arguments or "" for c in calls_first)
-    again = list(client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools, stream=True))
-    assert "".join(
-        c.choices[0].delta.tool_calls[0].function.arguments or "" for c in again if c.choices and c.choices[0].delta.tool_calls
-    ) == call.function.arguments  # fmt: skip
+    assert call.function.name == "get_weather" and call.function.arguments == streamed
+    again = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools, stream=True)
+    assert arguments(again) == call.function.arguments
     assert fake_upstream.count(CHAT) == 1
 
 
