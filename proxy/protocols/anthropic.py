@@ -172,6 +172,7 @@ class AnthropicProtocol(Protocol):
     # ---- response cache (proxy/cache/, proxy/protocols/cached.py)
 
     non_answer_fields: ClassVar[frozenset[str]] = frozenset({"stream", "metadata", "service_tier"})
+    answer_headers: ClassVar[tuple[str, ...]] = ("anthropic-version", "anthropic-beta")
 
     def stream_usage_requested(self, body: Any) -> bool:
         return True  # message_start and message_delta always carry it

@@ -216,6 +216,8 @@ class Protocol:
 
     non_answer_fields: ClassVar[frozenset[str]] = frozenset()
     """Request fields that do not change the answer (the stream flag, caller ids): left out of cache keys."""
+    answer_headers: ClassVar[tuple[str, ...]] = ()
+    """Request headers that can change the answer (API versions, beta features): part of cache keys."""
     DEFAULT_TEMPERATURE: ClassVar[float] = 1.0
 
     def cache_fields(self, body: Any) -> dict[str, Any] | None:

@@ -75,12 +75,14 @@ class CacheStage(Stage):
             self._result(ex, "bypass", "BYPASS")
             return None
         self._scope, route = scope, factory.route_label
-        self._key = key = exact_key(scope, route, ex.path, fields)
+        headers = [ex.headers.getall(name, ()) for name in protocol.answer_headers]
+        endpoint = (ex.path, ex.query_string, headers)  # the same body elsewhere, or in another API version, differs
+        self._key = key = exact_key(scope, route, endpoint, fields)
         stream = protocol.is_stream_request(body)
         if (entry := await self._read(key)) is not None and (reply := self._serve(ex, entry, stream, "hit")):
             return reply
         if factory.semantic is not None and (question := protocol.cache_question(body)) is not None:
-            self._question = (partition(scope, route, ex.path, question[0]), question[1])
+            self._question = (partition(scope, route, endpoint, question[0]), question[1])
             if reply := await self._semantic(ex, stream):
                 return reply
         if factory.config.coalesce and self.enforcing:
