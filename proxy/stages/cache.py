@@ -56,6 +56,7 @@ class CacheStage(Stage):
         self._question: tuple[str, str] | None = None  # (semantic partition, final user text)
         self._storing = False
         self._events: list[SSEEvent] = []
+        self._terminal: SSEEvent | None = None
         self._held = 0
         self._body: bytes | None = None
         self._flight: asyncio.Future[Any] | None = None
@@ -175,6 +176,10 @@ class CacheStage(Stage):
             self._held += len(event.raw)
             if self._held > self._factory.config.max_entry_bytes:
                 self._storing, self._events = False, []
+            elif ex.protocol.is_terminal_event(event):
+                # Kept aside: what stages nearer the upstream flush at the end reaches this stage after the
+                # terminal event, though the caller gets it before.
+                self._terminal = event
             else:
                 self._events.append(event)
         return [event]
@@ -202,9 +207,9 @@ class CacheStage(Stage):
         body: Any = None
         if ex.streaming:
             assembler = ex.protocol.stream_assembler()
-            if assembler is None or not self._events:
+            if assembler is None or self._terminal is None:
                 return None
-            for event in self._events:
+            for event in (*self._events, self._terminal):
                 assembler.feed(event)
             body = assembler.body(ex.usage.counts())
         elif self._body is not None and "json" in ex.response_headers.get("content-type", ""):

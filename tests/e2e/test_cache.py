@@ -290,3 +290,29 @@ def test_shadow_mode_stores_and_looks_up_but_never_answers(proxy_factory, fake_u
 def test_routes_without_the_stage_are_untouched(proxy_factory, fake_upstream):
     proxy = proxy_factory(basic_policy(fake_upstream.url))
     assert "x-cache" not in ask(proxy).headers
+
+
+@pytest.mark.parametrize("route", ["openai", "anthropic"])
+def test_the_answer_stored_is_the_redacted_one_the_caller_received(proxy_factory, fake_upstream, route):
+    redaction = "  redaction: {output: [email], action: mask}\n"
+    proxy = proxy_factory(basic_policy(fake_upstream.url, f"stages:\n  cache: {{}}\n{redaction}"))
+    # The address comes last, so redaction holds it back and lets it go only at the end of the stream.
+    reply = {"x-mock-reply-text": '"write to jane.doe@acmecorp.io"'}
+    if route == "openai":
+        client = oai(proxy)
+        first = "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(
+                model="gpt-4o-mini", messages=QUESTION, stream=True, extra_headers=reply
+            )
+            if c.choices
+        )
+        wait_for(lambda: stored(proxy, route) == 1)
+        again = client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION).choices[0].message.content
+    else:
+        args = {"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": QUESTION}
+        with claude(proxy).messages.stream(**args, extra_headers=reply) as stream:
+            first = stream.get_final_message().content[0].text
+        wait_for(lambda: stored(proxy, route) == 1)
+        again = claude(proxy).messages.create(**args).content[0].text
+    assert first == again == "write to [EMAIL]"
