@@ -153,21 +153,7 @@ class AnthropicProtocol(Protocol):
             "stop_sequence": None,
             "usage": {"input_tokens": 0, "output_tokens": 0},
         }
-        if not stream:
-            return orjson.dumps(message)
-        events: list[dict[str, Any]] = [
-            {"type": "message_start", "message": {**message, "content": [], "stop_reason": None}},
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
-            {"type": "content_block_stop", "index": 0},
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": 0},
-            },
-            {"type": "message_stop"},
-        ]
-        return b"".join(SSEEvent.from_json(event, event["type"]).raw for event in events)
+        return cached.anthropic_stream(message) if stream else orjson.dumps(message)
 
     # ---- response cache (proxy/cache/, proxy/protocols/cached.py)
 

@@ -247,7 +247,7 @@ def anthropic_stream(body: dict[str, Any]) -> bytes | None:
         return None
     usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
     start = {**body, "content": [], "stop_reason": None, "stop_sequence": None}
-    start["usage"] = {**usage, "output_tokens": 1}
+    start["usage"] = {**usage, "output_tokens": min(1, usage.get("output_tokens", 0))}  # as the API starts
     events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
     for index, block in enumerate(content):
         kind = block.get("type") if isinstance(block, dict) else None

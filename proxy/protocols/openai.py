@@ -307,19 +307,12 @@ class OpenAIProtocol(Protocol):
 
     def assistant_answer(self, request_id: str, model: str, text: str, stream: bool) -> bytes | None:
         """A whole assistant turn saying `text`, as this API answers (streamed as SSE when asked)."""
-        base = {"id": f"chatcmpl-degraded-{request_id}", "created": int(time.time()), "model": model}
-        if not stream:
-            message = {"role": "assistant", "content": text, "refusal": None}
-            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
-            usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-            return orjson.dumps({**base, "object": "chat.completion", "choices": [choice], "usage": usage})
-
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            return SSEEvent.from_json({**base, "object": "chat.completion.chunk", "choices": [choice]}).raw
-
-        opening = chunk({"role": "assistant", "content": ""})
-        return opening + chunk({"content": text}) + chunk({}, "stop") + b"data: [DONE]\n\n"
+        message = {"role": "assistant", "content": text, "refusal": None}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        body = {"id": f"chatcmpl-degraded-{request_id}", "object": "chat.completion", "created": int(time.time()),
+                "model": model, "choices": [choice], "usage": usage}  # fmt: skip
+        return cached.openai_chat_stream(body, include_usage=False) if stream else orjson.dumps(body)
 
     # ---- response cache (proxy/cache/, proxy/protocols/cached.py)
 
