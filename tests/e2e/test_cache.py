@@ -316,3 +316,14 @@ def test_the_answer_stored_is_the_redacted_one_the_caller_received(proxy_factory
         wait_for(lambda: stored(proxy, route) == 1)
         again = claude(proxy).messages.create(**args).content[0].text
     assert first == again == "write to [EMAIL]"
+
+
+def test_a_policy_reload_keeps_the_entries(proxy_factory, fake_upstream, tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text(cache_policy(fake_upstream.url, "{ttl_s: 300}", "server: {reload_interval_s: 0.05}\n"))
+    proxy = proxy_factory(path=path)
+    assert ask(proxy).headers["x-cache"] == "MISS"
+    path.write_text(cache_policy(fake_upstream.url, "{ttl_s: 600}", "server: {reload_interval_s: 0.05}\n"))
+    wait_for(lambda: proxy.metric("agent_proxy_policy_reloads_total", {"result": "ok"}) == 1)
+    assert ask(proxy).headers["x-cache"] == "HIT"
+    assert fake_upstream.count(CHAT) == 1
