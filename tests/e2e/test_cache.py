@@ -41,11 +41,16 @@ def lookups(proxy, result: str, route: str = "openai") -> float:
     return proxy.metric("agent_proxy_cache_lookups_total", {"route": route, "result": result})
 
 
+def post(proxy, key: str = DEMO_KEY, headers: dict[str, str] | None = None, **body):
+    """A raw chat request."""
+    payload = {"model": "gpt-4o-mini", "messages": QUESTION, **body}
+    return request("POST", proxy.url + CHAT, payload, headers={"authorization": f"Bearer {key}", **(headers or {})})
+
+
 def ask(proxy, key: str = DEMO_KEY, headers: dict[str, str] | None = None, **body):
     """A raw chat request; waits until a miss's answer is stored, so the next identical one can hit."""
     before = stored(proxy)
-    payload = {"model": "gpt-4o-mini", "messages": QUESTION, **body}
-    response = request("POST", proxy.url + CHAT, payload, headers={"authorization": f"Bearer {key}", **(headers or {})})
+    response = post(proxy, key, headers, **body)
     if response.headers.get("x-cache") == "MISS" and response.status == 200:
         wait_for(lambda: stored(proxy) > before)
     return response
@@ -327,3 +332,15 @@ def test_a_policy_reload_keeps_the_entries(proxy_factory, fake_upstream, tmp_pat
     wait_for(lambda: proxy.metric("agent_proxy_policy_reloads_total", {"result": "ok"}) == 1)
     assert ask(proxy).headers["x-cache"] == "HIT"
     assert fake_upstream.count(CHAT) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_answer_over_max_entry_bytes_is_not_stored(proxy_factory, fake_upstream, stream):
+    proxy = proxy_factory(cache_policy(fake_upstream.url, "{max_entry_bytes: 2048}"))
+    long_answer = {"x-mock-reply-words": "400"}
+    first = post(proxy, headers=long_answer, stream=stream)
+    assert first.status == 200 and len(first.body) > 2048
+    wait_for(lambda: proxy.metric("agent_proxy_requests_total", {"route": "openai", "upstream": "up-openai",
+                                                                 "status_class": "2xx"}) == 1)  # fmt: skip
+    assert post(proxy, headers=long_answer, stream=stream).headers["x-cache"] == "MISS"
+    assert stored(proxy) == 0 and fake_upstream.count(CHAT) == 2
