@@ -116,6 +116,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         if tracing is not None:  # after the completions above ended their spans
             await asyncio.to_thread(tracing.shutdown)
         await mock.stop()
+        await services.caches.close()
         if services.state is not None:  # last: completions above released their slots into it
             await services.state.close()
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from proxy.accounting.ledger import Ledger
 from proxy.auth.jwks import JwksRegistry
+from proxy.cache.registry import CacheRegistry
 from proxy.forward.registry import EndpointRegistry
 from proxy.metrics import Metrics
 from proxy.state.base import Store
@@ -27,3 +28,5 @@ class Services:
     jwks: JwksRegistry = field(default_factory=JwksRegistry)
     # Counters of rate limits, budgets and agent runs (proxy/state/): opened at startup from `state:`, closed last.
     state: Store | None = None
+    # Response cache stores and in-flight misses (proxy/cache/), kept across reloads; closed at shutdown.
+    caches: CacheRegistry = field(default_factory=CacheRegistry)

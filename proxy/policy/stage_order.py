@@ -14,6 +14,7 @@ from pydantic import Field, create_model
 
 from proxy.accounting.config import USAGE_STAGE
 from proxy.auth.config import AUTH_STAGE
+from proxy.cache.config import CACHE_STAGE
 from proxy.limits.config import RATELIMIT_STAGE, RUNS_STAGE
 from proxy.policy.base import Strict
 from proxy.policy.stage_spec import StageSpec
@@ -27,7 +28,7 @@ STAGE_ORDER: tuple[StageSpec, ...] = (
     RATELIMIT_STAGE,  # rate limit and budget
     RUNS_STAGE,
     TRUNCATION_STAGE,  # truncation
-    # cache
+    CACHE_STAGE,  # cache
     TOOLGOV_STAGE,  # tool governance
     REDACTION_STAGE,
     USAGE_STAGE,

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import orjson
 
 from proxy.errors import ProxyError
-from proxy.protocols import prompt_size, text_slots
+from proxy.protocols import cached, prompt_size, text_slots
 from proxy.protocols.base import Protocol, Usage, reported
 from proxy.protocols.conversation import Conversation, anthropic_messages
 from proxy.protocols.shape import anthropic_shape_problem
@@ -154,21 +154,7 @@ class AnthropicProtocol(Protocol):
             "stop_sequence": None,
             "usage": {"input_tokens": 0, "output_tokens": 0},
         }
-        if not stream:
-            return orjson.dumps(message)
-        events: list[dict[str, Any]] = [
-            {"type": "message_start", "message": {**message, "content": [], "stop_reason": None}},
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
-            {"type": "content_block_stop", "index": 0},
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": 0},
-            },
-            {"type": "message_stop"},
-        ]
-        return b"".join(SSEEvent.from_json(event, event["type"]).raw for event in events)
+        return cached.anthropic_stream(message) if stream else orjson.dumps(message)
 
     # ---- prompt size (proxy/limits/estimate.py) and conversation structure (proxy/truncation/)
 
@@ -178,3 +164,17 @@ class AnthropicProtocol(Protocol):
 
     def conversation(self, body: Any) -> Conversation | None:
         return anthropic_messages(body)
+
+    # ---- response cache (proxy/cache/, proxy/protocols/cached.py)
+
+    non_answer_fields: ClassVar[frozenset[str]] = frozenset({"stream", "metadata", "service_tier"})
+    answer_headers: ClassVar[tuple[str, ...]] = ("anthropic-version", "anthropic-beta")
+
+    def stream_usage_requested(self, body: Any) -> bool:
+        return True  # message_start and message_delta always carry it
+
+    def stream_assembler(self) -> cached.Assembler | None:
+        return cached.AnthropicAssembler()
+
+    def cached_stream(self, body: dict[str, Any], include_usage: bool) -> bytes | None:
+        return cached.anthropic_stream(cached.fresh_body(body))

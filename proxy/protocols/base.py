@@ -15,6 +15,7 @@ import orjson
 
 from proxy.errors import ProxyError
 from proxy.protocols import prompt_size
+from proxy.protocols.cached import Assembler, fresh_body, plain_text
 from proxy.protocols.conversation import Conversation, with_messages
 from proxy.protocols.prompt_size import MessageText
 from proxy.protocols.sse import SSEEvent
@@ -248,3 +249,51 @@ class Protocol:
     def with_messages(self, body: Any, keep: list[int]) -> Any:
         """The body keeping only the messages at `keep` (indices as `conversation` gave them)."""
         return with_messages(body, keep)
+
+    # ---- response cache (proxy/cache/, proxy/protocols/cached.py)
+
+    non_answer_fields: ClassVar[frozenset[str]] = frozenset()
+    """Request fields that do not change the answer (the stream flag, caller ids): left out of cache keys."""
+    answer_headers: ClassVar[tuple[str, ...]] = ()
+    """Request headers that can change the answer (API versions, beta features): part of cache keys."""
+    DEFAULT_TEMPERATURE: ClassVar[float] = 1.0
+
+    def cache_fields(self, body: Any) -> dict[str, Any] | None:
+        """What of a request decides its answer; None where answers are not cached."""
+        if not self.parses_json or not isinstance(body, dict):
+            return None
+        return {name: value for name, value in body.items() if name not in self.non_answer_fields}
+
+    def cache_question(self, body: Any) -> tuple[dict[str, Any], str] | None:
+        """The cache fields without the final user turn, and that turn's text; None unless it is text only."""
+        fields = self.cache_fields(body)
+        messages = fields.get("messages") if fields is not None else None
+        if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+            return None
+        last = messages[-1]
+        if last.get("role") != "user" or set(last) - {"role", "content"}:
+            return None
+        text = plain_text(last.get("content"))
+        return None if text is None else ({**fields, "messages": messages[:-1]}, text)  # type: ignore[dict-item]
+
+    def request_temperature(self, body: Any) -> float:
+        """The sampling temperature asked for; the providers' default when none is."""
+        value = body.get("temperature") if isinstance(body, dict) else None
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return float(value) if ok else self.DEFAULT_TEMPERATURE  # type: ignore[arg-type]
+
+    def stream_usage_requested(self, body: Any) -> bool:
+        """Whether a streamed answer to this request carries usage."""
+        return False
+
+    def stream_assembler(self) -> Assembler | None:
+        """Assembles a stream into the whole body it stands for; None where streams are not stored."""
+        return None
+
+    def cached_body(self, body: dict[str, Any]) -> bytes:
+        """A stored answer served again, as a new answer: a fresh id and creation time."""
+        return orjson.dumps(fresh_body(body))
+
+    def cached_stream(self, body: dict[str, Any], include_usage: bool) -> bytes | None:
+        """A stored answer as this protocol's SSE stream; None where it cannot be streamed."""
+        return None

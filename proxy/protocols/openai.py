@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import orjson
 
 from proxy.errors import ProxyError
-from proxy.protocols import text_slots
+from proxy.protocols import cached, text_slots
 from proxy.protocols.base import Protocol, Usage, reported
 from proxy.protocols.conversation import Conversation, openai_chat
 from proxy.protocols.shape import openai_shape_problem
@@ -308,22 +308,32 @@ class OpenAIProtocol(Protocol):
 
     def assistant_answer(self, request_id: str, model: str, text: str, stream: bool) -> bytes | None:
         """A whole assistant turn saying `text`, as this API answers (streamed as SSE when asked)."""
-        base = {"id": f"chatcmpl-degraded-{request_id}", "created": int(time.time()), "model": model}
-        if not stream:
-            message = {"role": "assistant", "content": text, "refusal": None}
-            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
-            usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-            return orjson.dumps({**base, "object": "chat.completion", "choices": [choice], "usage": usage})
-
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            return SSEEvent.from_json({**base, "object": "chat.completion.chunk", "choices": [choice]}).raw
-
-        opening = chunk({"role": "assistant", "content": ""})
-        return opening + chunk({"content": text}) + chunk({}, "stop") + b"data: [DONE]\n\n"
+        message = {"role": "assistant", "content": text, "refusal": None}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        body = {"id": f"chatcmpl-degraded-{request_id}", "object": "chat.completion", "created": int(time.time()),
+                "model": model, "choices": [choice], "usage": usage}  # fmt: skip
+        return cached.openai_chat_stream(body, include_usage=False) if stream else orjson.dumps(body)
 
     # ---- conversation structure (proxy/truncation/)
 
     def conversation(self, body: Any) -> Conversation | None:
         """Chat completions; the Responses API's `input` items are left alone (None)."""
         return openai_chat(body)
+
+    # ---- response cache (proxy/cache/, proxy/protocols/cached.py)
+
+    non_answer_fields: ClassVar[frozenset[str]] = frozenset(
+        {"stream", "stream_options", "user", "metadata", "store", "service_tier", "safety_identifier",
+         "prompt_cache_key", "prompt_cache_retention"}
+    )  # fmt: skip
+
+    def stream_usage_requested(self, body: Any) -> bool:
+        options = body.get("stream_options") if isinstance(body, dict) else None
+        return isinstance(options, dict) and options.get("include_usage") is True
+
+    def stream_assembler(self) -> cached.Assembler | None:
+        return cached.OpenAIChatAssembler()
+
+    def cached_stream(self, body: dict[str, Any], include_usage: bool) -> bytes | None:
+        return cached.openai_chat_stream(cached.fresh_body(body), include_usage)

@@ -61,6 +61,28 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+def connect(url: str, timeout_s: float) -> tuple[Any, tuple[type[BaseException], ...]]:
+    """A redis-py asyncio client (it connects lazily) and the errors its calls raise.
+
+    Every call is bounded by `timeout_s`; a broken pooled connection (one from before a Redis
+    restart) is retried once at once, a timeout never.
+    """
+    try:
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+    except ImportError as exc:  # an optional dependency: pip install 'agent-proxy[redis]'
+        raise RuntimeError("a Redis backend needs the redis package: agent-proxy[redis]") from exc
+    client = aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 1, supported_errors=(aioredis.ConnectionError,)),
+        health_check_interval=0,
+    )
+    return client, (aioredis.RedisError, TimeoutError, OSError)
+
+
 @dataclass(slots=True)
 class _Queue:
     """Calls of one script waiting for the next round trip: (keys, specs, now, future of the figures)."""
@@ -87,21 +109,7 @@ class RedisStore(Store):
         lease_s: float = LEASE_S,
         max_pending: int = MAX_PENDING,
     ):
-        try:
-            import redis.asyncio as aioredis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-        except ImportError as exc:  # an optional dependency: pip install 'agent-proxy[redis]'
-            raise RuntimeError("state.backend 'redis' needs the redis package: agent-proxy[redis]") from exc
-        self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, TimeoutError, OSError)
-        self._client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            # One immediate retry on a broken connection (a pooled one from before a Redis restart), none on timeouts.
-            retry=Retry(NoBackoff(), 1, supported_errors=(aioredis.ConnectionError,)),
-            health_check_interval=0,
-        )
+        self._client, self._errors = connect(url, timeout_s)
         self._acquires = _Queue("acquire", self._client.register_script(ACQUIRE), 4)
         self._adjusts = _Queue("adjust", self._client.register_script(ADJUST), 1)
         self.timeout_s = timeout_s
