@@ -18,6 +18,7 @@ from proxy.limits.config import RATELIMIT_STAGE, RUNS_STAGE
 from proxy.policy.base import Strict
 from proxy.policy.stage_spec import StageSpec
 from proxy.safety.config import INPUT_STAGE, REDACTION_STAGE
+from proxy.tools.proposed_config import TOOL_CALLS_STAGE
 
 STAGE_ORDER: tuple[StageSpec, ...] = (
     AUTH_STAGE,
@@ -27,6 +28,7 @@ STAGE_ORDER: tuple[StageSpec, ...] = (
     # truncation
     # cache
     # tool governance
+    TOOL_CALLS_STAGE,
     REDACTION_STAGE,
     USAGE_STAGE,
 )

@@ -7,6 +7,7 @@ provider means adding one adapter; stages stay format-agnostic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -15,6 +16,7 @@ import orjson
 from proxy.errors import ProxyError
 from proxy.protocols.sse import SSEEvent
 from proxy.protocols.text_slots import ROOT_VALUE, Channel, TextSlot
+from proxy.protocols.tool_calls import CallPart
 
 MAX_REPORTED_TOKENS = 100_000_000
 """The largest token count an upstream may report for one request; larger is not believed."""
@@ -210,3 +212,27 @@ class Protocol:
     def last_tool_calls(self, body: Any) -> list[tuple[Any, Any]]:
         """The tool calls of the conversation's latest assistant turn, as (name, arguments)."""
         return []
+
+    # ---- functions an answer proposes, tools a request offers (proxy/protocols/tool_calls.py)
+
+    tool_call_markers: ClassVar[tuple[bytes, ...]] = ()
+    """Bytes one of which a body or event proposing a call contains: the rest are never parsed for calls."""
+
+    def may_propose_calls(self, raw: bytes) -> bool:
+        return any(marker in raw for marker in self.tool_call_markers)
+
+    def body_tool_calls(self, body: Any) -> list[str]:
+        """The function names a whole answer asks the caller to call ("" for a call without a name)."""
+        return []
+
+    def event_tool_calls(self, event: SSEEvent) -> list[CallPart]:
+        """The parts of proposed calls one streamed event carries."""
+        return []
+
+    def filter_request_tools(self, body: Any, allowed: Callable[[str], bool]) -> tuple[Any | None, list[str]]:
+        """The request offering only the functions `allowed` accepts (None: unchanged), and the names removed."""
+        return None, []
+
+    def forced_function(self, body: Any) -> str | None:
+        """The function a request forces the model to call (`tool_choice`), if any."""
+        return None

@@ -1,0 +1,1 @@
+"""Tool traffic: what tools a caller may use, over MCP, plain HTTP and in the calls an LLM proposes."""
