@@ -199,9 +199,15 @@ class Protocol:
         """Channels (by prefix) whose text is complete before this event; `()` stands for every channel."""
         return ()
 
+    def data_text_slot(self, event: SSEEvent) -> TextSlot:
+        """An event whose data is plain text, not JSON: its text continues the text of the events of its name."""
+        return TextSlot((), "text", ("data", event.event))
+
     def continuation_event(self, template: SSEEvent, slot: TextSlot, text: str) -> SSEEvent:
         """An event like `template`, the channel's last delta, that carries only `text` for that channel."""
-        raise NotImplementedError(f"{self.name} streams have no text channels")
+        if slot.path or slot.kind != "text":
+            raise NotImplementedError(f"{self.name} streams have no JSON text channels")
+        return SSEEvent.build(text, template.event)  # a plain-text channel (`data_text_slot`)
 
     def request_shape_problem(self, body: Any, path: str) -> str | None:
         """The first structural problem of a request body, in words for the caller, or None."""

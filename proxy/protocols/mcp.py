@@ -1,11 +1,16 @@
-"""MCP (JSON-RPC over streamable HTTP): errors in JSON-RPC shape."""
+"""MCP (JSON-RPC over streamable HTTP): errors in JSON-RPC shape, and where a stream of messages carries text."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import orjson
+
 from proxy.errors import ProxyError
 from proxy.protocols.base import Protocol
+from proxy.protocols.jsonrpc_text import mcp_closes, mcp_event_slots
+from proxy.protocols.sse import SSEEvent
+from proxy.protocols.text_slots import Channel, TextSlot
 
 _JSONRPC_CODES = {"invalid_request": -32600, "not_found": -32601}
 
@@ -19,3 +24,16 @@ class MCPProtocol(Protocol):
             "id": None,
             "error": {"code": _JSONRPC_CODES.get(err.kind, -32000), "message": err.message},
         }
+
+    # ---- content safety: the text of a stream of messages (proxy/protocols/jsonrpc_text.py)
+
+    def event_text_slots(self, event: SSEEvent) -> list[TextSlot]:
+        return mcp_event_slots(event.json())
+
+    def event_closes(self, event: SSEEvent) -> tuple[Channel, ...]:
+        return mcp_closes(event.json())
+
+    def continuation_event(self, template: SSEEvent, slot: TextSlot, text: str) -> SSEEvent:
+        if not slot.path:
+            return super().continuation_event(template, slot, text)
+        return SSEEvent.from_json(slot.set(orjson.loads(template.data or "null"), text), event=template.event)
