@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import anthropic
 import openai
@@ -198,3 +199,17 @@ def test_anthropic_request_tools_filtered(proxy_factory, upstream):
     proxy = proxy_factory(policy(upstream.url, "{filter_request_tools: true}"))
     claude(proxy).messages.create(model="claude-x", max_tokens=64, messages=MESSAGES, tools=ANTHROPIC_TOOLS)
     assert [t["name"] for t in upstream.script.requests[-1]["tools"]] == ["get_weather"]
+
+
+def test_the_example_policy_does_what_its_header_says(proxy_factory):
+    text = (Path(__file__).resolve().parents[2] / "policies/examples/tool_calls.yaml").read_text()
+    proxy = proxy_factory(text)
+    weather = [{"role": "user", "content": "weather in Paris?"}]
+    forbidden_first = TOOLS[::-1]
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        oai(proxy).chat.completions.create(model="gpt-4o-mini", messages=weather, tools=forbidden_first)
+    assert caught.value.code == "tool_not_allowed" and "delete_repo" in caught.value.message
+    answer = oai(proxy).chat.completions.create(model="gpt-4o-mini", messages=weather, tools=TOOLS)
+    assert answer.choices[0].message.tool_calls[0].function.name == "get_weather"
+    ops = oai(proxy, "ops-key-1").chat.completions.create(model="gpt-4o-mini", messages=weather, tools=forbidden_first)
+    assert ops.choices[0].message.tool_calls[0].function.name == "delete_repo"
