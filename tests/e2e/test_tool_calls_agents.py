@@ -24,7 +24,7 @@ def upstream() -> Iterator[ToolCallUpstream]:
         yield fake
 
 
-def _agent(proxy, ran: list[str]) -> agents.Agent:
+def _agent(proxy, ran: list[str], api: str = "chat") -> agents.Agent:
     @agents.function_tool
     def get_weather(city: str) -> str:
         """The weather in a city."""
@@ -38,7 +38,10 @@ def _agent(proxy, ran: list[str]) -> agents.Agent:
         return "deleted"
 
     client = openai.AsyncOpenAI(base_url=proxy.openai_base_url, api_key=DEMO_KEY, max_retries=0)
-    model = agents.OpenAIChatCompletionsModel(model="gpt-4o", openai_client=client)
+    if api == "chat":
+        model = agents.OpenAIChatCompletionsModel(model="gpt-4o", openai_client=client)
+    else:  # the SDK's default
+        model = agents.OpenAIResponsesModel(model="gpt-4o", openai_client=client)
     return agents.Agent(name="helper", instructions="Help.", model=model, tools=[get_weather, delete_repo])
 
 
@@ -54,22 +57,28 @@ def _run(agent: agents.Agent, streamed: bool) -> str:
     return asyncio.run(go())
 
 
-@pytest.mark.parametrize("streamed", [False, True])
-def test_the_agent_loop_runs_an_allowed_function(proxy_factory, upstream, streamed):
+APIS = pytest.mark.parametrize("api", ["chat", "responses"])
+STREAMED = pytest.mark.parametrize("streamed", [False, True])
+
+
+@APIS
+@STREAMED
+def test_the_agent_loop_runs_an_allowed_function(proxy_factory, upstream, api, streamed):
     proxy = proxy_factory(policy(upstream.url, "{action: deny}"))
     ran: list[str] = []
-    assert _run(_agent(proxy, ran), streamed) == "done: sunny in Paris"
+    assert _run(_agent(proxy, ran, api), streamed) == "done: sunny in Paris"
     assert ran == ["get_weather"]
-    assert [t["function"]["name"] for t in upstream.script.requests[0]["tools"]] == ["get_weather", "delete_repo"]
+    assert len(upstream.script.requests) == 2
 
 
-@pytest.mark.parametrize("streamed", [False, True])
-def test_the_agent_never_runs_a_forbidden_function(proxy_factory, upstream, streamed):
+@APIS
+@STREAMED
+def test_the_agent_never_runs_a_forbidden_function(proxy_factory, upstream, api, streamed):
     proxy = proxy_factory(policy(upstream.url, "{action: deny}"))
     upstream.script.calls = ["delete_repo"]
     ran: list[str] = []
     with pytest.raises(openai.APIError) as caught:
-        _run(_agent(proxy, ran), streamed)
+        _run(_agent(proxy, ran, api), streamed)
     assert "delete_repo" in str(caught.value)
     assert ran == []
     assert len(upstream.script.requests) == 1
