@@ -180,6 +180,6 @@ def build(ctx: BuildContext, route: Route) -> StageFactory | None:
     config: ToolCallsConfig | None = ctx.stage_config(route, "tool_calls")
     if config is None or config.mode == "off" or not ctx.speaks_llm(route):
         return None
-    profiles = ctx.shared("permissions", lambda: {n: Permissions(p) for n, p in ctx.policy.callers.items()})
+    profiles = ctx.shared("tool_calls:permissions", lambda: {n: Permissions(p) for n, p in ctx.policy.callers.items()})
     rules = ctx.shared(f"tool_calls:{id(config)}", lambda: FunctionRules(config, profiles))
     return ToolCallsFactory(config, rules, route.label, ctx.services)
