@@ -137,6 +137,15 @@ def test_flag_marks_the_answer_logs_and_counts(proxy_factory, upstream, caplog):
     assert all(f["decision"] == "flagged" for f in flagged)
 
 
+def test_allow_lets_it_through_and_counts_it_as_unlisted(proxy_factory, upstream):
+    proxy = proxy_factory(policy(upstream.url, "{action: allow}"))
+    upstream.script.calls = ["delete_repo"]
+    raw = oai(proxy).chat.completions.with_raw_response.create(model="m", messages=MESSAGES, tools=TOOLS)
+    assert "x-agent-proxy-tool-flagged" not in raw.headers
+    assert raw.parse().choices[0].message.tool_calls[0].function.name == "delete_repo"
+    wait_for(lambda: count(proxy, "unlisted") == 1)
+
+
 def test_shadow_mode_records_what_it_would_have_denied(proxy_factory, upstream):
     proxy = proxy_factory(policy(upstream.url, "{action: deny, mode: shadow}"))
     upstream.script.calls = ["delete_repo"]
