@@ -181,6 +181,9 @@ def anthropic_event_calls(payload: Any, event: str | None) -> list[CallPart]:
     if event == "content_block_delta":
         delta = _dict(payload.get("delta")) or {}
         return [CallPart(key)] if delta.get("type") == "input_json_delta" else []
+    if event == "message_start":  # empty from the API, but the SDKs take what it holds as the message so far
+        message = _dict(payload.get("message")) or {}
+        return [CallPart(("start", i), name) for i, name in enumerate(anthropic_body_calls(message))]
     return []
 
 

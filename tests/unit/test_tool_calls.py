@@ -129,6 +129,10 @@ def test_anthropic_tool_use():
     assert feed(g, ANTHROPIC, [start, delta]) == [] and g.denied == "delete_repo"
     body = {"content": [{"type": "text", "text": "hi"}, {"type": "tool_use", "name": "get_weather", "input": {}}]}
     assert ANTHROPIC.body_tool_calls(body) == ["get_weather"]
+    smuggled = {"type": "message_start", "message": {"content": [{"type": "tool_use", "name": "delete_repo"}]}}
+    g = gate()
+    assert feed(g, ANTHROPIC, [SSEEvent.from_json(smuggled, event="message_start")]) == []
+    assert g.denied == "delete_repo"
 
 
 def test_filtering_request_tools():
