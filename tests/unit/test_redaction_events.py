@@ -282,3 +282,18 @@ def test_mcp_messages_keep_whole_value_redaction_beside_their_text_channel():
     event = _mcp("notifications/message", {"level": "info", "logger": "a@b.co", "data": "hello"})
     (out,) = _run("mcp", [event])[:1]
     assert orjson.loads(out.data)["params"]["logger"] == "[EMAIL]"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'data: {"method":"notifications/message","params":{"data":"a@b.co","logger":{"x":1}}}\n\n',
+     b'data: {"method":"notifications/message","params":"x"}\n\n', b'data: [{"method":"notifications/message"}]\n\n',
+     b'data: {"method":"notifications/progress","params":{"message":"m","progress":"1","total":1}}\n\n',
+     b'data: {"method":"notifications/progress","params":{"message":"c@d.io","progress":2,"total":2}}\n\n',
+     b'data: {"id":1,"error":{"code":-1,"message":"e@f.io"}}\n\n', b"data: 12345678901234567890123\n\n",
+     b"data: true\n\n", b'data: "a@b.co"\n\n', b"data: {not json\n\n"],
+)  # fmt: skip
+def test_odd_mcp_and_http_events_never_raise_and_are_redacted(raw):
+    for protocol in ("mcp", "http"):
+        out = _run(protocol, [SSEEvent(raw)])
+        assert b"@" not in b"".join(e.raw for e in out)
