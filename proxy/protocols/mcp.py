@@ -8,8 +8,8 @@ import orjson
 
 from proxy.errors import ProxyError
 from proxy.protocols.base import Protocol
-from proxy.protocols.jsonrpc_text import mcp_closes, mcp_event_slots
 from proxy.protocols.sse import SSEEvent
+from proxy.protocols.stream_text import mcp_closes, mcp_event_slots
 from proxy.protocols.text_slots import Channel, TextSlot
 
 _JSONRPC_CODES = {"invalid_request": -32600, "not_found": -32601}
@@ -25,7 +25,7 @@ class MCPProtocol(Protocol):
             "error": {"code": _JSONRPC_CODES.get(err.kind, -32000), "message": err.message},
         }
 
-    # ---- content safety: the text of a stream of messages (proxy/protocols/jsonrpc_text.py)
+    # ---- content safety: the text of a stream of messages (proxy/protocols/stream_text.py)
 
     def event_text_slots(self, event: SSEEvent) -> list[TextSlot]:
         return mcp_event_slots(event.json())

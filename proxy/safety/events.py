@@ -23,6 +23,7 @@ import orjson
 from proxy.errors import Forbidden
 from proxy.protocols.base import Protocol
 from proxy.protocols.sse import SSEEvent
+from proxy.protocols.stream_text import field_continuation, field_slots
 from proxy.protocols.text_slots import Channel, TextSlot
 from proxy.safety.actions import Blocked
 from proxy.safety.content import BIG_NUMBER, ExchangeRedaction, blocked_error
@@ -47,12 +48,13 @@ def _ended(channel: Channel, closes: tuple[Channel, ...]) -> bool:
 
 
 class StreamRewriter:
-    __slots__ = ("_channels", "_protocol", "_redaction", "blocked")
+    __slots__ = ("_channels", "_fields", "_protocol", "_redaction", "blocked")
 
     def __init__(self, protocol: Protocol, redaction: ExchangeRedaction):
         self._protocol = protocol
         self._redaction = redaction
         self._channels: dict[Channel, _Open] = {}
+        self._fields = () if protocol.parses_json else redaction.compiled.stream_text
         self.blocked: Forbidden | None = None
 
     @property
@@ -87,6 +89,8 @@ class StreamRewriter:
         if not protocol.parses_json and event.data and (not _document(event.json()) or BIG_NUMBER.search(event.raw)):
             return [self._odd_event(event)]
         slots = protocol.event_text_slots(event)
+        if self._fields and (named := field_slots(event.json(), self._fields, event.event)) is not None:
+            slots = named
         closes = protocol.event_closes(event) if slots or self._channels else ()
         payload = event.json()
         changed: list[tuple[TextSlot, object]] = []
@@ -94,7 +98,7 @@ class StreamRewriter:
             value = slot.get(payload)
             channel = slot.channel
             if channel is None:
-                new = redaction.whole(slot.kind, value)
+                new = redaction.whole(slot.kind, value, slot.key)
             else:
                 opened = self._channels.get(channel)
                 if opened is None:
@@ -147,6 +151,10 @@ class StreamRewriter:
         for channel in [c for c in self._channels if _ended(c, closes)]:
             opened = self._channels.pop(channel)
             rest = opened.pipe.flush()
-            if rest:
+            if not rest:
+                continue
+            if channel and channel[0] == "field":  # a field the policy names: the event's JSON is its own
+                out.append(field_continuation(opened.template, opened.slot, self._fields, rest))
+            else:
                 out.append(self._protocol.continuation_event(opened.template, opened.slot, rest))
         return out

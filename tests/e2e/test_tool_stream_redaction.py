@@ -27,6 +27,11 @@ upstreams:
 routes:
   - {{name: search, prefix: /tools/search/, upstream: tool, auth: none}}
   - {{name: files, prefix: /mcp/files, upstream: mcp-tool, auth: none}}
+  - name: generate
+    prefix: /tools/generate/
+    upstream: tool
+    auth: none
+    stages: {{redaction: {{output: [email, credit_card], stream_text: [delta]}}}}
 stages:
   redaction: {{output: [email, credit_card]}}
 """)
@@ -56,3 +61,15 @@ def test_mcp_log_messages_cut_at_every_offset_are_masked(proxy):
         out = [orjson.loads(e.data) for e in _events(proxy.url + "/mcp/files", messages)]
         assert "".join(m["params"]["data"] for m in out[:-1]) == REDACTED, cut
         assert out[-1] == result
+
+
+def test_http_json_field_named_by_the_policy_cut_at_every_offset_is_masked(proxy):
+    for cut in range(1, len(TEXT)):
+        events = [{"event": "delta", "data": orjson.dumps({"seq": i, "delta": p}).decode()}
+                  for i, p in enumerate((TEXT[:cut], TEXT[cut:]))]  # fmt: skip
+        out = [orjson.loads(e.data) for e in _events(proxy.url + "/tools/generate/run", events)]
+        assert "".join(m["delta"] for m in out) == REDACTED, cut
+        assert [m["seq"] for m in out[:2]] == [0, 1]
+    unnamed = [{"data": orjson.dumps({"delta": p}).decode()} for p in (TEXT[:8], TEXT[8:])]
+    out = [orjson.loads(e.data) for e in _events(proxy.url + "/tools/search/run", unnamed)]
+    assert "".join(m["delta"] for m in out) == "Mail joh" + "[EMAIL], card [CARD]. Bye!"  # event by event

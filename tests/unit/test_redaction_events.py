@@ -297,3 +297,40 @@ def test_odd_mcp_and_http_events_never_raise_and_are_redacted(raw):
     for protocol in ("mcp", "http"):
         out = _run(protocol, [SSEEvent(raw)])
         assert b"@" not in b"".join(e.raw for e in out)
+
+
+# ---- http tools' JSON streams: the fields the policy names
+
+
+REDACTED_UPPER = "MAIL [EMAIL] OR CALL [PHONE]; CARD [CARD]. THANKS!"
+FIELDS = RedactionConfig(output=["pii", "api_key", "password"], stream_text=["delta", "out.text"])
+
+
+def _json_events(pieces: list[str]) -> list[SSEEvent]:
+    return [
+        SSEEvent(SSEEvent.from_json({"id": f"e{i}", "delta": p, "out": {"text": p.upper(), "n": i}}, event="d").raw)
+        for i, p in enumerate(pieces)
+    ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(cuts=st.lists(st.integers(0, len(TEXT)), max_size=30))
+def test_http_json_fields_named_by_the_policy_are_exact_across_events(cuts):
+    pieces = _split(TEXT, cuts)
+    out = [orjson.loads(e.data) for e in _run("http", _json_events(pieces), _redaction(FIELDS))]
+    assert "".join(m["delta"] for m in out) == REDACTED
+    assert "".join(m["out"]["text"] for m in out) == REDACTED_UPPER  # a channel of its own
+    assert [m["id"] for m in out[: len(pieces)]] == [f"e{i}" for i in range(len(pieces))]  # ids never move
+
+
+def test_http_json_fields_keep_whole_redaction_and_secret_keys_around_them():
+    event = SSEEvent.from_json({"delta": "hi ", "password": "hunter22", "meta": {"to": "a@b.co"}}, event="d")
+    (out,) = _run("http", [event], _redaction(FIELDS))
+    assert orjson.loads(out.data) == {"delta": "hi ", "password": "[SECRET]", "meta": {"to": "[EMAIL]"}}
+    unnamed = SSEEvent.from_json({"text": "mail a@b.co"})
+    assert orjson.loads(_run("http", [unnamed], _redaction(FIELDS))[0].data) == {"text": "mail [EMAIL]"}
+
+
+def test_stream_text_paths_are_validated():
+    with pytest.raises(ValueError):
+        RedactionConfig(output=["email"], stream_text=["a..b"])
