@@ -19,6 +19,8 @@ from proxy.protocols.sse import SSEEvent
 from proxy.protocols.text_slots import ROOT_VALUE, Channel, Path, TextSlot
 
 FieldPath = tuple[str, ...]
+FIELD = "field"
+"""The first element of a named field's channel: its flush event is built here, not by the adapter."""
 
 _CHANNELS = {
     "notifications/message": ("data", "log", "logger"),
@@ -99,7 +101,7 @@ def field_slots(payload: Any, fields: tuple[FieldPath, ...], event: str | None) 
     present: list[Path] = [path for path in fields if isinstance(_get(payload, path), str)]
     if not present:
         return None
-    return [*_around(payload, (), present), *(TextSlot(path, "text", ("field", event, path)) for path in present)]
+    return [*_around(payload, (), present), *(TextSlot(path, "text", (FIELD, event, path)) for path in present)]
 
 
 def field_continuation(template: SSEEvent, slot: TextSlot, fields: tuple[FieldPath, ...], text: str) -> SSEEvent:

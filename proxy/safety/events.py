@@ -6,9 +6,10 @@ which may be less than it carried, or more. When the protocol says a channel has
 (a finish reason, a content_block_stop, `[DONE]`), what the channel still holds goes out
 first, in an event of the same kind as its last delta. Events that carry whole texts
 (the Responses API's `.done` events and final response) are redacted whole. On http and
-MCP routes, plain-text `data:` is a channel per event name, and the adapter names the JSON
-text that continues across messages (MCP log and progress messages); other JSON payloads
-are redacted whole, event by event. A `block` hit ends the stream with the protocol's error
+MCP routes, plain-text `data:` is a channel per event name; the adapter names the JSON
+text that continues across messages (MCP log and progress messages) and the policy the
+fields of a tool's JSON events that do (`stream_text`); other JSON payloads are redacted
+whole, event by event. A `block` hit ends the stream with the protocol's error
 event; nothing after it is sent.
 """
 
@@ -23,7 +24,7 @@ import orjson
 from proxy.errors import Forbidden
 from proxy.protocols.base import Protocol
 from proxy.protocols.sse import SSEEvent
-from proxy.protocols.stream_text import field_continuation, field_slots
+from proxy.protocols.stream_text import FIELD, field_continuation, field_slots
 from proxy.protocols.text_slots import Channel, TextSlot
 from proxy.safety.actions import Blocked
 from proxy.safety.content import BIG_NUMBER, ExchangeRedaction, blocked_error
@@ -153,7 +154,7 @@ class StreamRewriter:
             rest = opened.pipe.flush()
             if not rest:
                 continue
-            if channel and channel[0] == "field":  # a field the policy names: the event's JSON is its own
+            if channel and channel[0] == FIELD:  # a field the policy names: the event's JSON is the tool's own
                 out.append(field_continuation(opened.template, opened.slot, self._fields, rest))
             else:
                 out.append(self._protocol.continuation_event(opened.template, opened.slot, rest))
