@@ -20,6 +20,7 @@ from proxy.policy.base import Strict
 from proxy.policy.stage_spec import StageSpec
 from proxy.safety.config import INPUT_STAGE, REDACTION_STAGE
 from proxy.tools.config import TOOLGOV_STAGE
+from proxy.tools.proposed_config import TOOL_CALLS_STAGE
 from proxy.truncation.config import TRUNCATION_STAGE
 
 STAGE_ORDER: tuple[StageSpec, ...] = (
@@ -30,6 +31,7 @@ STAGE_ORDER: tuple[StageSpec, ...] = (
     TRUNCATION_STAGE,  # truncation
     CACHE_STAGE,  # cache
     TOOLGOV_STAGE,  # tool governance
+    TOOL_CALLS_STAGE,  # tool calls proposed by LLMs
     REDACTION_STAGE,
     USAGE_STAGE,
 )

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import orjson
 
 from proxy.errors import ProxyError
-from proxy.protocols import cached, prompt_size, text_slots
+from proxy.protocols import cached, prompt_size, text_slots, tool_calls
 from proxy.protocols.base import Protocol, Usage, reported
 from proxy.protocols.conversation import Conversation, anthropic_messages
 from proxy.protocols.shape import anthropic_shape_problem
 from proxy.protocols.sse import SSEEvent
 from proxy.protocols.text_slots import Channel, TextSlot
+from proxy.protocols.tool_calls import CallPart
 
 _ERROR_TYPES = {
     "invalid_request": "invalid_request_error",
@@ -139,6 +141,24 @@ class AnthropicProtocol(Protocol):
                     if isinstance(block, dict) and block.get("type") == "tool_use"
                 ]
         return []
+
+    # ---- functions an answer proposes, tools a request offers (proxy/protocols/tool_calls.py)
+
+    tool_call_markers: ClassVar[tuple[bytes, ...]] = (b"tool_use", b"input_json_delta")
+
+    def body_tool_calls(self, body: Any) -> list[str]:
+        return tool_calls.anthropic_body_calls(body)
+
+    def event_tool_calls(self, event: SSEEvent) -> list[CallPart]:
+        if not self.may_propose_calls(event.raw):
+            return []
+        return tool_calls.anthropic_event_calls(event.json(), event.event)
+
+    def filter_request_tools(self, body: Any, allowed: Callable[[str], bool]) -> tuple[Any | None, list[str]]:
+        return tool_calls.anthropic_filter_tools(body, allowed)
+
+    def forced_function(self, body: Any) -> str | None:
+        return tool_calls.anthropic_forced_function(body)
 
     # ---- degraded replies (proxy/forward/degrade.py)
 

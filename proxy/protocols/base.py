@@ -7,7 +7,7 @@ provider means adding one adapter; stages stay format-agnostic.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -20,6 +20,7 @@ from proxy.protocols.conversation import Conversation, with_messages
 from proxy.protocols.prompt_size import MessageText
 from proxy.protocols.sse import SSEEvent
 from proxy.protocols.text_slots import ROOT_VALUE, Channel, TextSlot
+from proxy.protocols.tool_calls import CallPart
 
 MAX_REPORTED_TOKENS = 100_000_000
 """The largest token count an upstream may report for one request; larger is not believed."""
@@ -204,9 +205,15 @@ class Protocol:
         """Channels (by prefix) whose text is complete before this event; `()` stands for every channel."""
         return ()
 
+    def data_text_slot(self, event: SSEEvent) -> TextSlot:
+        """An event whose data is plain text, not JSON: its text continues the text of the events of its name."""
+        return TextSlot((), "text", ("data", event.event))
+
     def continuation_event(self, template: SSEEvent, slot: TextSlot, text: str) -> SSEEvent:
         """An event like `template`, the channel's last delta, that carries only `text` for that channel."""
-        raise NotImplementedError(f"{self.name} streams have no text channels")
+        if slot.path or slot.kind != "text":
+            raise NotImplementedError(f"{self.name} streams have no JSON text channels")
+        return SSEEvent.build(text, template.event)  # a plain-text channel (`data_text_slot`)
 
     def request_shape_problem(self, body: Any, path: str) -> str | None:
         """The first structural problem of a request body, in words for the caller, or None."""
@@ -296,4 +303,28 @@ class Protocol:
 
     def cached_stream(self, body: dict[str, Any], include_usage: bool) -> bytes | None:
         """A stored answer as this protocol's SSE stream; None where it cannot be streamed."""
+        return None
+
+    # ---- functions an answer proposes, tools a request offers (proxy/protocols/tool_calls.py)
+
+    tool_call_markers: ClassVar[tuple[bytes, ...]] = ()
+    """Bytes one of which a body or event proposing a call contains: the rest are never parsed for calls."""
+
+    def may_propose_calls(self, raw: bytes) -> bool:
+        return any(marker in raw for marker in self.tool_call_markers)
+
+    def body_tool_calls(self, body: Any) -> list[str]:
+        """The function names a whole answer asks the caller to call ("" for a call without a name)."""
+        return []
+
+    def event_tool_calls(self, event: SSEEvent) -> list[CallPart]:
+        """The parts of proposed calls one streamed event carries."""
+        return []
+
+    def filter_request_tools(self, body: Any, allowed: Callable[[str], bool]) -> tuple[Any | None, list[str]]:
+        """The request offering only the functions `allowed` accepts (None: unchanged), and the names removed."""
+        return None, []
+
+    def forced_function(self, body: Any) -> str | None:
+        """The function a request forces the model to call (`tool_choice`), if any."""
         return None

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import orjson
 
 from proxy.errors import ProxyError
-from proxy.protocols import cached, text_slots
+from proxy.protocols import cached, text_slots, tool_calls
 from proxy.protocols.base import Protocol, Usage, reported
 from proxy.protocols.conversation import Conversation, openai_chat
 from proxy.protocols.shape import openai_shape_problem
 from proxy.protocols.sse import SSEEvent
 from proxy.protocols.text_slots import Channel, TextSlot
+from proxy.protocols.tool_calls import CallPart
 
 # The `type` values the OpenAI API uses, which SDK users match on.
 _ERROR_TYPES = {
@@ -303,6 +305,24 @@ class OpenAIProtocol(Protocol):
             elif kind != "function_call_output" or found:
                 break
         return found[::-1]
+
+    # ---- functions an answer proposes, tools a request offers (proxy/protocols/tool_calls.py)
+
+    tool_call_markers: ClassVar[tuple[bytes, ...]] = (b'"tool_calls"', b"function_call", b"custom_tool_call")
+
+    def body_tool_calls(self, body: Any) -> list[str]:
+        return tool_calls.openai_body_calls(body)
+
+    def event_tool_calls(self, event: SSEEvent) -> list[CallPart]:
+        if not self.may_propose_calls(event.raw):
+            return []
+        return tool_calls.openai_event_calls(event.json())
+
+    def filter_request_tools(self, body: Any, allowed: Callable[[str], bool]) -> tuple[Any | None, list[str]]:
+        return tool_calls.openai_filter_tools(body, allowed)
+
+    def forced_function(self, body: Any) -> str | None:
+        return tool_calls.openai_forced_function(body)
 
     # ---- degraded replies (proxy/forward/degrade.py)
 

@@ -42,6 +42,21 @@ class SSEEvent:
         built._json = payload
         return built
 
+    def with_data(self, data: str) -> SSEEvent:
+        """This event carrying `data` instead: its other lines (event, id, retry, comments) stay as they were."""
+        lines: list[str] = []
+        placed = False
+        for line in self.raw.decode("utf-8", "replace").rstrip("\n").split("\n"):
+            if line == "data" or line.startswith("data:"):
+                if not placed:
+                    lines.extend(f"data: {part}" for part in data.split("\n"))
+                    placed = True
+                continue
+            lines.append(line)
+        if not placed:
+            lines.extend(f"data: {part}" for part in data.split("\n"))
+        return SSEEvent(("\n".join(lines) + "\n\n").encode())
+
     def _parse(self) -> None:
         event: str | None = None
         data: list[str] = []

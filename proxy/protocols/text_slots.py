@@ -38,6 +38,12 @@ class TextSlot:
         target[self.path[-1]] = value
         return payload
 
+    @property
+    def key(self) -> str | None:
+        """The object key the slot's value sits under, if it sits under one."""
+        last = self.path[-1] if self.path else None
+        return last if isinstance(last, str) else None
+
     def under(self, *prefix: str | int) -> TextSlot:
         return TextSlot((*prefix, *self.path), self.kind, self.channel)
 

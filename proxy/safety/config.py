@@ -8,7 +8,7 @@ matches are unbounded (the stream hold-back depends on it).
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -148,6 +148,13 @@ class RedactionConfig(Strict):
         "redact version-like and documentation addresses too (docs/redaction.md lists the scores).",
     )
     custom: list[CustomDetectorConfig] = Field(default_factory=list, max_length=64, description="Your own regexes.")
+    stream_text: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}$")]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="On http and MCP routes: dotted paths of the string fields of a tool's JSON stream events "
+        "whose text goes on from one event to the next (`delta`, `output.text`); each is a stream per field and "
+        "event name, redacted exactly across events. Other JSON in events is redacted whole, event by event.",
+    )
     hash_secret: SecretStr | None = Field(
         None, description="HMAC key of the hash action (use ${ENV}); at least 16 characters."
     )

@@ -44,6 +44,7 @@ def blocked_error(detector: str) -> Forbidden:
 class CompiledRedaction:
     output: Scanner | None
     actions: dict[str, OutputAction]
+    stream_text: tuple[tuple[str, ...], ...]
     hash_key: bytes | None
     input: Scanner | None
     input_action: InputAction
@@ -61,6 +62,7 @@ class CompiledRedaction:
         return cls(
             output=Scanner(output, thresholds) if output else None,
             actions=config.output_actions(),
+            stream_text=tuple(tuple(path.split(".")) for path in config.stream_text),
             hash_key=secret,
             input=Scanner(inputs, thresholds) if inputs else None,
             input_action=config.input_action,
@@ -128,8 +130,9 @@ class ExchangeRedaction:
     def channel(self, kind: SlotKind) -> TextPipeline | JsonTextRedactor:
         return JsonTextRedactor(self.pipeline, self.key_rule) if kind == "json" else self.pipeline()
 
-    def whole(self, kind: SlotKind, value: Any) -> Any:
-        return transform(kind, value, self.pipeline, self.key_rule)
+    def whole(self, kind: SlotKind, value: Any, key: str | None = None) -> Any:
+        """`key`: the one the value sits under, for the rule on keys that name secrets."""
+        return transform(kind, value, self.pipeline, self.key_rule, key)
 
     def rewrite_slots(self, payload: Any, slots: list[TextSlot]) -> tuple[Any, bool]:
         changed = False
@@ -188,11 +191,15 @@ class ExchangeRedaction:
 
 
 def transform(
-    kind: SlotKind, value: Any, make: Callable[[], TextPipeline], key_rule: Callable[[str | None], Any] | None = None
+    kind: SlotKind,
+    value: Any,
+    make: Callable[[], TextPipeline],
+    key_rule: Callable[[str | None], Any] | None = None,
+    key: str | None = None,
 ) -> Any:
     """One slot's value, redacted whole."""
     if kind == "value":
-        return redact_value(value, make, key_rule) if key_rule else redact_value(value, make)
+        return redact_value(value, make, key_rule, key) if key_rule else redact_value(value, make)
     if not isinstance(value, str):
         return value
     if kind == "json":

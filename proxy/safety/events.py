@@ -5,8 +5,12 @@ content block) and the event is re-serialised with the text the pipeline release
 which may be less than it carried, or more. When the protocol says a channel has ended
 (a finish reason, a content_block_stop, `[DONE]`), what the channel still holds goes out
 first, in an event of the same kind as its last delta. Events that carry whole texts
-(the Responses API's `.done` events and final response) are redacted whole. A `block`
-hit ends the stream with the protocol's error event; nothing after it is sent.
+(the Responses API's `.done` events and final response) are redacted whole. On http and
+MCP routes, plain-text `data:` is a channel per event name; the adapter names the JSON
+text that continues across messages (MCP log and progress messages) and the policy the
+fields of a tool's JSON events that do (`stream_text`); other JSON payloads are redacted
+whole, event by event. A `block` hit ends the stream with the protocol's error
+event; nothing after it is sent.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import orjson
 from proxy.errors import Forbidden
 from proxy.protocols.base import Protocol
 from proxy.protocols.sse import SSEEvent
+from proxy.protocols.stream_text import FIELD, field_continuation, field_slots
 from proxy.protocols.text_slots import Channel, TextSlot
 from proxy.safety.actions import Blocked
 from proxy.safety.content import BIG_NUMBER, ExchangeRedaction, blocked_error
@@ -34,17 +39,23 @@ class _Open:
     slot: TextSlot
 
 
+def _document(value: Any) -> bool:
+    """A JSON object or array: what a tool's stream sends as a document rather than as text."""
+    return isinstance(value, dict | list)
+
+
 def _ended(channel: Channel, closes: tuple[Channel, ...]) -> bool:
     return any(channel[: len(prefix)] == prefix for prefix in closes)
 
 
 class StreamRewriter:
-    __slots__ = ("_channels", "_protocol", "_redaction", "blocked")
+    __slots__ = ("_channels", "_fields", "_protocol", "_redaction", "blocked")
 
     def __init__(self, protocol: Protocol, redaction: ExchangeRedaction):
         self._protocol = protocol
         self._redaction = redaction
         self._channels: dict[Channel, _Open] = {}
+        self._fields = () if protocol.parses_json else redaction.compiled.stream_text
         self.blocked: Forbidden | None = None
 
     @property
@@ -76,9 +87,11 @@ class StreamRewriter:
 
     def _event(self, event: SSEEvent) -> list[SSEEvent]:
         protocol, redaction = self._protocol, self._redaction
-        if not protocol.parses_json and event.data and (event.json() is None or BIG_NUMBER.search(event.raw)):
+        if not protocol.parses_json and event.data and (not _document(event.json()) or BIG_NUMBER.search(event.raw)):
             return [self._odd_event(event)]
         slots = protocol.event_text_slots(event)
+        if self._fields and (named := field_slots(event.json(), self._fields, event.event)) is not None:
+            slots = named
         closes = protocol.event_closes(event) if slots or self._channels else ()
         payload = event.json()
         changed: list[tuple[TextSlot, object]] = []
@@ -86,7 +99,7 @@ class StreamRewriter:
             value = slot.get(payload)
             channel = slot.channel
             if channel is None:
-                new = redaction.whole(slot.kind, value)
+                new = redaction.whole(slot.kind, value, slot.key)
             else:
                 opened = self._channels.get(channel)
                 if opened is None:
@@ -113,18 +126,36 @@ class StreamRewriter:
         try:
             value: Any = json.loads(data)
         except ValueError:
-            new = self._redaction.whole("text", data)
-            return event if new == data else SSEEvent.build(new, event.event)
+            value = None
+        if not _document(value):  # text, or a scalar that happens to read as JSON (` 4`, `true`): text
+            return self._text_event(event, data)
         new_value = self._redaction.whole("value", value)
         if new_value is value:
             return event
-        return SSEEvent.build(json.dumps(new_value, ensure_ascii=False, separators=(",", ":")), event.event)
+        return event.with_data(json.dumps(new_value, ensure_ascii=False, separators=(",", ":")))
+
+    def _text_event(self, event: SSEEvent, data: str) -> SSEEvent:
+        """Plain-text data continues the text of the events of its name before it, as a delta does its channel's:
+        a value cut across events is read whole, and held text goes out with a later event or at the end."""
+        slot = self._protocol.data_text_slot(event)
+        channel = slot.channel
+        assert channel is not None
+        opened = self._channels.get(channel)
+        if opened is None:
+            opened = self._channels[channel] = _Open(self._redaction.channel("text"), event, slot)
+        opened.template = event
+        new = opened.pipe.feed(data)
+        return event if new == data else event.with_data(new)
 
     def _flush(self, closes: tuple[Channel, ...]) -> list[SSEEvent]:
         out: list[SSEEvent] = []
         for channel in [c for c in self._channels if _ended(c, closes)]:
             opened = self._channels.pop(channel)
             rest = opened.pipe.flush()
-            if rest:
+            if not rest:
+                continue
+            if channel and channel[0] == FIELD:  # a field the policy names: the event's JSON is the tool's own
+                out.append(field_continuation(opened.template, opened.slot, self._fields, rest))
+            else:
                 out.append(self._protocol.continuation_event(opened.template, opened.slot, rest))
         return out

@@ -1,1 +1,2 @@
-"""Tool traffic: MCP servers and HTTP tools behind the proxy (settings, schemas, per-tool guards)."""
+"""Tool traffic: what tools a caller may use, over MCP, plain HTTP and in the calls an LLM proposes
+(settings, schemas, per-tool guards)."""

@@ -210,7 +210,8 @@ def test_json_that_orjson_refuses_is_redacted_all_the_same():
     rewriter = StreamRewriter(PROTOCOLS["http"], redaction)
     (text_event,) = rewriter.event(SSEEvent.build("plain text for c@d.io", "note"))
     (big_event,) = rewriter.event(SSEEvent.build(big.decode()))
-    assert text_event.data == "plain text for [EMAIL]" and text_event.event == "note"
+    (rest,) = rewriter.end()  # the address could have gone on in the next `note` event
+    assert text_event.data + rest.data == "plain text for [EMAIL]" and text_event.event == rest.event == "note"
     assert json.loads(big_event.data)["to"] == "[EMAIL]"
 
 
@@ -225,3 +226,111 @@ def test_refusal_text_is_a_channel_of_its_own():
     )
     out = [orjson.loads(e.data)["choices"][0]["delta"] for e in _run("openai", events)]
     assert "".join(d.get("refusal") or "" for d in out) == "I won't mail [EMAIL]."
+
+
+# ---- http and MCP streams: text that continues across events
+
+
+def _plain(pieces: list[str], name: str | None = None) -> list[SSEEvent]:
+    return [SSEEvent(SSEEvent.build(piece, name).raw.replace(b"\n\n", b"\nid: 7\n\n")) for piece in pieces]
+
+
+@pytest.mark.parametrize("cut", range(1, len(TEXT)))
+def test_http_plain_text_split_at_every_offset_is_exact(cut):
+    out = _run("http", _plain([TEXT[:cut], TEXT[cut:]], "chunk"))
+    assert "".join(e.data or "" for e in out) == REDACTED
+    assert all(e.event == "chunk" for e in out)
+    assert b"id: 7" in out[0].raw  # the event's other fields stay
+
+
+@settings(max_examples=100, deadline=None)
+@given(cuts=st.lists(st.integers(0, len(TEXT)), max_size=30))
+def test_http_plain_text_any_split_is_exact_and_channels_are_per_event_name(cuts):
+    pieces = _split(TEXT, cuts)
+    events = [e for piece in pieces for e in (*_plain([piece], "text"), *_plain(["Paris c@d.io. "], "other"))]
+    out = _run("http", events)
+    assert "".join(e.data or "" for e in out if e.event == "text") == REDACTED
+    assert "".join(e.data or "" for e in out if e.event == "other") == "[CITY] [EMAIL]. " * len(pieces)
+
+
+def _mcp(method: str, params: dict) -> SSEEvent:
+    return SSEEvent(SSEEvent.from_json({"jsonrpc": "2.0", "method": method, "params": params}, event="message").raw)
+
+
+RESULT = {"content": [{"type": "text", "text": TEXT}]}
+
+
+@pytest.mark.parametrize("cut", range(1, len(TEXT)))
+def test_mcp_log_and_progress_text_split_across_messages_is_exact(cut):
+    events = [
+        _mcp("notifications/message", {"level": "info", "logger": "db", "data": TEXT[:cut]}),
+        _mcp("notifications/progress", {"progressToken": 1, "progress": 1, "message": TEXT[:cut]}),
+        _mcp("notifications/message", {"level": "info", "logger": "db", "data": TEXT[cut:]}),
+        _mcp("notifications/progress", {"progressToken": 1, "progress": 2, "message": TEXT[cut:]}),
+        SSEEvent(SSEEvent.from_json({"jsonrpc": "2.0", "id": 3, "result": RESULT}, event="message").raw),
+    ]
+    out = [orjson.loads(e.data) for e in _run("mcp", events)]
+    logs = "".join(m["params"]["data"] for m in out if m.get("method") == "notifications/message")
+    progress = "".join(m["params"]["message"] for m in out if m.get("method") == "notifications/progress")
+    assert logs == progress == REDACTED
+    assert out[-1] == {"jsonrpc": "2.0", "id": 3, "result": {"content": [{"type": "text", "text": REDACTED}]}}
+    assert out[-2]["method"] == "notifications/progress"  # what was held goes out before the response
+    assert all(m["jsonrpc"] == "2.0" for m in out)
+
+
+def test_mcp_messages_keep_whole_value_redaction_beside_their_text_channel():
+    event = _mcp("notifications/message", {"level": "info", "logger": "a@b.co", "data": "hello"})
+    (out,) = _run("mcp", [event])[:1]
+    assert orjson.loads(out.data)["params"]["logger"] == "[EMAIL]"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'data: {"method":"notifications/message","params":{"data":"a@b.co","logger":{"x":1}}}\n\n',
+     b'data: {"method":"notifications/message","params":"x"}\n\n', b'data: [{"method":"notifications/message"}]\n\n',
+     b'data: {"method":"notifications/progress","params":{"message":"m","progress":"1","total":1}}\n\n',
+     b'data: {"method":"notifications/progress","params":{"message":"c@d.io","progress":2,"total":2}}\n\n',
+     b'data: {"id":1,"error":{"code":-1,"message":"e@f.io"}}\n\n', b"data: 12345678901234567890123\n\n",
+     b"data: true\n\n", b'data: "a@b.co"\n\n', b"data: {not json\n\n"],
+)  # fmt: skip
+def test_odd_mcp_and_http_events_never_raise_and_are_redacted(raw):
+    for protocol in ("mcp", "http"):
+        out = _run(protocol, [SSEEvent(raw)])
+        assert b"@" not in b"".join(e.raw for e in out)
+
+
+# ---- http tools' JSON streams: the fields the policy names
+
+
+REDACTED_UPPER = "MAIL [EMAIL] OR CALL [PHONE]; CARD [CARD]. THANKS!"
+FIELDS = RedactionConfig(output=["pii", "api_key", "password"], stream_text=["delta", "out.text"])
+
+
+def _json_events(pieces: list[str]) -> list[SSEEvent]:
+    return [
+        SSEEvent(SSEEvent.from_json({"id": f"e{i}", "delta": p, "out": {"text": p.upper(), "n": i}}, event="d").raw)
+        for i, p in enumerate(pieces)
+    ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(cuts=st.lists(st.integers(0, len(TEXT)), max_size=30))
+def test_http_json_fields_named_by_the_policy_are_exact_across_events(cuts):
+    pieces = _split(TEXT, cuts)
+    out = [orjson.loads(e.data) for e in _run("http", _json_events(pieces), _redaction(FIELDS))]
+    assert "".join(m["delta"] for m in out) == REDACTED
+    assert "".join(m["out"]["text"] for m in out) == REDACTED_UPPER  # a channel of its own
+    assert [m["id"] for m in out[: len(pieces)]] == [f"e{i}" for i in range(len(pieces))]  # ids never move
+
+
+def test_http_json_fields_keep_whole_redaction_and_secret_keys_around_them():
+    event = SSEEvent.from_json({"delta": "hi ", "password": "hunter22", "meta": {"to": "a@b.co"}}, event="d")
+    (out,) = _run("http", [event], _redaction(FIELDS))
+    assert orjson.loads(out.data) == {"delta": "hi ", "password": "[SECRET]", "meta": {"to": "[EMAIL]"}}
+    unnamed = SSEEvent.from_json({"text": "mail a@b.co"})
+    assert orjson.loads(_run("http", [unnamed], _redaction(FIELDS))[0].data) == {"text": "mail [EMAIL]"}
+
+
+def test_stream_text_paths_are_validated():
+    with pytest.raises(ValueError):
+        RedactionConfig(output=["email"], stream_text=["a..b"])
