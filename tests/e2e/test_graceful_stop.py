@@ -62,20 +62,33 @@ async def stream(session: aiohttp.ClientSession, port: int, words: int, started:
         return body  # read to its proper end: a cut would raise ClientPayloadError
 
 
-async def under_load(port: int, process: subprocess.Popen[bytes], words: int) -> tuple[list[bytes], int | None]:
+async def unready_while(tasks: list[asyncio.Task[bytes]], port: int) -> tuple[int | None, int]:
+    """Poll /readyz until the stopping process says it is unready (the signal is handled asynchronously):
+    its last status, and how many streams were still in flight then."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        ready = await asyncio.to_thread(readyz, port)
+        if ready != 200 or asyncio.get_running_loop().time() > deadline:
+            return ready, sum(not task.done() for task in tasks)
+        await asyncio.sleep(0.02)
+
+
+async def under_load(
+    port: int, process: subprocess.Popen[bytes], words: int
+) -> tuple[list[bytes], tuple[int | None, int]]:
     started, count = asyncio.Event(), [0]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
         tasks = [asyncio.create_task(stream(session, port, words, started, count)) for _ in range(STREAMS)]
         await asyncio.wait_for(started.wait(), 30)
         process.send_signal(signal.SIGTERM)
-        ready = await asyncio.to_thread(readyz, port)
+        ready = await unready_while(tasks, port)
         return await asyncio.gather(*tasks), ready
 
 
 async def test_streams_in_flight_at_sigterm_finish_within_the_grace(tmp_path, fake_upstream):
     process, port, ledger = start(tmp_path, fake_upstream.url, grace_s=15.0)
-    bodies, ready = await under_load(port, process, words=40)  # about 2 s per stream
-    assert ready != 200, "unready (or no longer listening) at once"
+    bodies, (ready, in_flight) = await under_load(port, process, words=40)  # about 2 s per stream
+    assert ready != 200 and in_flight > 0, "unready (or no longer listening) while streams are still in flight"
     assert all(body.rstrip().endswith(b"data: [DONE]") for body in bodies), "every stream whole"
     assert await asyncio.to_thread(process.wait, 30) == 0
     rows = ledger_rows(ledger)
