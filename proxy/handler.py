@@ -29,6 +29,7 @@ from proxy.caller_request import (
 from proxy.edge import mark_identified
 from proxy.errors import (
     BadRequest,
+    Forbidden,
     InternalError,
     NotFound,
     ProxyError,
@@ -94,6 +95,14 @@ class ProxyHandler:
             )
             self.metrics.child(self.metrics.requests, "unmatched", "none", status_class(err.status)).inc()
             return error_response(guess_protocol(request), err, request_id)
+        refused = route.host_rules.refusal(request.headers.get("Host"), request.headers.get("Origin"))
+        if refused is not None:  # DNS rebinding or a cross-site page (proxy/host_check.py)
+            self.metrics.child(self.metrics.host_refusals, route.label, refused).inc()
+            self.metrics.child(self.metrics.requests, route.label, "none", "4xx").inc()
+            err = Forbidden(
+                f"requests with this {refused.title()} header are not accepted", code=f"{refused}_not_allowed"
+            )
+            return error_response(route.protocol, err, request_id)
 
         ex = Exchange(
             request_id=request_id,

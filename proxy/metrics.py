@@ -138,6 +138,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.host_refusals = Counter(
+            "agent_proxy_host_refusals",
+            "Requests refused with 403 for their Host or Origin header (DNS rebinding, cross-site), by route.",
+            ["route", "header"],
+            registry=r,
+        )
         self.caller_connections_closed = Counter(
             "agent_proxy_caller_connections_closed",
             "Caller connections the proxy closed, by reason (connection_cap, unauthenticated_cap, head_timeout, "
