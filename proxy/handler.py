@@ -29,7 +29,6 @@ from proxy.caller_request import (
 from proxy.edge import mark_identified
 from proxy.errors import (
     BadRequest,
-    Forbidden,
     InternalError,
     NotFound,
     ProxyError,
@@ -43,6 +42,7 @@ from proxy.forward.headers import caller_response_headers, request_id_from
 from proxy.forward.response import UpstreamResponse
 from proxy.forward.session_order import SessionOrder
 from proxy.forward.transport import Transport
+from proxy.host_check import refused as host_refused
 from proxy.logs import log_request
 from proxy.memory import HeapTrimmer
 from proxy.metrics import Metrics, status_class
@@ -101,10 +101,7 @@ class ProxyHandler:
         if refused is not None:  # DNS rebinding or a cross-site page (proxy/host_check.py)
             self.metrics.child(self.metrics.host_refusals, route.label, refused).inc()
             self.metrics.child(self.metrics.requests, route.label, "none", "4xx").inc()
-            err = Forbidden(
-                f"requests with this {refused.title()} header are not accepted", code=f"{refused}_not_allowed"
-            )
-            return error_response(route.protocol, err, request_id)
+            return error_response(route.protocol, host_refused(refused), request_id)
 
         ex = Exchange(
             request_id=request_id,

@@ -27,6 +27,8 @@ from typing import Annotated
 
 from pydantic import Field
 
+from proxy.errors import Forbidden
+
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _NAME = rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*\.?|\[[0-9A-Fa-f:.]+\]"
 _PORT = r"(?::(?:[0-9]{1,5}|\*))?"
@@ -166,3 +168,8 @@ class HostRules:
         if not self.origin_allowed(origin, host):
             return "origin"
         return None
+
+
+def refused(header: str) -> Forbidden:
+    """The 403 for a request `HostRules.refusal` turned away, rendered in the route's (or admin's) shape."""
+    return Forbidden(f"requests with this {header.title()} header are not accepted", code=f"{header}_not_allowed")

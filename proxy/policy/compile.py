@@ -122,6 +122,7 @@ class CompiledPolicy:
     verifier: Authenticator  # the auth stage's verifiers, also used by /admin
     source: str = "<policy>"
     loaded_at: float = field(default_factory=time.time)
+    host_rules: HostRules = field(default_factory=lambda: HostRules.build((), ()))  # the server's, for /admin
 
     def match(self, path: str, method: str) -> CompiledRoute | None:
         for route in self.routes:
@@ -201,4 +202,8 @@ def compile_policy(
         )
         for route in policy.routes
     )
-    return CompiledPolicy(policy=policy, routes=routes, upstreams=upstreams, verifier=verifier, source=str(source))
+    server = policy.server
+    host_rules = HostRules.build(server.allowed_hosts, server.allowed_origins, server.host)
+    return CompiledPolicy(
+        policy=policy, routes=routes, upstreams=upstreams, verifier=verifier, source=str(source), host_rules=host_rules
+    )

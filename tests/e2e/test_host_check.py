@@ -10,7 +10,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.fixtures.proxy_server import DEMO_KEY, basic_policy
+from tests.fixtures.proxy_server import ADMIN_KEY, DEMO_KEY, basic_policy
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 REBINDING = {"Host": "evil.example.com:8080", "Origin": "http://evil.example.com:8080"}
@@ -85,3 +85,11 @@ def test_a_route_overrides_the_server_lists(proxy_factory, fake_upstream):
     assert ask_openai(openai_client(proxy, {"Origin": "https://chat.example.com"}))
     with pytest.raises(anthropic.PermissionDeniedError):
         ask_claude(claude_client(proxy, {"Origin": "https://chat.example.com"}))
+
+
+def test_admin_endpoints_refuse_a_rebinding_host_before_asking_for_the_key(proxy):
+    status, body = proxy.get("/admin/status", {"Host": "evil.example.com", "Authorization": f"Bearer {ADMIN_KEY}"})
+    assert status == 403 and b"host_not_allowed" in body
+    assert proxy.metric("agent_proxy_host_refusals_total", {"route": "admin", "header": "host"}) == 1
+    status, _ = proxy.get("/admin/status", {"Host": "localhost:8080", "Authorization": f"Bearer {ADMIN_KEY}"})
+    assert status == 200
