@@ -6,9 +6,9 @@ directly, then through the proxy several rounds in a row, so that a race shows. 
 directly and fails through the proxy fails the test. Skipped when the suite is not installed; .ci/run
 installs it.
 
-Also here: server-to-client requests (roots) with the `mcp` Python SDK's client through the proxy, on
-the session's GET stream (in a loop: the GET must be open upstream before `tools/call` arrives) and on
-a POST's own SSE answer.
+Also here: server-to-client requests (roots, sampling, elicitation) with the `mcp` Python SDK's client
+through the proxy, on the session's GET stream (session after session: the GET must be open upstream
+before `tools/call` arrives) and on a POST's own SSE answer.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ SUITE_VERSION = json.loads((ROOT / ".ci" / "mcp-conformance" / "package.json").r
     "@modelcontextprotocol/conformance"
 ]
 ROUNDS = 3  # through the proxy, in a row: a race between a session's requests shows as a scenario lost
-SESSIONS = 10  # sessions in a row for the roots test
+SESSIONS = 10  # sessions in a row per server request kind and channel
 SUMMARY = re.compile(r"^[✓✗] (\S+): (\d+) passed, (\d+) failed", re.MULTILINE)
 
 
@@ -163,30 +163,43 @@ def test_rebinding_request_gets_a_json_rpc_403_from_the_proxy(everything, proxy_
     assert proxy.metric("agent_proxy_host_refusals_total", {"route": "mcp", "header": "origin"}) == 1
 
 
+@pytest.mark.parametrize("kind", ["roots", "sampling", "elicitation"])
 @pytest.mark.parametrize("on_get_stream", [True, False], ids=["get-stream", "post-sse-answer"])
-def test_roots_requested_by_the_server_reach_the_client_through_the_proxy(everything, proxy_factory, on_get_stream):
+def test_server_requests_reach_the_client_through_the_proxy(everything, proxy_factory, kind, on_get_stream):
     import anyio
     from mcp import ClientSession, types
     from mcp.client.streamable_http import streamable_http_client
 
     proxy = proxy_factory(policy(everything))
-    asked: list[int] = []
+    asked: list[str] = []
 
     async def roots(context: object) -> types.ListRootsResult:
-        asked.append(1)
+        asked.append("roots")
         return types.ListRootsResult(roots=[types.Root(uri="file:///work/project", name="project")])
+
+    async def sampling(context: object, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+        asked.append("sampling")
+        return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="hi"), model="m")
+
+    async def elicitation(context: object, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append("elicitation")
+        return types.ElicitResult(action="accept", content={"name": "Ada"})
 
     async def call() -> types.CallToolResult:
         async with (
             streamable_http_client(proxy.url + "/mcp") as (read, write),
-            ClientSession(read, write, list_roots_callback=roots) as session,
+            ClientSession(
+                read, write, list_roots_callback=roots, sampling_callback=sampling, elicitation_callback=elicitation
+            ) as session,
         ):
             await session.initialize()
             with anyio.fail_after(20):
-                return await session.call_tool("test_roots", {"on_get_stream": on_get_stream})
+                return await session.call_tool("test_client_request", {"kind": kind, "on_get_stream": on_get_stream})
 
+    expected = {"roots": ["file:///work/project"], "sampling": "hi", "elicitation": {"name": "Ada"}}[kind]
     for _ in range(SESSIONS):
         result = anyio.run(call)
         assert not result.is_error, result
-        assert json.loads(result.content[0].text) == ["file:///work/project"]
-    assert len(asked) == SESSIONS
+        text = result.content[0].text
+        assert (text if kind == "sampling" else json.loads(text)) == expected
+    assert asked == [kind] * SESSIONS
