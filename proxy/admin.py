@@ -21,6 +21,7 @@ from proxy.app_keys import HOLDER, SERVICES, STARTED
 from proxy.caller_request import error_response
 from proxy.errors import BadRequest, NotFound, ProxyError
 from proxy.forward.headers import request_id_from
+from proxy.host_check import refused as host_refused
 from proxy.protocols import PROTOCOLS
 from proxy.status_page import PAGE, status_data, wants_html
 
@@ -60,7 +61,12 @@ def basic_as_bearer(headers: Mapping[str, str]) -> Mapping[str, str]:
 @web.middleware
 async def admin_only(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        await request.config_dict[HOLDER].current.verifier.require_scope(basic_as_bearer(request.headers), "admin")
+        current = request.config_dict[HOLDER].current
+        if header := current.host_rules.refusal(request.headers.get("Host"), request.headers.get("Origin")):
+            metrics = request.config_dict[SERVICES].metrics
+            metrics.child(metrics.host_refusals, "admin", header).inc()
+            raise host_refused(header)  # DNS rebinding or a cross-site page (proxy/host_check.py)
+        await current.verifier.require_scope(basic_as_bearer(request.headers), "admin")
         return await handler(request)
     except ProxyError as err:
         refused = error_response(PROTOCOLS["openai"], err, request_id_from(request.headers))

@@ -40,7 +40,9 @@ from proxy.exchange import Exchange, Outcome, Reply
 from proxy.forward.attempts import forward, short_body
 from proxy.forward.headers import caller_response_headers, request_id_from
 from proxy.forward.response import UpstreamResponse
+from proxy.forward.session_order import SessionOrder
 from proxy.forward.transport import Transport
+from proxy.host_check import refused as host_refused
 from proxy.logs import log_request
 from proxy.memory import HeapTrimmer
 from proxy.metrics import Metrics, status_class
@@ -77,6 +79,7 @@ class ProxyHandler:
         self.metrics = metrics
         self.spawn = spawn
         self.trimmer = HeapTrimmer()
+        self.order = SessionOrder()  # MCP: a session's GET stream reaches the upstream before its later requests
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         policy = self.holder.current  # read once: an in-flight request keeps its policy
@@ -94,6 +97,11 @@ class ProxyHandler:
             )
             self.metrics.child(self.metrics.requests, "unmatched", "none", status_class(err.status)).inc()
             return error_response(guess_protocol(request), err, request_id)
+        refused = route.host_rules.refusal(request.headers.get("Host"), request.headers.get("Origin"))
+        if refused is not None:  # DNS rebinding or a cross-site page (proxy/host_check.py)
+            self.metrics.child(self.metrics.host_refusals, route.label, refused).inc()
+            self.metrics.child(self.metrics.requests, route.label, "none", "4xx").inc()
+            return error_response(route.protocol, host_refused(refused), request_id)
 
         ex = Exchange(
             request_id=request_id,
@@ -108,6 +116,7 @@ class ProxyHandler:
         )
         if self.tracing is not None:
             ex.trace = self.tracing.start(ex)
+        self.order.arrived(ex)  # before anything awaits: a session's GET keeps its place ahead of later requests
         run = route.chain.start()
         self.metrics.in_flight.inc()
         try:
@@ -121,6 +130,7 @@ class ProxyHandler:
             ex.status = 500
             return error_response(ex.protocol, ex.error, request_id)
         finally:
+            self.order.opened(ex)
             self.metrics.in_flight.dec()
             self._finish(ex, run)
 
@@ -172,9 +182,13 @@ class ProxyHandler:
 
     async def _forward(self, request: web.Request, ex: Exchange, run: ChainRun) -> web.StreamResponse:
         route = ex.route
+        timeouts = route.upstream.timeouts
+        if waited := await self.order.wait_turn(ex, timeouts.session_order_s, timeouts.session_stream_grace_s):
+            self.metrics.child(self.metrics.session_order_waits, route.label, waited).inc()
         sent = time.perf_counter()
         # Retries, breakers and fallbacks happen in `forward`, before anything reaches the caller.
         forwarded = await forward(self.transport, ex, route, self.metrics)
+        self.order.opened(ex, timeouts.session_stream_grace_s)  # the session's requests waiting on this may go
         if isinstance(forwarded, Reply):  # a degraded reply: every upstream failed
             return self._local_reply(ex, forwarded)
         async with forwarded:  # the connection, the breaker's verdict and the endpoint's slot, given back on exit

@@ -138,6 +138,19 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.host_refusals = Counter(
+            "agent_proxy_host_refusals",
+            "Requests refused with 403 for their Host or Origin header (DNS rebinding, cross-site), by route.",
+            ["route", "header"],
+            registry=r,
+        )
+        self.session_order_waits = Counter(
+            "agent_proxy_mcp_session_order_waits",
+            "MCP requests held until their session's GET stream, opened before them, was open upstream, by route "
+            "and result (waited, timed_out, no_stream: none was opened within the grace).",
+            ["route", "result"],
+            registry=r,
+        )
         self.caller_connections_closed = Counter(
             "agent_proxy_caller_connections_closed",
             "Caller connections the proxy closed, by reason (connection_cap, unauthenticated_cap, head_timeout, "

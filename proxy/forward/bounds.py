@@ -22,6 +22,20 @@ class Timeouts(Strict):
     first_byte_s: float = Field(60.0, gt=0, le=3600, description="Until the response headers arrive.")
     idle_s: float = Field(30.0, gt=0, le=3600, description="Longest gap between two chunks of a response.")
     total_s: float = Field(600.0, gt=0, le=86400)
+    session_order_s: float = Field(
+        5.0,
+        ge=0,
+        le=600,
+        description="mcp: a session's request waits at most this for the session's GET stream, opened before it, to "
+        "have its answer head from the upstream (proxy/forward/session_order.py); then it is sent anyway.",
+    )
+    session_stream_grace_s: float = Field(
+        0.25,
+        ge=0,
+        le=60,
+        description="mcp: once a new session's first request is answered, its next requests wait at most this for "
+        "the GET stream the client is expected to open (0: they do not wait for one that has not arrived).",
+    )
 
 
 class ResponseLimits(Strict):

@@ -20,6 +20,7 @@ from proxy.forward.bounds import ResponseLimits, Timeouts
 from proxy.forward.config import DegradedReplies
 from proxy.forward.targets import RetryPolicy, build_balancer
 from proxy.forward.transport import resolve_proxy
+from proxy.host_check import HostRules
 from proxy.pipeline import Chain, StageFactory
 from proxy.policy.context import BuildContext
 from proxy.policy.schema import Policy, Route, Upstream
@@ -31,6 +32,13 @@ from proxy.stages.auth import Authenticator, authenticator_for
 BUILTIN_MOCK = "builtin://mock"
 
 Builder = Callable[[BuildContext, Route], StageFactory | None]
+
+
+def _host_rules(policy: Policy, route: Route) -> HostRules:
+    server = policy.server
+    hosts = server.allowed_hosts if route.allowed_hosts is None else route.allowed_hosts
+    origins = server.allowed_origins if route.allowed_origins is None else route.allowed_origins
+    return HostRules.build(hosts, origins, server.host)
 
 
 @cache
@@ -81,6 +89,9 @@ class CompiledRoute:
     retry_unsafe: bool = False
     degraded: DegradedReplies | None = None
     forwarded_headers: str = "strip"  # strip | append (proxy/forward/headers.py)
+    host_rules: HostRules = field(
+        default_factory=lambda: HostRules.build((), ())
+    )  # which Host and Origin may reach it (proxy/host_check.py)
 
     @property
     def protocol(self) -> Protocol:
@@ -111,6 +122,7 @@ class CompiledPolicy:
     verifier: Authenticator  # the auth stage's verifiers, also used by /admin
     source: str = "<policy>"
     loaded_at: float = field(default_factory=time.time)
+    host_rules: HostRules = field(default_factory=lambda: HostRules.build((), ()))  # the server's, for /admin
 
     def match(self, path: str, method: str) -> CompiledRoute | None:
         for route in self.routes:
@@ -186,7 +198,12 @@ def compile_policy(
             retry_unsafe=route.retry_unsafe,
             forwarded_headers=route.forwarded_headers,
             degraded=route.degraded,
+            host_rules=_host_rules(policy, route),
         )
         for route in policy.routes
     )
-    return CompiledPolicy(policy=policy, routes=routes, upstreams=upstreams, verifier=verifier, source=str(source))
+    server = policy.server
+    host_rules = HostRules.build(server.allowed_hosts, server.allowed_origins, server.host)
+    return CompiledPolicy(
+        policy=policy, routes=routes, upstreams=upstreams, verifier=verifier, source=str(source), host_rules=host_rules
+    )

@@ -18,6 +18,7 @@ from proxy.accounting.config import LedgerConfig
 from proxy.auth.config import AuthConfig, HmacKey
 from proxy.forward.bounds import ResponseLimits, Timeouts, UpstreamPool
 from proxy.forward.config import CircuitBreakerConfig, DegradedReplies, Fallback, Retries
+from proxy.host_check import HostPattern, OriginPattern
 from proxy.limits.config import Budget, RateLimit
 from proxy.policy.base import Glob, Name, Strict
 from proxy.policy.header_rules import HeaderName, HeaderValue, SecretHeaderValue
@@ -70,6 +71,19 @@ class ServerConfig(Strict):
         16384, ge=1024, le=1 << 20, description="The request line, or one header line; longer gets 400."
     )
     max_headers: int = Field(100, ge=8, le=1000, description="Header lines in one request head; more gets 400.")
+    # ---- DNS rebinding and cross-site requests (proxy/host_check.py, docs/security.md)
+    allowed_hosts: list[HostPattern] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Host names callers may reach the proxy by, besides those always allowed (localhost, IP "
+        "literals, `host` when it is a name): e.g. a Service or Compose name. Any other Host gets 403.",
+    )
+    allowed_origins: list[OriginPattern] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Browser origins allowed besides the request's own, loopback and the allowed host names. "
+        "A request without Origin (SDKs, non-browser clients) is judged by Host alone; any other Origin gets 403.",
+    )
 
     @model_validator(mode="after")
     def _unauthenticated_within_total(self) -> ServerConfig:
@@ -200,6 +214,12 @@ class Route(Strict):
         "one does.",
     )
     stages: StagesConfig | None = Field(None, description="Overrides of the `stages:` defaults for this route.")
+    allowed_hosts: list[HostPattern] | None = Field(
+        None, max_length=256, description="Replaces `server.allowed_hosts` for this route."
+    )
+    allowed_origins: list[OriginPattern] | None = Field(
+        None, max_length=256, description="Replaces `server.allowed_origins` for this route."
+    )
 
     @model_validator(mode="after")
     def _one_matcher(self) -> Route:

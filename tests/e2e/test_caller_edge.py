@@ -89,7 +89,7 @@ CHAT = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "cont
 
 def chat_request(body: bytes = CHAT, extra: str = "") -> bytes:
     return (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {DEMO_KEY}\r\n"
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {DEMO_KEY}\r\n"
         f"content-type: application/json\r\ncontent-length: {len(body)}\r\n{extra}\r\n"
     ).encode() + body
 
@@ -124,7 +124,7 @@ def test_runner_builds_edge_handlers(proxy):
 def test_a_dribbled_head_gets_408_at_the_configured_time(proxy):
     sock = connect(proxy)
     started = time.monotonic()
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n")
     sock.settimeout(0.05)
     data = b""
     for char in b"x-slow: 1234567890":  # a byte every 50 ms, for longer than the head timeout
@@ -237,24 +237,24 @@ def test_the_total_cap_refuses_even_after_identification(upstream):
 # ---- malformed HTTP
 
 MALFORMED = {
-    "bare_cr": f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\rAuthorization: Bearer {SECRET}\r\n\r\n",
-    "bare_lf": f"POST /v1/chat/completions HTTP/1.1\nHost: x\nAuthorization: Bearer {SECRET}\n\n",
-    "obs_fold": f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  Bearer {SECRET}\r\n\r\n",
-    "nul_in_header": f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-A: a\x00{SECRET}\r\n\r\n",
-    "nul_in_target": f"POST /v1/chat\x00{SECRET} HTTP/1.1\r\nHost: x\r\n\r\n",
-    "long_request_line": f"GET /v1/{'a' * 20000}{SECRET} HTTP/1.1\r\nHost: x\r\n\r\n",
-    "long_header": f"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Long: {'b' * 20000}{SECRET}\r\n\r\n",
-    "200_headers": "GET /v1/models HTTP/1.1\r\nHost: x\r\n"
+    "bare_cr": f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\rAuthorization: Bearer {SECRET}\r\n\r\n",
+    "bare_lf": f"POST /v1/chat/completions HTTP/1.1\nHost: localhost\nAuthorization: Bearer {SECRET}\n\n",
+    "obs_fold": f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nX-A: a\r\n  Bearer {SECRET}\r\n\r\n",
+    "nul_in_header": f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nX-A: a\x00{SECRET}\r\n\r\n",
+    "nul_in_target": f"POST /v1/chat\x00{SECRET} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    "long_request_line": f"GET /v1/{'a' * 20000}{SECRET} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    "long_header": f"GET /v1/models HTTP/1.1\r\nHost: localhost\r\nX-Long: {'b' * 20000}{SECRET}\r\n\r\n",
+    "200_headers": "GET /v1/models HTTP/1.1\r\nHost: localhost\r\n"
     + "".join(f"X-H{i}: {SECRET}\r\n" for i in range(200))
     + "\r\n",
-    "space_before_colon": f"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization : Bearer {SECRET}\r\n\r\n",
-    "bad_version": f"GET /v1/models HTTP/9.{SECRET}\r\nHost: x\r\n\r\n",
+    "space_before_colon": f"GET /v1/models HTTP/1.1\r\nHost: localhost\r\nAuthorization : Bearer {SECRET}\r\n\r\n",
+    "bad_version": f"GET /v1/models HTTP/9.{SECRET}\r\nHost: localhost\r\n\r\n",
     "not_http": f"\x16\x03\x01{SECRET}\r\n\r\n",
-    "two_content_lengths": f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+    "two_content_lengths": f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n"
     f"Content-Length: 4\r\n\r\n{SECRET}",
-    "cl_and_te": f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+    "cl_and_te": f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n"
     f"Transfer-Encoding: chunked\r\n\r\n{SECRET}",
-    "bad_chunk_size": f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    "bad_chunk_size": f"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
     f"zz\r\n{SECRET}\r\n0\r\n\r\n",
 }
 
@@ -283,7 +283,7 @@ def test_bad_chunking_answers_in_the_route_shape(proxy, upstream):
     with captured_log_lines() as logs:
         sock = connect(proxy)
         sock.sendall(
-            b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: " + DEMO_KEY.encode() + b"\r\n"
+            b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nx-api-key: " + DEMO_KEY.encode() + b"\r\n"
             b"anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n"
             b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n'
         )

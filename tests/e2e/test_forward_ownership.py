@@ -48,7 +48,8 @@ async def test_a_caller_gone_while_a_short_body_is_read_leaves_nothing_leased(pr
         proxy = proxy_factory(text)
         body = orjson.dumps({"model": "m", "messages": MESSAGES})
         head = (
-            b"POST /v1/hold-short-body/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"POST /v1/hold-short-body/chat/completions HTTP/1.1\r\nhost: localhost\r\n"
+            b"content-type: application/json\r\n"
             b"authorization: Bearer %s\r\ncontent-length: %d\r\n\r\n" % (DEMO_KEY.encode(), len(body))
         )
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
