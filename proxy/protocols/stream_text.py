@@ -1,12 +1,9 @@
-"""Where the text is in streams of JSON documents: MCP's JSON-RPC messages, and http tools' JSON events.
+"""Where the text is in http tools' streams of JSON events.
 
-A message or event is a whole document, redacted whole (every string value, every number),
-except the text sent in pieces over several of them, which is a channel so a value cut
-across two is read whole. In MCP that is a logger's `notifications/message` data and a
-progress token's `notifications/progress` message: the response that ends the request
-closes them all, and a progress notification that reaches its total closes its own. In a
-plain HTTP tool's stream, the policy names those fields (`stages.redaction.stream_text`),
-one channel per field and event name, closed at the end of the stream.
+An event is a whole document, redacted whole (every string value, every number), except
+the text sent in pieces over several of them, which is a channel so a value cut across two
+is read whole: the policy names those fields (`stages.redaction.stream_text`), one channel
+per field and event name, closed at the end of the stream.
 """
 
 from __future__ import annotations
@@ -16,21 +13,11 @@ from typing import Any
 import orjson
 
 from proxy.protocols.sse import SSEEvent
-from proxy.protocols.text_slots import ROOT_VALUE, Channel, Path, TextSlot
+from proxy.protocols.text_slots import Path, TextSlot
 
 FieldPath = tuple[str, ...]
 FIELD = "field"
 """The first element of a named field's channel: its flush event is built here, not by the adapter."""
-
-_CHANNELS = {
-    "notifications/message": ("data", "log", "logger"),
-    "notifications/progress": ("message", "progress", "progressToken"),
-}
-
-
-def _key(value: Any) -> str | int | None:
-    return value if isinstance(value, str | int) and not isinstance(value, bool) else None
-
 
 def _around(node: dict[str, Any], prefix: Path, paths: list[Path]) -> list[TextSlot]:
     """Value slots for everything in `node` except what lies on `paths`, which lead through objects."""
@@ -52,43 +39,6 @@ def _get(payload: Any, path: FieldPath) -> Any:
             return None
         payload = payload.get(key)
     return payload
-
-
-# ---- MCP
-
-
-def _text_path(message: dict[str, Any]) -> tuple[Path, Channel] | None:
-    spec = _CHANNELS.get(message.get("method"))  # type: ignore[arg-type]
-    params = message.get("params")
-    if spec is None or not isinstance(params, dict):
-        return None
-    field, kind, scope = spec
-    if not isinstance(params.get(field), str):
-        return None
-    return ("params", field), (kind, _key(params.get(scope)))
-
-
-def mcp_event_slots(payload: Any) -> list[TextSlot]:
-    if payload is None:
-        return []
-    found = _text_path(payload) if isinstance(payload, dict) else None
-    if found is None:
-        return [ROOT_VALUE]
-    path, channel = found
-    return [*_around(payload, (), [path]), TextSlot(path, "text", channel)]
-
-
-def mcp_closes(payload: Any) -> tuple[Channel, ...]:
-    if not isinstance(payload, dict):
-        return ()
-    if "id" in payload and ("result" in payload or "error" in payload):
-        return ((),)
-    params = payload.get("params")
-    if payload.get("method") == "notifications/progress" and isinstance(params, dict):
-        progress, total = params.get("progress"), params.get("total")
-        if isinstance(progress, int | float) and isinstance(total, int | float) and progress >= total:
-            return (("progress", _key(params.get("progressToken"))),)
-    return ()
 
 
 # ---- fields a policy names (http tools)

@@ -52,15 +52,15 @@ def test_http_text_cut_at_every_offset_is_masked(proxy):
         assert {e.event for e in out} == {"delta"}
 
 
-def test_mcp_log_messages_cut_at_every_offset_are_masked(proxy):
-    for cut in range(1, len(TEXT), 3):
-        log = [{"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": piece}}
-               for piece in (TEXT[:cut], TEXT[cut:])]  # fmt: skip
-        result = {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "ok"}]}}
-        messages = [{"event": "message", "data": orjson.dumps(m).decode()} for m in (*log, result)]
-        out = [orjson.loads(e.data) for e in _events(proxy.url + "/mcp/files", messages)]
-        assert "".join(m["params"]["data"] for m in out[:-1]) == REDACTED, cut
-        assert out[-1] == result
+def test_mcp_messages_are_redacted_whole_and_keep_their_own_text(proxy):
+    """A progress or log message is a complete text: values in it are masked, nothing moves to the next one."""
+    log = [{"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": text}}
+           for text in ("step 1 of 3", TEXT, "step 3 of 3")]  # fmt: skip
+    result = {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "ok"}]}}
+    messages = [{"event": "message", "data": orjson.dumps(m).decode()} for m in (*log, result)]
+    out = [orjson.loads(e.data) for e in _events(proxy.url + "/mcp/files", messages)]
+    assert [m["params"]["data"] for m in out[:-1]] == ["step 1 of 3", REDACTED, "step 3 of 3"]
+    assert out[-1] == result
 
 
 def test_http_json_field_named_by_the_policy_cut_at_every_offset_is_masked(proxy):
