@@ -23,7 +23,7 @@ def degraded_reply(ex: Exchange, config: DegradedReplies | None, kind: str, mode
     if message is None or not ex.has_llm_body:
         return None
     body = ex.request_json
-    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+    if ex.protocol.chat_messages(body) is None:
         return None
     stream = ex.protocol.is_stream_request(body)
     payload = ex.protocol.assistant_answer(ex.request_id, model or "agent-proxy", message, stream)

@@ -139,6 +139,13 @@ class Protocol:
     def request_messages(self, body: Any) -> list[dict[str, Any]]:
         return []
 
+    def chat_messages(self, body: Any) -> list[Any] | None:
+        """A chat request's `messages` as sent (indices as the caller gave them); None for other requests."""
+        if not self.parses_json or not isinstance(body, dict):
+            return None
+        messages = body.get("messages")
+        return messages if isinstance(messages, list) else None
+
     def system_prompt(self, body: Any) -> str | list[Any] | None:
         """Instructions given outside the messages (Anthropic `system`, Responses `instructions`)."""
         return None

@@ -36,7 +36,7 @@ COUNT_INLINE_BYTES = 20_000  # larger bodies are counted in a thread
 
 def _cut(protocol: Protocol, body: Any, conversation: Conversation, model: str | None, budget: int) -> Cut:
     """Blocking (tiktoken) for a large body: runs in a thread."""
-    messages = body["messages"]
+    messages = protocol.chat_messages(body) or []
     counts = [MESSAGE_COUNTS.count(message, model, protocol) for message in messages]
     fixed = MESSAGE_COUNTS.fixed(model, protocol.system_prompt(body), protocol.request_tools(body), protocol)
     return trim(conversation, counts, fixed, budget)
