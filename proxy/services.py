@@ -9,12 +9,16 @@ policy with empty services, so a builder must not depend on them at build time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from proxy.accounting.ledger import Ledger
 from proxy.auth.jwks import JwksRegistry
 from proxy.forward.registry import EndpointRegistry
 from proxy.metrics import Metrics
 from proxy.state.base import Store
+
+if TYPE_CHECKING:
+    from proxy.forward.transport import Transport
 
 
 @dataclass(slots=True)
@@ -27,3 +31,5 @@ class Services:
     jwks: JwksRegistry = field(default_factory=JwksRegistry)
     # Counters of rate limits, budgets and agent runs (proxy/state/): opened at startup from `state:`, closed last.
     state: Store | None = None
+    # The upstream connection pool, for a stage that calls an upstream itself (the semantic cache's embedder).
+    transport: Transport | None = None

@@ -41,7 +41,7 @@ from proxy.cache.semantic_lexicon import (
 )
 
 # Words, numbers with their separators (3.5, 1,000, 2024-01-15, 12/05, 0x1f, 3pm), units with a slash, symbols.
-_TOKEN = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?(?:[-./:+#][A-Za-z0-9]+)*[+#]*|[%$€£¥]|[.!?;:]")
+_TOKEN = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?(?:[-./:+#][A-Za-z0-9]+)*[+#]*|[%$€£¥]|[.!?;:]")
 # Prepositions that give the fact after them a direction, by the role they give it: "from Paris" and
 # "to Paris" disagree. Others (in, with, using) give none, so "in Python" and "a Python list" agree;
 # facts without a role must then come in the same order, which keeps "in Tokyo when it is noon in
@@ -54,7 +54,9 @@ ROLES = {
     "after": "after",
     "between": "between",
 }
-_SKIPPED_BEFORE = frozenset("the a an my your our their his her its this that these those some".split())
+_SKIPPED_BEFORE = frozenset(
+    ("the", "a", "an", "my", "your", "our", "their", "his", "her", "its", "this", "that", "these", "those", "some")
+)
 _SENTENCE_END = frozenset(".!?;:")
 _MAX_NAME_WORDS = 4
 
@@ -69,7 +71,7 @@ class _Token:
 def _tokens(text: str) -> list[_Token]:
     found: list[_Token] = []
     start = True
-    for match in _TOKEN.finditer(text.replace("’", "'")):
+    for match in _TOKEN.finditer(text.replace("\u2019", "'")):
         raw = match.group()
         if raw in _SENTENCE_END:
             start = True
@@ -146,8 +148,10 @@ class Facts:
         for sides in OPPOSITES:
             mine = [bool(side & self.words) for side in sides]
             theirs = [bool(side & other.words) for side in sides]
-            if mine != theirs and any(a and not b for a, b in zip(mine, theirs, strict=True)) and any(
-                b and not a for a, b in zip(mine, theirs, strict=True)
+            if (
+                mine != theirs
+                and any(a and not b for a, b in zip(mine, theirs, strict=True))
+                and any(b and not a for a, b in zip(mine, theirs, strict=True))
             ):
                 return True
         return False

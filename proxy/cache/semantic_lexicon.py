@@ -6,17 +6,26 @@ entry is lower case; multi-word entries are written with single spaces.
 
 from __future__ import annotations
 
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
 # Words that flip a statement; a token ending in "n't" counts too.
 NEGATIONS = frozenset(
-    "not no never none nothing nobody nowhere neither nor without cannot cant dont doesnt didnt isnt arent "
-    "wasnt werent wont wouldnt shouldnt couldnt hasnt havent hadnt mustnt".split()
+    _words(
+        "not no never none nothing nobody nowhere neither nor without cannot cant dont doesnt didnt isnt arent "
+        "wasnt werent wont wouldnt shouldnt couldnt hasnt havent hadnt mustnt"
+    )
 )
 
 NUMBER_WORDS = {
     word: str(value)
     for value, word in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-        "seventeen eighteen nineteen twenty".split()
+        _words(
+            "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+            "seventeen eighteen nineteen twenty"
+        )
     )
 } | {"thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80", "ninety": "90",
      "hundred": "100", "thousand": "1000", "million": "1000000", "billion": "1000000000", "dozen": "12",
@@ -80,19 +89,23 @@ UNITS = {word: canonical for canonical, words in _UNIT_GROUPS.items() for word i
 AFTER_NUMBER_ONLY = frozenset({"m", "in", "g", "l", "c", "f", "s", "h", "w", "t", "b", "min", "sec", "mi", "pc", "k"})
 
 MONTHS = frozenset(
-    "january february march april may june july august september october november december "
-    "jan feb mar apr jun jul aug sep sept oct nov dec".split()
+    _words(
+        "january february march april may june july august september october november december "
+        "jan feb mar apr jun jul aug sep sept oct nov dec"
+    )
 )
 # Month names that are also common words count only next to a number or capitalised mid-sentence.
 AMBIGUOUS_MONTHS = frozenset({"may", "march", "mar", "jan", "dec", "sep", "oct", "nov", "aug"})
 DATE_WORDS = frozenset(
-    "monday tuesday wednesday thursday friday saturday sunday today tonight tomorrow yesterday morning afternoon "
-    "evening night noon midnight weekend weekday spring summer autumn winter christmas easter halloween "
-    "thanksgiving".split()
+    _words(
+        "monday tuesday wednesday thursday friday saturday sunday today tonight tomorrow yesterday morning "
+        "afternoon evening night noon midnight weekend weekday spring summer autumn winter christmas easter "
+        "halloween thanksgiving"
+    )
 )
 # "next week", "last month": the modifier is part of the date.
 DATE_MODIFIERS = frozenset({"last", "next", "this", "previous", "coming", "past", "current"})
-PERIODS = frozenset("day week weekend month year quarter decade century season".split()) | DATE_WORDS
+PERIODS = frozenset(_words("day week weekend month year quarter decade century season")) | DATE_WORDS
 
 # Words whose opposite in the other prompt asks the opposite question. Each group holds sides that
 # exclude each other: a prompt with words of one side and none of another never matches a prompt
@@ -147,7 +160,7 @@ _OPPOSITE_GROUPS = (
     "input | output",
 )
 OPPOSITES: tuple[tuple[frozenset[str], ...], ...] = tuple(
-    tuple(frozenset(side.split()) for side in group.split(" | ")) for group in _OPPOSITE_GROUPS
+    tuple(frozenset(_words(side)) for side in group.split(" | ")) for group in _OPPOSITE_GROUPS
 )
 
 
@@ -192,4 +205,4 @@ _PLACES = """
     hebrew persian hindi bengali urdu chinese mandarin cantonese japanese korean vietnamese thai indonesian
     malay swahili
 """
-PLACES = frozenset(name.replace("-", " ") for name in _PLACES.split())
+PLACES = frozenset(name.replace("-", " ") for name in _words(_PLACES))

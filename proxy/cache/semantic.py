@@ -1,0 +1,110 @@
+"""The semantic cache's lookup: on an exact miss, a cached prompt close enough in meaning, if the guard agrees.
+
+The cache stage calls only `SemanticIndex`: `find` on an exact miss, `add` once an answer is
+stored under its exact key, `discard` when that entry expires or is evicted. Entries are per
+process, in memory, grouped by the stage's partition (a hash over scope, model, system prompt,
+tools and sampling), so nothing ever matches across callers or settings. One index serves every
+route of a policy with the same settings; the built-in model stays loaded across reloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from cachetools import LRUCache
+
+from proxy.cache.semantic_config import SemanticConfig
+from proxy.cache.semantic_guard import agree
+from proxy.cache.semantic_index import VectorIndex
+from proxy.embed import Embedder, Vector
+from proxy.embed.local import LocalEmbedder, available
+from proxy.embed.upstream import UpstreamEmbedder
+from proxy.policy.context import BuildContext
+
+log = logging.getLogger("agent_proxy.cache")
+
+INLINE_SEARCH = 200_000  # rows x dimensions searched on the loop (about 0.1 ms); more goes to a thread
+RECENT_VECTORS = 1024  # prompts embedded by `find`, kept for the `add` that follows a miss
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
+class SemanticIndex:
+    def __init__(self, config: SemanticConfig, embedder: Embedder) -> None:
+        self.config = config
+        self.embedder = embedder
+        self.index = VectorIndex(config.max_entries)
+        self._recent: LRUCache[str, Vector] = LRUCache(RECENT_VECTORS)
+
+    @classmethod
+    def build(cls, config: SemanticConfig, ctx: BuildContext) -> SemanticIndex | None:
+        """None when semantic caching is off, or the built-in embedder cannot run here (one warning)."""
+        if not config.enabled:
+            return None
+        if config.embedder == "builtin" and (missing := available()) is not None:
+            _warn_once(f"semantic cache off, exact caching only: the built-in embedder is unavailable ({missing})")
+            return None
+        if config.embedder != "builtin":
+            upstream = ctx.policy.upstreams.get(config.embedder)
+            if upstream is None or upstream.protocol != "openai":
+                raise ValueError(
+                    f"stages.cache.semantic.embedder: '{config.embedder}' is neither 'builtin' "
+                    "nor an upstream of protocol openai"
+                )
+        return ctx.shared(f"semantic-index:{config.model_dump_json()}", lambda: cls(config, _embedder(config, ctx)))
+
+    async def find(self, partition: str, text: str) -> tuple[str, float] | None:
+        """The most similar entry's key and similarity, if above the threshold and the guard agrees."""
+        if not text or len(text) > self.config.max_text_chars or self.index.size(partition) == 0:
+            return None
+        vector = await self._vector(text)
+        if vector is None:
+            return None
+        rows = self.index.snapshot(partition)
+        if rows is None:
+            return None
+        threshold, limit = self.config.threshold, self.config.candidates
+        if rows.size <= INLINE_SEARCH:
+            found = VectorIndex.scores(rows, vector, threshold, limit)
+        else:
+            found = await asyncio.to_thread(VectorIndex.scores, rows, vector, threshold, limit)
+        for candidate in self.index.confirm(partition, found, vector, threshold):
+            if not self.config.guard or agree(text, candidate.text):
+                self.index.touch(candidate.key)
+                return candidate.key, candidate.similarity
+        return None
+
+    async def add(self, partition: str, text: str, key: str) -> None:
+        """Index the prompt of an answer just stored under `key`; a prompt that cannot be embedded is skipped."""
+        if not text or len(text) > self.config.max_text_chars:
+            return
+        vector = await self._vector(text)
+        if vector is not None:
+            self.index.add(partition, key, text, vector)
+
+    def discard(self, key: str) -> None:
+        self.index.remove(key)
+
+    async def _vector(self, text: str) -> Vector | None:
+        vector = self._recent.get(text)
+        if vector is None:
+            vector = await self.embedder.embed(text)
+            if vector is not None:
+                self._recent[text] = vector
+        return vector
+
+
+def _embedder(config: SemanticConfig, ctx: BuildContext) -> Embedder:
+    if config.embedder == "builtin":
+        return LocalEmbedder(config.threads)
+    upstream = ctx.upstreams.get(config.embedder)
+    if upstream is None:  # compiled without upstreams (a unit test's context): fail every lookup, never a request
+        raise ValueError(f"stages.cache.semantic.embedder: upstream '{config.embedder}' is not compiled")
+    services = ctx.services
+    return UpstreamEmbedder(upstream, config.model, config.timeout_s, lambda: services.transport)
