@@ -41,7 +41,9 @@ from proxy.cache.semantic_lexicon import (
 )
 
 # Words, numbers with their separators (3.5, 1,000, 2024-01-15, 12/05, 0x1f, 3pm), units with a slash, symbols.
-_TOKEN = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?(?:[-./:+#][A-Za-z0-9]+)*[+#]*|[%$€£¥]|[.!?;:]")
+_TOKEN = re.compile(
+    r"\d+(?:,\d{3})+(?:\.\d+)?|[A-Za-z0-9]+(?:'[A-Za-z]+)?(?:[-./:+#][A-Za-z0-9]+)*[+#]*|[%$€£¥]|[.!?;:]"
+)
 # Prepositions that give the fact after them a direction, by the role they give it: "from Paris" and
 # "to Paris" disagree. Others (in, with, using) give none, so "in Python" and "a Python list" agree;
 # facts without a role must then come in the same order, which keeps "in Tokyo when it is noon in

@@ -1,0 +1,189 @@
+"""The semantic index: add, find, discard; partitions never cross; the bound holds; the guard vetoes.
+
+`VectorIndex` is driven with hand-made unit vectors (its arithmetic is what is under test);
+`SemanticIndex` with the built-in embedder, the real model (the `semantic` extra).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from proxy.cache import semantic
+from proxy.cache.semantic import SemanticIndex
+from proxy.cache.semantic_config import SemanticConfig
+from proxy.cache.semantic_index import VectorIndex
+from proxy.embed.local import available
+from proxy.policy.context import BuildContext
+from proxy.policy.load import policy_from_text
+from proxy.services import Services
+
+POLICY = """\
+version: 1
+upstreams:
+  up: {url: "http://127.0.0.1:9", protocol: openai}
+routes:
+  - {name: chat, prefix: /v1/, upstream: up, auth: none}
+"""
+
+needs_model = pytest.mark.skipif(available() is not None, reason="the `semantic` extra is not installed")
+
+
+def vec(*values: float) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def search(index: VectorIndex, partition: str, vector: np.ndarray, threshold: float = 0.5, limit: int = 4):
+    rows = index.snapshot(partition)
+    found = [] if rows is None else VectorIndex.scores(rows, vector, threshold, limit)
+    return [(c.key, round(c.similarity, 3)) for c in index.confirm(partition, found, vector, threshold)]
+
+
+def test_finds_the_most_similar_above_the_threshold_first():
+    index = VectorIndex(10)
+    index.add("p", "a", "text a", vec(1, 0, 0))
+    index.add("p", "b", "text b", vec(1, 1, 0))
+    index.add("p", "c", "text c", vec(0, 0, 1))
+    assert search(index, "p", vec(1, 0.1, 0)) == [("a", 0.995), ("b", 0.774)]
+    assert search(index, "p", vec(1, 0.1, 0), threshold=0.9) == [("a", 0.995)]
+    assert search(index, "p", vec(1, 0.1, 0), limit=1) == [("a", 0.995)]
+
+
+def test_partitions_never_cross():
+    index = VectorIndex(10)
+    index.add("scope-1", "k1", "same text", vec(1, 0))
+    assert search(index, "scope-2", vec(1, 0)) == []
+    assert search(index, "scope-1", vec(1, 0)) == [("k1", 1.0)]
+
+
+def test_discard_removes_and_keeps_the_other_rows_findable():
+    index = VectorIndex(100)
+    for i in range(40):  # past the first growth, then back below a quarter: the matrix shrinks
+        index.add("p", f"k{i}", f"t{i}", vec(1, i / 10, 0.5))
+    for i in range(0, 40, 2):
+        index.remove(f"k{i}")
+    index.remove("unknown")
+    assert len(index) == 20 and index.size("p") == 20
+    for i in range(1, 40, 2):
+        assert search(index, "p", vec(1, i / 10, 0.5), threshold=0.9999)[0][0] == f"k{i}"
+    for i in range(1, 40, 2):
+        index.remove(f"k{i}")
+    assert len(index) == 0 and index.snapshot("p") is None
+
+
+def test_the_bound_evicts_the_least_recently_used():
+    index = VectorIndex(3)
+    for key, v in (("a", vec(1, 0, 0)), ("b", vec(0, 1, 0)), ("c", vec(0, 0, 1))):
+        index.add("p", key, key, v)
+    index.touch("a")  # a hit keeps an entry
+    index.add("q", "d", "d", vec(1, 1, 1))
+    assert len(index) == 3
+    assert "b" not in index and all(key in index for key in ("a", "c", "d"))
+
+
+def test_re_adding_a_key_replaces_its_entry():
+    index = VectorIndex(10)
+    index.add("p", "k", "old", vec(1, 0))
+    index.add("q", "k", "new", vec(0, 1))
+    assert len(index) == 1 and search(index, "p", vec(1, 0)) == [] and search(index, "q", vec(0, 1)) == [("k", 1.0)]
+
+
+def test_rows_found_then_moved_are_scored_again():
+    index = VectorIndex(10)
+    index.add("p", "a", "a", vec(1, 0))
+    index.add("p", "b", "b", vec(0, 1))
+    found = VectorIndex.scores(index.snapshot("p"), vec(0, 1), 0.9, 4)  # row 1: "b"
+    index.remove("a")  # "b" moves to row 0; row 1 no longer exists
+    assert index.confirm("p", found, vec(0, 1), 0.9) == []
+    index.remove("b")
+    assert index.confirm("p", [0], vec(0, 1), 0.9) == []
+
+
+def test_a_vector_of_another_dimension_is_refused():
+    index = VectorIndex(10)
+    index.add("p", "a", "a", vec(1, 0))
+    index.add("p", "b", "b", vec(1, 0, 0))
+    assert len(index) == 1 and search(index, "p", vec(1, 0, 0)) == []
+
+
+def ctx() -> BuildContext:
+    return BuildContext(policy_from_text(POLICY, env={}), Services())
+
+
+def test_disabled_builds_nothing():
+    assert SemanticIndex.build(SemanticConfig(), ctx()) is None
+
+
+def test_an_unknown_upstream_embedder_is_a_policy_error():
+    with pytest.raises(ValueError, match="nowhere"):
+        SemanticIndex.build(SemanticConfig(enabled=True, embedder="nowhere"), ctx())
+
+
+def test_missing_extra_turns_semantic_off_with_one_warning(monkeypatch, caplog):
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # as if not installed
+    monkeypatch.setattr(semantic, "_warned", set())
+    caplog.set_level(logging.WARNING, logger="agent_proxy.cache")
+    config = SemanticConfig(enabled=True)
+    assert SemanticIndex.build(config, ctx()) is None
+    assert SemanticIndex.build(config, ctx()) is None  # a reload, another route: no second warning
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "exact caching only" in warnings[0] and "onnxruntime" in warnings[0] and "semantic" in warnings[0]
+
+
+def test_routes_of_one_policy_share_one_index():
+    context = ctx()
+    config = SemanticConfig(enabled=True)
+    if available() is not None:
+        pytest.skip("the `semantic` extra is not installed")
+    assert SemanticIndex.build(config, context) is SemanticIndex.build(config, context)
+
+
+@needs_model
+async def test_paraphrase_hits_near_miss_does_not():
+    index = SemanticIndex.build(SemanticConfig(enabled=True), ctx())
+    assert index is not None
+    await index.add("p", "How do I undo the last git commit?", "key-git")
+    await index.add("p", "Is ibuprofen safe during pregnancy?", "key-ibu")
+    await index.add("p", "Flights from Paris to London tomorrow", "key-flight")
+
+    hit = await index.find("p", "How can I undo my last commit in git?")
+    assert hit is not None and hit[0] == "key-git" and 0.85 <= hit[1] <= 1.0
+    assert await index.find("p", "Is ibuprofen not safe during pregnancy?") is None
+    assert await index.find("p", "Flights from London to Paris tomorrow") is None
+    assert await index.find("other-partition", "How do I undo the last git commit?") is None
+
+    index.discard("key-git")
+    assert await index.find("p", "How do I undo the last git commit?") is None
+
+
+@needs_model
+async def test_guard_off_serves_the_near_miss():
+    """What the guard prevents: with it off, the negated question gets the cached answer."""
+    index = SemanticIndex.build(SemanticConfig(enabled=True, guard=False), ctx())
+    assert index is not None
+    await index.add("p", "Is ibuprofen safe during pregnancy?", "key-ibu")
+    assert (await index.find("p", "Is ibuprofen not safe during pregnancy?") or ("",))[0] == "key-ibu"
+
+
+@needs_model
+async def test_texts_past_the_bound_are_neither_indexed_nor_looked_up():
+    index = SemanticIndex.build(SemanticConfig(enabled=True, max_text_chars=20), ctx())
+    assert index is not None
+    await index.add("p", "a question longer than twenty characters", "k")
+    assert len(index.index) == 0
+    await index.add("p", "short question?", "k2")
+    assert await index.find("p", "short question?") == ("k2", pytest.approx(1.0, abs=1e-5))
+    assert await index.find("p", "") is None
+
+
+@needs_model
+async def test_max_entries_bounds_the_index():
+    index = SemanticIndex.build(SemanticConfig(enabled=True, max_entries=2), ctx())
+    assert index is not None
+    for i, text in enumerate(("What is a mutex?", "What is a semaphore?", "What is a monitor?")):
+        await index.add(f"p{i}", text, f"k{i}")
+    assert len(index.index) == 2 and "k0" not in index.index
