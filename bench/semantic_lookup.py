@@ -32,6 +32,13 @@ THRESHOLD = SemanticConfig().threshold
 
 
 def rss_mb() -> float:
+    """Resident memory now (Linux), else the peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -93,11 +100,11 @@ def embedder_cost() -> None:
     embedder = LocalEmbedder()
     embedder.embed_now("warm up")
     loaded = time.perf_counter() - t0
-    print(f"built-in embedder {embedder.name}: loaded in {loaded:.2f} s, +{rss_mb() - before:.0f} MB peak RSS")
+    print(f"built-in embedder {embedder.name}: loaded in {loaded:.2f} s, +{rss_mb() - before:.0f} MB resident")
     prompts = {
         "short (8 words)": "How do I undo the last git commit?",
         "medium (60 words)": " ".join(["Explain how the retry budget interacts with the circuit breaker."] * 6),
-        "long (256 tokens, the cap)": " ".join(["Summarise the incident report and list the follow-ups."] * 40),
+        "long (250 tokens, the window)": " ".join(["Summarise the incident report and list the follow-ups."] * 19),
     }
     for label, text in prompts.items():
         wall, cpu = [], []

@@ -39,16 +39,17 @@ class SemanticConfig(Strict):
         2.0, gt=0, le=30, description="Longest wait for an upstream embedding; then the lookup is a miss."
     )
     max_entries: int = Field(
-        100_000,
+        20_000,
         ge=1,
         le=1_000_000,
         description="Prompts indexed per process, over all partitions; past it the least recently used goes.",
     )
     max_text_chars: int = Field(
-        4_000,
+        2_000,
         ge=16,
         le=100_000,
-        description="A final user turn longer than this is neither indexed nor looked up (exact caching only).",
+        description="A final user turn longer than this is neither indexed nor looked up (exact caching only); "
+        "the built-in embedder also skips one past its 256-token window.",
     )
     guard: bool = Field(
         True,

@@ -25,7 +25,9 @@ log = logging.getLogger("agent_proxy.cache")
 
 VOCAB = Path(__file__).parent / "data" / "minilm_vocab.txt"
 MODEL_NAME = "all-MiniLM-L6-v2-int8"
-MAX_TOKENS = 256  # the model's training length; longer prompts are embedded by their first 256 tokens
+# The model's window. A longer prompt gets no vector (exact caching only): embedding its first 256 tokens
+# would make two prompts that differ only further on look identical.
+MAX_TOKENS = 256
 
 
 def available() -> str | None:
@@ -42,7 +44,6 @@ class _Model:
         from tokenizers import BertWordPieceTokenizer
 
         self.tokenizer = BertWordPieceTokenizer(str(VOCAB), lowercase=True)
-        self.tokenizer.enable_truncation(MAX_TOKENS)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads  # one request never takes every core from the proxy
         options.inter_op_num_threads = 1
@@ -51,7 +52,10 @@ class _Model:
         )
 
     def encode(self, text: str) -> Vector | None:
-        ids = np.asarray([self.tokenizer.encode(text).ids], dtype=np.int64)
+        tokens = self.tokenizer.encode(text).ids  # with [CLS] and [SEP]
+        if len(tokens) > MAX_TOKENS:
+            return None
+        ids = np.asarray([tokens], dtype=np.int64)
         mask = np.ones_like(ids)
         feeds: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         hidden = self.session.run(None, feeds)[0]

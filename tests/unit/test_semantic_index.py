@@ -247,3 +247,14 @@ assert "numpy" not in sys.modules or sys.modules["numpy"] is None
         "install agent-proxy[semantic]",
         "WARNING semantic cache off, exact caching only: missing numpy: install agent-proxy[semantic]",
     ]
+
+
+@needs_model
+async def test_a_prompt_past_the_model_window_is_exact_only():
+    """Embedding only the first 256 tokens would make prompts that differ further on identical: no vector instead."""
+    index = SemanticIndex.build(SemanticConfig(enabled=True, max_text_chars=10_000), ctx())
+    assert index is not None
+    long_text = "Summarise the incident report and list the follow-ups. " * 30
+    await index.add("p", long_text + "Team A.", "k")
+    assert len(index.index) == 0
+    assert await index.find("p", long_text + "Team A.") is None
