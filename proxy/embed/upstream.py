@@ -56,6 +56,9 @@ class UpstreamEmbedder:
         self._transport = transport
         self._logged_at = -LOG_EVERY_S
 
+    async def warm(self) -> bool:
+        return True  # nothing to load
+
     async def embed(self, text: str) -> Vector | None:
         transport = self._transport()
         if transport is None:  # `agent-proxy check`, or a test that compiled without starting the app

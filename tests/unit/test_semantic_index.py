@@ -17,6 +17,7 @@ from proxy.cache import semantic
 from proxy.cache.semantic import SemanticIndex
 from proxy.cache.semantic_config import SemanticConfig
 from proxy.cache.semantic_index import SKETCH_FROM_ROWS, VectorIndex, max_distance, sketch
+from proxy.embed import local
 from proxy.embed.local import available
 from proxy.policy.context import BuildContext
 from proxy.policy.load import policy_from_text
@@ -144,10 +145,27 @@ def test_routes_of_one_policy_share_one_index():
     assert SemanticIndex.build(config, context) is SemanticIndex.build(config, context)
 
 
+async def warmed(**settings) -> SemanticIndex:
+    index = SemanticIndex.build(SemanticConfig(enabled=True, **settings), ctx())
+    assert index is not None and await index.warm()
+    return index
+
+
 @needs_model
-async def test_paraphrase_hits_near_miss_does_not():
+async def test_a_lookup_never_waits_for_the_model(monkeypatch):
+    monkeypatch.setattr(local, "_models", {})  # a process where no policy has loaded it yet
     index = SemanticIndex.build(SemanticConfig(enabled=True), ctx())
     assert index is not None
+    await index.add("p", "What is a mutex?", "k")  # starts the load, indexes nothing
+    assert await index.find("p", "What is a mutex?") is None
+    assert await index.warm()
+    await index.add("p", "What is a mutex?", "k")
+    assert await index.find("p", "What is a mutex?") == ("k", pytest.approx(1.0, abs=1e-5))
+
+
+@needs_model
+async def test_paraphrase_hits_near_miss_does_not():
+    index = await warmed()
     await index.add("p", "How do I undo the last git commit?", "key-git")
     await index.add("p", "Is ibuprofen safe during pregnancy?", "key-ibu")
     await index.add("p", "Flights from Paris to London tomorrow", "key-flight")
@@ -165,16 +183,14 @@ async def test_paraphrase_hits_near_miss_does_not():
 @needs_model
 async def test_guard_off_serves_the_near_miss():
     """What the guard prevents: with it off, the negated question gets the cached answer."""
-    index = SemanticIndex.build(SemanticConfig(enabled=True, guard=False), ctx())
-    assert index is not None
+    index = await warmed(guard=False)
     await index.add("p", "Is ibuprofen safe during pregnancy?", "key-ibu")
     assert (await index.find("p", "Is ibuprofen not safe during pregnancy?") or ("",))[0] == "key-ibu"
 
 
 @needs_model
 async def test_texts_past_the_bound_are_neither_indexed_nor_looked_up():
-    index = SemanticIndex.build(SemanticConfig(enabled=True, max_text_chars=20), ctx())
-    assert index is not None
+    index = await warmed(max_text_chars=20)
     await index.add("p", "a question longer than twenty characters", "k")
     assert len(index.index) == 0
     await index.add("p", "short question?", "k2")
@@ -184,8 +200,7 @@ async def test_texts_past_the_bound_are_neither_indexed_nor_looked_up():
 
 @needs_model
 async def test_max_entries_bounds_the_index():
-    index = SemanticIndex.build(SemanticConfig(enabled=True, max_entries=2), ctx())
-    assert index is not None
+    index = await warmed(max_entries=2)
     for i, text in enumerate(("What is a mutex?", "What is a semaphore?", "What is a monitor?")):
         await index.add(f"p{i}", text, f"k{i}")
     assert len(index.index) == 2 and "k0" not in index.index
@@ -252,8 +267,7 @@ assert "numpy" not in sys.modules or sys.modules["numpy"] is None
 @needs_model
 async def test_a_prompt_past_the_model_window_is_exact_only():
     """Embedding only the first 256 tokens would make prompts that differ further on identical: no vector instead."""
-    index = SemanticIndex.build(SemanticConfig(enabled=True, max_text_chars=10_000), ctx())
-    assert index is not None
+    index = await warmed(max_text_chars=10_000)
     long_text = "Summarise the incident report and list the follow-ups. " * 30
     await index.add("p", long_text + "Team A.", "k")
     assert len(index.index) == 0
