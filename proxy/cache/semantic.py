@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("agent_proxy.cache")
 
 INLINE_SEARCH = 512  # rows searched on the loop (well under 1 ms); a larger partition is searched in a thread
+INLINE_GUARD_CHARS = 600  # two prompts this long in all are checked on the loop (about 0.5 ms); longer: a thread
 RECENT_VECTORS = 1024  # prompts embedded by `find`, kept for the `add` that follows a miss
 _warned: set[str] = set()
 
@@ -86,7 +87,7 @@ class SemanticIndex:
         else:
             found = await asyncio.to_thread(self.index.scores, snapshot, vector, threshold, limit)
         for candidate in self.index.confirm(partition, found, vector, threshold):
-            if not self.config.guard or agree(text, candidate.text):
+            if not self.config.guard or await _agrees(text, candidate.text):
                 self.index.touch(candidate.key)
                 return candidate.key, candidate.similarity
         return None
@@ -109,6 +110,12 @@ class SemanticIndex:
             if vector is not None:
                 self._recent[text] = vector
         return vector
+
+
+async def _agrees(text: str, other: str) -> bool:
+    if len(text) + len(other) <= INLINE_GUARD_CHARS:
+        return agree(text, other)
+    return await asyncio.to_thread(agree, text, other)
 
 
 def _embedder(config: SemanticConfig, ctx: BuildContext) -> Embedder:

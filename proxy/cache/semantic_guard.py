@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from proxy.cache.semantic_lexicon import (
@@ -60,7 +61,6 @@ _SKIPPED_BEFORE = frozenset(
     ("the", "a", "an", "my", "your", "our", "their", "his", "her", "its", "this", "that", "these", "those", "some")
 )
 _SENTENCE_END = frozenset(".!?;:")
-_MAX_NAME_WORDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,25 +159,38 @@ class Facts:
         return False
 
 
-def _place_at(tokens: list[_Token], index: int) -> int:
-    """How many tokens from `index` spell a known place (0 if none), longest first."""
-    for size in range(_MAX_NAME_WORDS, 0, -1):
-        if index + size <= len(tokens) and " ".join(t.lower for t in tokens[index : index + size]) in PLACES:
-            return size
+Phrases = dict[str, list[tuple[str, ...]]]  # first word -> the phrases it starts, longest first
+
+
+def _phrases(phrases: Iterable[tuple[str, ...]]) -> Phrases:
+    index: Phrases = {}
+    for phrase in phrases:
+        index.setdefault(phrase[0], []).append(phrase)
+    for starting in index.values():
+        starting.sort(key=len, reverse=True)
+    return index
+
+
+_PLACES = _phrases(tuple(place.split()) for place in PLACES)
+
+
+def _phrase_at(lowers: list[str], index: int, phrases: Phrases) -> int:
+    """How many words from `index` spell one of `phrases` (0 if none), the longest match first."""
+    for phrase in phrases.get(lowers[index], ()):
+        if tuple(lowers[index : index + len(phrase)]) == phrase:
+            return len(phrase)
     return 0
 
 
-def _name_at(tokens: list[_Token], index: int, names: set[tuple[str, ...]]) -> int:
-    for size in range(_MAX_NAME_WORDS, 0, -1):
-        if index + size <= len(tokens) and tuple(t.lower for t in tokens[index : index + size]) in names:
-            return size
-    return 0
-
-
-def extract(text: str, names: set[tuple[str, ...]] | None = None) -> Facts:
-    """The facts of one prompt; `names` are proper names found in either prompt of a pair."""
+def extract(text: str) -> Facts:
+    """The facts of one prompt alone (its own names)."""
     tokens = _tokens(text)
-    names = _names(tokens) if names is None else names
+    return _facts(tokens, _phrases(_names(tokens)))
+
+
+def _facts(tokens: list[_Token], names: Phrases) -> Facts:
+    """The facts of one prompt; `names` are proper names found in either prompt of a pair."""
+    lowers = [t.lower for t in tokens]
     ordered: dict[tuple[str, str], list[str]] = {}
     negations = 0
 
@@ -188,9 +201,9 @@ def extract(text: str, names: set[tuple[str, ...]] | None = None) -> Facts:
     while i < len(tokens):
         token = tokens[i]
         lower = token.lower
-        size = _name_at(tokens, i, names) or _place_at(tokens, i)
+        size = _phrase_at(lowers, i, names) or _phrase_at(lowers, i, _PLACES)
         if size:
-            add("entity", i, " ".join(t.lower for t in tokens[i : i + size]))
+            add("entity", i, " ".join(lowers[i : i + size]))
             i += size
             continue
         previous = tokens[i - 1].lower if i else ""
@@ -220,8 +233,8 @@ def extract(text: str, names: set[tuple[str, ...]] | None = None) -> Facts:
 def agree(a: str, b: str) -> bool:
     """Whether prompts `a` and `b` ask about the same facts (the guard's verdict on a similar pair)."""
     tokens_a, tokens_b = _tokens(a), _tokens(b)
-    names = _names(tokens_a) | _names(tokens_b)
-    facts_a, facts_b = extract(a, names), extract(b, names)
+    names = _phrases(_names(tokens_a) | _names(tokens_b))
+    facts_a, facts_b = _facts(tokens_a, names), _facts(tokens_b, names)
     if facts_a.negations != facts_b.negations:
         return False
     if facts_a.ordered != facts_b.ordered:
