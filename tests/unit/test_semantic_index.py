@@ -272,3 +272,15 @@ async def test_a_prompt_past_the_model_window_is_exact_only():
     await index.add("p", long_text + "Team A.", "k")
     assert len(index.index) == 0
     assert await index.find("p", long_text + "Team A.") is None
+
+
+@needs_model
+async def test_long_prompts_are_guarded_too():
+    """Past 600 characters the guard runs in a thread: its verdict is the same."""
+    index = await warmed()
+    context = "Our service runs three replicas behind a load balancer and stores sessions in a shared cache. " * 4
+    await index.add("p", context + "Is it safe to restart one replica during peak hours?", "k")
+    assert len(context) > 300
+    hit = await index.find("p", context + "Is restarting one replica during peak hours safe?")
+    assert hit is not None and hit[0] == "k"
+    assert await index.find("p", context + "Is it not safe to restart one replica during peak hours?") is None
