@@ -94,7 +94,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    services = Services(metrics=metrics, ledger=ledger, state=open_store(policy.state, metrics))
+    services = Services(metrics=metrics, ledger=ledger, state=open_store(policy.state, metrics), transport=transport)
     app[SERVICES] = services
     holder = await PolicyHolder.create(policy, path, services, mock.url)
     app[HOLDER] = holder

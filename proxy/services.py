@@ -9,6 +9,7 @@ policy with empty services, so a builder must not depend on them at build time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from proxy.accounting.ledger import Ledger
 from proxy.auth.jwks import JwksRegistry
@@ -16,6 +17,9 @@ from proxy.cache.registry import CacheRegistry
 from proxy.forward.registry import EndpointRegistry
 from proxy.metrics import Metrics
 from proxy.state.base import Store
+
+if TYPE_CHECKING:
+    from proxy.forward.transport import Transport
 
 
 @dataclass(slots=True)
@@ -30,3 +34,5 @@ class Services:
     state: Store | None = None
     # Response cache stores and in-flight misses (proxy/cache/), kept across reloads; closed at shutdown.
     caches: CacheRegistry = field(default_factory=CacheRegistry)
+    # The upstream connection pool, for a stage that calls an upstream itself (the semantic cache's embedder).
+    transport: Transport | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import struct
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from .openai_api import parse
 from .text import content_text, count_tokens, last_user_text
 from .wire import MockBadRequest, answer_pieces, behaviour_of, require, respond_json, respond_sse, sse_frame
 
-EMBEDDING_DIM = 8
+EMBEDDING_DIM = 64
 MODELS: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "mock-model")
 MODELS_CREATED = 1_700_000_000
 
@@ -120,9 +121,18 @@ def _response_events(final: dict[str, Any], pieces: list[str]) -> Iterator[bytes
 
 
 def embedding_vector(text: str) -> list[float]:
-    """Hash-derived values that are exact in float32, so float and base64 answers agree bit for bit."""
-    digest = hashlib.sha256(text.encode()).digest()
-    return [v / 32768.0 for v in struct.unpack(f"<{EMBEDDING_DIM}h", digest[: 2 * EMBEDDING_DIM])]
+    """A hashed bag of words: texts sharing words point the same way, so a semantic cache demo hits offline.
+
+    Each word adds +-1 to one of the dimensions its hash picks; eighths of small integers are exact
+    in float32, so float and base64 answers agree bit for bit.
+    """
+    counts = [0] * EMBEDDING_DIM
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        digest = hashlib.sha256(word.encode()).digest()
+        counts[digest[0] % EMBEDDING_DIM] += 1 if digest[1] & 1 else -1
+    if not any(counts):
+        counts[0] = 1
+    return [c / 8.0 for c in counts]
 
 
 def _embedding_inputs(raw: Any) -> list[str]:

@@ -177,7 +177,7 @@ def compile_policy(
 ) -> CompiledPolicy:
     services = services or Services()
     upstreams = {name: _compile_upstream(name, u, builtin_mock_url, services) for name, u in policy.upstreams.items()}
-    ctx = BuildContext(policy, services)
+    ctx = BuildContext(policy, services, upstreams)
     verifier = authenticator_for(ctx)
     routes = tuple(
         CompiledRoute(

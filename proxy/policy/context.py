@@ -6,7 +6,7 @@ verifiers) can take the context without importing either.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -23,6 +23,8 @@ class BuildContext:
 
     policy: Policy
     services: Services
+    # The compiled upstreams by name (proxy.policy.compile.CompiledUpstream, which sits above this module).
+    upstreams: Mapping[str, Any] = field(default_factory=dict)
     _memo: dict[str, Any] = field(default_factory=dict)
 
     def shared(self, key: str, make: Callable[[], T]) -> T:

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from proxy.mock_upstream import MockBehaviour, answer_words, count_tokens
+from proxy.mock_upstream.openai_extra import EMBEDDING_DIM
 from tests.fixtures.fake_upstream import FakeUpstream
 
 USER = "What is the capital of France and why"
@@ -235,7 +236,7 @@ def test_embeddings_default_base64_matches_float(oai: openai.OpenAI, fake_upstre
 
     assert sent_default["encoding_format"] == "base64", "the SDK asks for base64 unless told otherwise"
     assert [d.embedding for d in default.data] == [d.embedding for d in floats.data]
-    assert all(len(d.embedding) == 8 for d in default.data)
+    assert all(len(d.embedding) == EMBEDDING_DIM for d in default.data)
     assert default.data[0].embedding != default.data[1].embedding
     assert default.usage.prompt_tokens == default.usage.total_tokens == count_tokens(["alpha", "beta"], per_message=0)
 
@@ -246,7 +247,7 @@ def test_embeddings_explicit_base64_is_little_endian_float32(oai: openai.OpenAI)
 
     encoded = result.data[0].embedding
     assert isinstance(encoded, str)
-    assert list(struct.unpack("<8f", base64.b64decode(encoded))) == floats.data[0].embedding
+    assert list(struct.unpack(f"<{EMBEDDING_DIM}f", base64.b64decode(encoded))) == floats.data[0].embedding
 
 
 def test_models_list(oai: openai.OpenAI) -> None:
