@@ -42,6 +42,17 @@ def _traffic(metrics: Metrics) -> dict[str, Any]:
     return {"requests": sum(by_class.values()), "by_status": by_class, "errors_by_kind": errors}
 
 
+def _cache(compiled: CompiledPolicy, metrics: Metrics) -> dict[str, Any] | None:
+    """Lookups by result and what the hits saved, since the process started; None when no route caches."""
+    if not any(name.partition("(")[0] == "cache" for r in compiled.routes for name in r.chain.names):
+        return None
+    lookups: dict[str, int] = {}
+    for labels, value in _samples(metrics.cache_lookups):
+        lookups[labels["result"]] = lookups.get(labels["result"], 0) + int(value)
+    saved = sum(value for _, value in _samples(metrics.cache_saved_usd))
+    return {"lookups": lookups, "saved_usd": round(saved, 6)}
+
+
 def _start_of_day() -> float:
     now = time.time()
     return now - now % 86400
@@ -97,7 +108,7 @@ async def status_data(holder: PolicyHolder, services: Services, started_at: floa
         "circuit_breakers": services.endpoints.status(),
         "traffic": _traffic(services.metrics),
         "callers": await _callers(compiled, services.ledger),
-        "cache": None,  # no response cache yet
+        "cache": _cache(compiled, services.metrics),
     }
 
 

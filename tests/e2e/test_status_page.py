@@ -46,6 +46,34 @@ async def test_a_browser_is_asked_for_the_admin_key_and_tools_get_json(proxy_fac
     assert status == 403, "a key without the admin scope sees nothing"
 
 
+async def test_the_cache_shows_its_lookups_and_what_its_hits_saved(proxy_factory, fake_upstream, tmp_path):
+    proxy = proxy_factory(policy(fake_upstream.url) + "stages:\n  cache: {scope: caller}\n")
+    url, admin = proxy.url + "/admin/status", {"authorization": BASIC}
+    _, _, body = await get(url, admin)
+    assert orjson.loads(body)["cache"] == {"lookups": {}, "saved_usd": 0}
+    client = openai.AsyncOpenAI(base_url=proxy.openai_base_url, api_key=DEMO_KEY, max_retries=0)
+    messages = [{"role": "user", "content": "hello"}]
+    for _ in range(3):
+        await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    await client.close()
+    for _ in range(200):  # a hit's saving is counted once its caller has the answer
+        _, _, body = await get(url, admin)
+        cache = orjson.loads(body)["cache"]
+        if cache["saved_usd"] > 0:
+            break
+        await asyncio.sleep(0.02)
+    assert cache["lookups"] == {"miss": 1, "hit": 2} and cache["saved_usd"] > 0
+    if CHROMIUM is not None:  # the page shows the same figures
+        async with Browser(tmp_path / "profile") as browser:
+            await browser.open(url, {"Authorization": BASIC})
+            shown = await browser.text_when("cache", "v.includes('hit')")
+        assert "miss 1, hit 2" in shown
+
+    plain = proxy_factory(policy(fake_upstream.url))
+    _, _, body = await get(plain.url + "/admin/status", admin)
+    assert orjson.loads(body)["cache"] is None  # no route caches
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package")
 async def test_the_page_renders_in_chromium_and_its_figures_refresh_live(proxy_factory, fake_upstream, tmp_path):
     proxy = proxy_factory(policy(fake_upstream.url))
@@ -58,6 +86,7 @@ async def test_the_page_renders_in_chromium_and_its_figures_refresh_live(proxy_f
         before = int(await browser.text_when("requests", "/^[0-9]+$/.test(v)"))
         assert before >= 1
         assert "up-openai" in await browser.evaluate("document.getElementById('routes').textContent")
+        assert await browser.evaluate("document.getElementById('cache').tBodies[0].textContent") == "none"  # no cache
         for _ in range(3):
             await client.chat.completions.create(model="gpt-4o-mini", messages=messages)
         after = int(await browser.text_when("requests", f"Number(v) >= {before + 3}"))

@@ -33,7 +33,7 @@ STEP = re.compile(
     r"<!-- walkthrough: ([a-z-]+) -->\n```(sh|python)\n(.*?)```\n<!-- expect -->\n```text\n(.*?)```", re.S
 )
 # What the issue asks the walkthrough to show; more steps are welcome.
-REQUIRED = {"redaction", "rate-limit", "usage", "status", "metrics", "sdk"}
+REQUIRED = {"redaction", "rate-limit", "cache", "usage", "status", "metrics", "sdk"}
 # Steps that only read: run again until their figures have settled (the ledger is written in
 # batches, and a request's accounting completes just after its caller has the answer).
 READ_ONLY = {"usage", "status", "metrics"}

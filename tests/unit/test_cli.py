@@ -27,7 +27,8 @@ def test_check_summarises_the_demo_policy(capsys):
         "anthropic",
         "prefix /v1/messages -> mock-anthropic",
         "prefix /v1/ -> mock-openai",
-        "stages: auth, input(shadow), ratelimit, redaction, usage",
+        "stages: auth, input(shadow), ratelimit, truncation, cache, tool_calls, redaction, usage",
+        "stages: auth, ratelimit, toolgov, redaction, usage",  # the echo tool route
         "upstreams:",
         "mock-openai",
         "builtin://mock, injects Authorization",
