@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy.caller_request import (
     JSON,
@@ -150,7 +151,7 @@ class ProxyHandler:
                         raise BadRequest("the request body must be a JSON object")
                 reply = await run.request_body(ex)
             if reply is not None:
-                return self._local_reply(ex, reply)
+                return self._local_reply(ex, run, reply)
             return await self._forward(request, ex, run)
         except ProxyError as err:
             ex.error, ex.outcome, ex.status = err, Outcome.ERROR, err.status
@@ -170,10 +171,14 @@ class ProxyHandler:
             await response.write_eof()
         request.protocol.force_close()
 
-    def _local_reply(self, ex: Exchange, reply: Reply) -> web.Response:
+    def _local_reply(self, ex: Exchange, run: ChainRun, reply: Reply) -> web.Response:
+        """An answer the proxy gives itself (a cache hit, a degraded reply) still carries what the stages that
+        admitted the request say of it: rate-limit headers, truncation, the cache's verdict."""
         ex.status, ex.outcome = reply.status, Outcome.LOCAL_REPLY
-        headers = {"content-type": JSON, **reply.headers, "x-request-id": ex.request_id}
-        return web.Response(status=reply.status, body=reply.body, headers=headers)
+        ex.response_headers = CIMultiDict({"content-type": JSON, **reply.headers})
+        run.response_headers(ex)
+        ex.response_headers["x-request-id"] = ex.request_id
+        return web.Response(status=reply.status, body=reply.body, headers=ex.response_headers)
 
     def end_streams(self) -> None:
         """The stop's grace is over: each stream still relayed ends with the protocol's error event, not a cut."""
@@ -190,7 +195,7 @@ class ProxyHandler:
         forwarded = await forward(self.transport, ex, route, self.metrics)
         self.order.opened(ex, timeouts.session_stream_grace_s)  # the session's requests waiting on this may go
         if isinstance(forwarded, Reply):  # a degraded reply: every upstream failed
-            return self._local_reply(ex, forwarded)
+            return self._local_reply(ex, run, forwarded)
         async with forwarded:  # the connection, the breaker's verdict and the endpoint's slot, given back on exit
             response, upstream = forwarded.response, forwarded.upstream
             assert ex.upstream_headers_at is not None  # `forward` marks it when the head arrives

@@ -276,7 +276,9 @@ def test_a_hit_still_counts_against_the_rate_limit(proxy_factory, fake_upstream)
     limits = "callers:\n  default: {rate_limit: {requests_per_minute: 2}}\n"
     proxy = proxy_factory(cache_policy(fake_upstream.url, extra=limits))
     assert ask(proxy).headers["x-cache"] == "MISS"
-    assert ask(proxy).headers["x-cache"] == "HIT"
+    hit = ask(proxy)
+    assert hit.headers["x-cache"] == "HIT"
+    assert hit.headers["x-ratelimit-remaining-requests"] == "0"  # a hit says what it used, as any answer does
     assert ask(proxy).status == 429
     assert fake_upstream.count(CHAT) == 1
 
