@@ -99,6 +99,9 @@ class StageFactory:
     def create(self) -> Stage:
         return self.stage(self)
 
+    async def warm(self) -> None:
+        """Load what the first requests would otherwise wait for (a model, say): runs when the policy loads."""
+
 
 class Chain:
     """The enabled factories of one route, in the proxy's fixed order."""

@@ -89,6 +89,13 @@ CACHE_STAGE = StageSpec(
             ("route",),
         ),
         MetricSpec(
+            "cache_semantic_indexed",
+            "counter",
+            "agent_proxy_cache_semantic_indexed",
+            "Stored answers whose question the semantic index took (embedded and searchable), by route.",
+            ("route",),
+        ),
+        MetricSpec(
             "cache_backend_errors",
             "counter",
             "agent_proxy_cache_backend_errors",

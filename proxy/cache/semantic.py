@@ -92,13 +92,15 @@ class SemanticIndex:
                 return candidate.key, candidate.similarity
         return None
 
-    async def add(self, partition: str, text: str, key: str) -> None:
-        """Index the prompt of an answer just stored under `key`; a prompt that cannot be embedded is skipped."""
+    async def add(self, partition: str, text: str, key: str) -> bool:
+        """Index the prompt of an answer just stored under `key`; False if it cannot be embedded (skipped)."""
         if not text or len(text) > self.config.max_text_chars:
-            return
+            return False
         vector = await self._vector(text)
-        if vector is not None:
-            self.index.add(partition, key, text, vector)
+        if vector is None:
+            return False
+        self.index.add(partition, key, text, vector)
+        return True
 
     def discard(self, key: str) -> None:
         self.index.remove(key)

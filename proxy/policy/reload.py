@@ -134,11 +134,15 @@ def without_gc(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 async def warm(compiled: CompiledPolicy, services: Services) -> None:
-    """What the first requests would otherwise wait for: JWKS fetched in the background, and
-    token counting's encodings loaded in a thread when a stage counts tokens."""
+    """What the first requests would otherwise wait for: JWKS fetched in the background, token
+    counting's encodings loaded in a thread when a stage counts tokens, and each stage's own (`StageFactory.warm`)."""
     services.jwks.prefetch()
-    if any(getattr(f, "needs_tokenizer", False) for route in compiled.routes for f in route.chain.factories):
+    factories = {id(f): f for route in compiled.routes for f in route.chain.factories}.values()
+    if any(getattr(f, "needs_tokenizer", False) for f in factories):
         await asyncio.to_thread(preload)
+    for failed in await asyncio.gather(*(f.warm() for f in factories), return_exceptions=True):
+        if isinstance(failed, Exception):  # the stage then loads on first use, as without warming
+            log.warning("a stage could not prepare: %s", type(failed).__name__)
 
 
 async def compile_with_mock(

@@ -19,6 +19,7 @@ FieldPath = tuple[str, ...]
 FIELD = "field"
 """The first element of a named field's channel: its flush event is built here, not by the adapter."""
 
+
 def _around(node: dict[str, Any], prefix: Path, paths: list[Path]) -> list[TextSlot]:
     """Value slots for everything in `node` except what lies on `paths`, which lead through objects."""
     slots: list[TextSlot] = []

@@ -238,9 +238,13 @@ class CacheStage(Stage):
         factory.stored()
         if factory.semantic is not None and self._question is not None:
             try:
-                await factory.semantic.add(*self._question, key)
+                indexed = await factory.semantic.add(*self._question, key)
             except Exception:
                 log.exception("semantic cache add failed")
+                indexed = False
+            if indexed:
+                metrics = factory.services.metrics
+                metrics.child(metrics.cache_semantic_indexed, factory.route_label).inc()
 
 
 class CacheFactory(StageFactory):
@@ -263,6 +267,10 @@ class CacheFactory(StageFactory):
         self.route_label = route_label
         self.pricing = pricing
         self.services = services
+
+    async def warm(self) -> None:
+        if self.semantic is not None:
+            await self.semantic.warm()
 
     @property
     def caches(self) -> CacheRegistry:

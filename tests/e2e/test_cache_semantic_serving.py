@@ -26,8 +26,9 @@ class StandIn(SemanticIndex):
         key = self.keys.get((partition, " ".join(text.lower().split())))
         return None if key is None else (key, 0.97)
 
-    async def add(self, partition: str, text: str, key: str) -> None:
+    async def add(self, partition: str, text: str, key: str) -> bool:
         self.keys[(partition, " ".join(text.lower().split()))] = key
+        return True
 
     def discard(self, key: str) -> None:
         self.discarded.append(key)

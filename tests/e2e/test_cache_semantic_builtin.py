@@ -1,0 +1,36 @@
+"""The semantic cache end to end with the built-in embedder: loaded while the policy loads, so the first
+paraphrase after start is already a hit; a near-miss is not."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.http import request
+from tests.fixtures.proxy_server import DEMO_KEY, basic_policy
+from tests.fixtures.waiting import wait_for
+
+pytest.importorskip("onnxruntime", reason="the semantic extra is not installed")
+
+CHAT = "/v1/chat/completions"
+
+
+def ask(proxy, text: str):
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
+    return request("POST", proxy.url + CHAT, body, headers={"authorization": f"Bearer {DEMO_KEY}"})
+
+
+def indexed(proxy) -> float:
+    return proxy.metric("agent_proxy_cache_semantic_indexed_total", {"route": "openai"}) or 0.0
+
+
+def test_the_first_paraphrase_after_start_is_a_hit_and_a_near_miss_is_not(proxy_factory, fake_upstream):
+    proxy = proxy_factory(basic_policy(fake_upstream.url, "stages:\n  cache: {semantic: {enabled: true}}\n"))
+    first = ask(proxy, "How do I reverse a list in Python?")
+    assert first.status == 200 and first.headers["x-cache"] == "MISS"
+    wait_for(lambda: indexed(proxy) == 1)  # stored, and its question embedded
+    again = ask(proxy, "how to reverse a python list")
+    assert again.headers["x-cache"] == "HIT", again.headers
+    assert 0.85 <= float(again.headers["x-cache-similarity"]) < 1.0
+    assert ask(proxy, "How do I not reverse a list in Python?").headers["x-cache"] == "MISS"  # a negation: never served
+    assert fake_upstream.count(CHAT) == 2
+    assert indexed(proxy) == 2
