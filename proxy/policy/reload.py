@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy.accounting.tokens import preload
 from proxy.logs import log_event
 from proxy.policy.compile import CompiledPolicy, compile_policy, uses_builtin_mock
 from proxy.policy.load import PolicyError, load_policy
@@ -134,11 +133,10 @@ def without_gc(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 async def warm(compiled: CompiledPolicy, services: Services) -> None:
-    """What the first requests would otherwise wait for: JWKS fetched in the background, and
-    token counting's encodings loaded in a thread when a stage counts tokens."""
+    """What the first requests would otherwise wait for: JWKS fetched in the background. (Token
+    counting's encodings are not loaded here: each loads on the first count that needs it, in a
+    thread, see proxy/accounting/tokens.py; most upstreams report usage, and each holds 31-48 MB.)"""
     services.jwks.prefetch()
-    if any(getattr(f, "needs_tokenizer", False) for route in compiled.routes for f in route.chain.factories):
-        await asyncio.to_thread(preload)
 
 
 async def compile_with_mock(
