@@ -28,7 +28,8 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from pathlib import Path
 
 from proxy.metrics import Metrics
@@ -85,6 +86,7 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);\n"
     "CREATE INDEX IF NOT EXISTS requests_caller_ts ON requests (caller, ts);\n"
 )
+_ROW = attrgetter(*COLUMNS)  # a record's values in column order: dataclasses.astuple deep-copies every value
 INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
 
@@ -281,7 +283,7 @@ class Ledger:
     def _commit(self, pending: list[Record]) -> None:
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")  # the write lock at once: other workers wait (busy timeout)
-            self._conn.executemany(INSERT, [astuple(r) for r in pending])
+            self._conn.executemany(INSERT, map(_ROW, pending))
 
     def _commit_rows(self, pending: list[Record]) -> int:
         """One transaction, each row on its own: a refused row is counted and left out."""
@@ -290,7 +292,7 @@ class Ledger:
             self._conn.execute("BEGIN IMMEDIATE")  # the write lock at once: other workers wait (busy timeout)
             for row in pending:
                 try:
-                    self._conn.execute(INSERT, astuple(row))
+                    self._conn.execute(INSERT, _ROW(row))
                 except sqlite3.OperationalError:
                     raise
                 except BaseException as exc:  # even SystemExit from a value's adapter is one bad row

@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from proxy.accounting.tokens import preload
 from proxy.logs import log_event
+from proxy.pipeline import StageFactory
 from proxy.policy.compile import CompiledPolicy, compile_policy, uses_builtin_mock
 from proxy.policy.load import PolicyError, load_policy
 from proxy.policy.schema import Policy
@@ -134,15 +134,18 @@ def without_gc(work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 async def warm(compiled: CompiledPolicy, services: Services) -> None:
-    """What the first requests would otherwise wait for: JWKS fetched in the background, token
-    counting's encodings loaded in a thread when a stage counts tokens, and each stage's own (`StageFactory.warm`)."""
+    """What the first requests would otherwise wait for: JWKS fetched in the background, and each stage's
+    own preparation (`StageFactory.warm`, e.g. the semantic cache's model). (Token
+    counting's encodings are not loaded here: each loads on the first count that needs it, in a
+    thread, see proxy/accounting/tokens.py; most upstreams report usage, and each holds 31-48 MB.)"""
     services.jwks.prefetch()
-    factories = {id(f): f for route in compiled.routes for f in route.chain.factories}.values()
-    if any(getattr(f, "needs_tokenizer", False) for f in factories):
-        await asyncio.to_thread(preload)
-    for failed in await asyncio.gather(*(f.warm() for f in factories), return_exceptions=True):
-        if isinstance(failed, Exception):  # the stage then loads on first use, as without warming
+    for failed in await asyncio.gather(*(f.warm() for f in _factories(compiled)), return_exceptions=True):
+        if isinstance(failed, Exception):  # the stage then prepares on first use, as without warming
             log.warning("a stage could not prepare: %s", type(failed).__name__)
+
+
+def _factories(compiled: CompiledPolicy) -> list[StageFactory]:
+    return list({id(f): f for route in compiled.routes for f in route.chain.factories}.values())
 
 
 async def compile_with_mock(

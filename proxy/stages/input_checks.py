@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
-from proxy.accounting.tokens import count_tokens
+from proxy.accounting.tokens import count_tokens, ready
 from proxy.errors import BadRequest
 from proxy.exchange import Exchange, Reply
 from proxy.pipeline import Stage, StageFactory
@@ -115,7 +115,7 @@ class InputChecksStage(Stage):
         if len(text.encode("utf-8", "surrogatepass")) <= limit:  # a token is at least one byte
             return
         model = ex.model_requested
-        if len(text) > TOKENS_INLINE:
+        if len(text) > TOKENS_INLINE or not ready(model):  # the first count loads the encoding
             tokens = await asyncio.to_thread(count_tokens, text, model)
         else:
             tokens = count_tokens(text, model)
@@ -133,7 +133,6 @@ class InputChecksFactory(StageFactory):
         self.config = config
         self.patterns = config.named_patterns()
         check_patterns(self.patterns)  # on the event loop, every one of them must run in linear time
-        self.needs_tokenizer = config.max_tokens is not None  # loaded in a thread with the policy
 
 
 def build(ctx: BuildContext, route: Route) -> StageFactory | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from proxy.accounting.tokens import ready
 from proxy.errors import BadRequest
 from proxy.exchange import Exchange, Reply
 from proxy.pipeline import Stage, StageFactory
@@ -61,7 +62,7 @@ class TruncationStage(Stage):
         budget = prompt_budget(config, model, protocol.output_cap(body, config.default_output_tokens))
         if budget is None or len(ex.body) <= budget:
             return None
-        if len(ex.body) > COUNT_INLINE_BYTES:
+        if len(ex.body) > COUNT_INLINE_BYTES or not ready(model):  # the first count loads the encoding
             cut = await asyncio.to_thread(_cut, protocol, body, conversation, model, budget)
         else:
             cut = _cut(protocol, body, conversation, model, budget)
@@ -101,7 +102,6 @@ class TruncationFactory(StageFactory):
         self.config = config
         self.route_label = route_label
         self.services = services
-        self.needs_tokenizer = True  # loaded in a thread with the policy
 
 
 def build(ctx: BuildContext, route: Route) -> StageFactory | None:

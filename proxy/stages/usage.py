@@ -241,7 +241,6 @@ class UsageFactory(StageFactory):
         self.config = config
         self.pricing = pricing
         self.services = services
-        self.needs_tokenizer = config.estimate and self.observes_response  # loaded in a thread with the policy
 
 
 class RecordOnlyFactory(UsageFactory):

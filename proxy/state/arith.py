@@ -44,10 +44,7 @@ def rate_adjust(tat: float | None, now: float, limit: int, period_s: float, delt
 
 
 def slot_check(leases: dict[str, float], now: float, limit: int, lease: str, ttl_s: float) -> Verdict:
-    """Mutates `leases`: drops expired ones, and adds `lease` if admitted."""
-    for held, deadline in list(leases.items()):
-        if deadline <= now:
-            del leases[held]
+    """`leases` holds live leases only; mutated: `lease` is added if admitted."""
     if lease not in leases and len(leases) >= limit:
         return Verdict(False, 0.0, SLOT_RETRY_S, SLOT_RETRY_S)
     leases[lease] = now + ttl_s

@@ -10,6 +10,7 @@ than cachetools' TLRUCache: admission is on every request's path, and this is ~5
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from itertools import islice
 from typing import Any, ClassVar
@@ -30,6 +31,32 @@ from proxy.state.base import (
 )
 
 DEFAULT_MAX_KEYS = 200_000
+
+
+class _Leases(dict[str, float]):
+    """A concurrency slot's leases and their deadlines, with bounds on those deadlines, so that admitting and
+    releasing cost the same with 10 or 10,000 requests in flight: the leases are only looked through when the
+    earliest deadline may have passed (a lease whose release never came)."""
+
+    __slots__ = ("latest", "soonest")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.soonest = math.inf  # at most the earliest deadline
+        self.latest = -math.inf  # at least the latest: when the whole entry can go
+
+    def expire(self, now: float) -> None:
+        if self.soonest > now:
+            return
+        for lease in [lease for lease, deadline in self.items() if deadline <= now]:
+            del self[lease]
+        self.soonest = min(self.values(), default=math.inf)
+        self.latest = max(self.values(), default=-math.inf)
+
+    def put(self, lease: str, deadline: float) -> None:
+        deadline = self[lease] = round(deadline, 6)  # to the microsecond, as the Redis store keeps it
+        self.soonest = min(self.soonest, deadline)
+        self.latest = max(self.latest, deadline)
 
 
 class MemoryStore(Store):
@@ -59,8 +86,6 @@ class MemoryStore(Store):
             return
         if isinstance(value, float):
             value = round(value, 6)
-        elif isinstance(value, dict):
-            value = {lease: round(deadline, 6) for lease, deadline in value.items()}
         data[key] = (value, expires)
         if len(data) > self._max_keys:
             self._sweep(now)
@@ -76,14 +101,20 @@ class MemoryStore(Store):
     async def acquire(self, checks: Sequence[Check], now: float, once_key: str | None = None) -> list[Verdict]:
         verdicts: list[Verdict] = []
         writes: list[tuple[str, Any, float]] = []
+        taken: list[tuple[_Leases, str, float | None]] = []  # slots changed in place: undone if refused
         for check in checks:
             if isinstance(check, Rate):
                 verdict, tat = rate_check(self._get(check.key, now), now, check.limit, check.period_s, check.cost)
                 writes.append((check.key, tat, tat))
             elif isinstance(check, Slot):
-                leases = dict(self._get(check.key, now) or {})
+                leases = self._get(check.key, now) or _Leases()
+                leases.expire(now)
+                before = leases.get(check.lease)
                 verdict = slot_check(leases, now, check.limit, check.lease, check.ttl_s)
-                writes.append((check.key, leases, max(leases.values(), default=now)))
+                if verdict.allowed:
+                    leases.put(check.lease, leases[check.lease])
+                    taken.append((leases, check.lease, before))
+                writes.append((check.key, leases, leases.latest))
             else:
                 used = self._get(check.key, now) or 0.0
                 verdict = quota_check(used, now, check.limit, check.cost, check.expires_at, check.strict)
@@ -92,6 +123,12 @@ class MemoryStore(Store):
         if all(v.allowed for v in verdicts):
             for key, value, expires in writes:
                 self._put(key, value, expires, now)
+        else:
+            for leases, lease, before in taken:
+                if before is None:
+                    del leases[lease]
+                else:
+                    leases[lease] = before
         return verdicts
 
     async def adjust(self, changes: Sequence[Change], now: float) -> list[float]:
@@ -115,8 +152,8 @@ class MemoryStore(Store):
                 leases = self._get(change.key, now)
                 renewed = leases is not None and leases.get(change.lease, 0.0) > now
                 if renewed:
-                    leases[change.lease] = now + change.ttl_s
-                    self._put(change.key, leases, max(leases.values()), now)
+                    leases.put(change.lease, now + change.ttl_s)
+                    self._put(change.key, leases, leases.latest, now)
                 results.append(1.0 if renewed else 0.0)
             else:  # Once, Undo: nothing here is ever lost or retried, so there is nothing to apply twice
                 results.append(0.0)

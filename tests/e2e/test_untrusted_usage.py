@@ -90,14 +90,17 @@ def test_hostile_counts_are_answered_recorded_and_estimated(proxy_factory, upstr
     assert proxy.metric("agent_proxy_ledger_records_total", {"result": "written"}) == sent
 
 
-def test_the_encodings_are_loaded_before_the_first_request_when_a_stage_counts_tokens(proxy_factory, upstream):
+def test_an_encoding_is_loaded_by_the_first_count_that_needs_it_and_only_that_one(proxy_factory, upstream):
     from proxy.accounting import tokens
 
     tokens._loaded.clear()
-    proxy_factory(basic_policy(upstream.url, "stages: {usage: {estimate: false}}"))
-    assert tokens._loaded == {}  # nothing counts tokens: nothing loaded
-    proxy_factory(basic_policy(upstream.url))  # usage estimates by default
-    assert set(tokens._loaded) == set(tokens.ENCODINGS) and all(tokens._loaded.values())
+    proxy = proxy_factory(basic_policy(upstream.url))  # usage estimates by default
+    oai = openai.OpenAI(base_url=proxy.openai_base_url, api_key=DEMO_KEY, max_retries=0)
+    oai.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # usage reported: nothing to count
+    assert tokens._loaded == {}
+    oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, extra_headers={USAGE_HEADER: '{"prompt_tokens": 1}'})
+    wait_for(lambda: tokens._loaded)  # counted after the caller has its answer
+    assert set(tokens._loaded) == {"o200k_base"} and tokens._loaded["o200k_base"] is not None
 
 
 def test_admin_usage_answers_while_the_database_is_locked(proxy_factory, upstream, ledger):
