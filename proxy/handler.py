@@ -43,9 +43,9 @@ from proxy.forward.headers import caller_response_headers, request_id_from
 from proxy.forward.response import UpstreamResponse
 from proxy.forward.session_order import SessionOrder
 from proxy.forward.transport import Transport
+from proxy.heap_trim import HeapTrimmer
 from proxy.host_check import refused as host_refused
 from proxy.logs import log_request
-from proxy.memory import HeapTrimmer
 from proxy.metrics import Metrics, status_class
 from proxy.pipeline import ChainRun, decision_label
 from proxy.policy.reload import PolicyHolder
