@@ -25,16 +25,6 @@ def proxy(proxy_factory, fake_upstream):
     return proxy_factory(basic_policy(fake_upstream.url, INPUT))
 
 
-@pytest.fixture
-def oai(proxy):
-    return openai.OpenAI(base_url=proxy.openai_base_url, api_key=DEMO_KEY, max_retries=0)
-
-
-@pytest.fixture
-def claude(proxy):
-    return anthropic.Anthropic(base_url=proxy.url, api_key=DEMO_KEY, max_retries=0)
-
-
 @pytest.mark.parametrize(
     ("messages", "problem"),
     [

@@ -49,16 +49,6 @@ def proxy(proxy_factory, fake_upstream):
     return proxy_factory(basic_policy(fake_upstream.url, REDACTION))
 
 
-@pytest.fixture
-def oai(proxy):
-    return openai.OpenAI(base_url=proxy.openai_base_url, api_key=DEMO_KEY, max_retries=0)
-
-
-@pytest.fixture
-def claude(proxy):
-    return anthropic.Anthropic(base_url=proxy.url, api_key=DEMO_KEY, max_retries=0)
-
-
 def test_openai_chat_streamed_reads_exactly_the_whole_answer(oai):
     whole = oai.chat.completions.create(model="gpt-4o", messages=MESSAGES, extra_headers=_reply([TEXT]))
     assert whole.choices[0].message.content == REDACTED

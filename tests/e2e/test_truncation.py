@@ -54,16 +54,6 @@ def proxy(proxy_factory, fake_upstream):
     return proxy_factory(basic_policy(fake_upstream.url, TRUNCATION))
 
 
-@pytest.fixture
-def oai(proxy):
-    return openai.OpenAI(base_url=proxy.openai_base_url, api_key=DEMO_KEY, max_retries=0)
-
-
-@pytest.fixture
-def claude(proxy):
-    return anthropic.Anthropic(base_url=proxy.url, api_key=DEMO_KEY, max_retries=0)
-
-
 def _log_fields(caplog, request_id: str) -> dict:
     wait_for(lambda: any(getattr(r, "fields", {}).get("request_id") == request_id for r in caplog.records))
     (fields,) = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("request_id") == request_id]
