@@ -13,8 +13,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY constraints.txt pyproject.toml README.md ./
 COPY proxy ./proxy
+# The semantic cache's built-in embedder (the `semantic` extra) would triple the venv (108 MB, +219 MB), so the
+# image leaves it out: its demo then logs one warning and caches exactly (docs/semantic_cache.md). To carry it:
+#   docker build --build-arg EXTRAS=fast,redis,semantic -t agent-proxy .
+ARG EXTRAS=fast,redis
 RUN python -m venv /opt/agent-proxy \
- && /opt/agent-proxy/bin/pip install --no-cache-dir --constraint constraints.txt '.[fast,redis]' \
+ && /opt/agent-proxy/bin/pip install --no-cache-dir --constraint constraints.txt ".[${EXTRAS}]" \
  && /opt/agent-proxy/bin/python -I -c "from proxy.accounting.tokens import get_encoding as g; assert g('o200k_base') and g('cl100k_base')"
 
 FROM python:3.11-slim

@@ -1,6 +1,6 @@
 """Runs the Dockerfile's own install and start commands without a Docker engine.
 
-    python3 .ci/container_check.py [Dockerfile]      # as root: the proxy runs as `nobody`
+    python3 .ci/container_check.py [Dockerfile] [--build-arg NAME=VALUE ...]   # as root: the proxy runs as `nobody`
 
 The Dockerfile is read, not copied: its build stage's COPY and RUN lines are replayed in a fresh
 directory standing in for the image's root (every absolute path the Dockerfile names is moved under
@@ -14,6 +14,7 @@ with exit code 0 and the ledger must hold the request. Any failure exits 1, loud
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -159,9 +160,18 @@ def env_of(stage: Stage, rebase: Rebase, shim: Path) -> dict[str, str]:
     return env
 
 
-def build(stage: Stage, rebase: Rebase, shim: Path) -> None:
+def build_args(stage: Stage, given: dict[str, str]) -> dict[str, str]:
+    """The stage's ARG values: a `--build-arg` given, else the Dockerfile's default, as `docker build` sets them."""
+    values = {}
+    for args in stage.all("ARG"):
+        name, _, default = args.partition("=")
+        values[name] = given.get(name, default)
+    return values
+
+
+def build(stage: Stage, rebase: Rebase, shim: Path, given: dict[str, str]) -> None:
     workdir = "/"
-    env = {**env_of(stage, rebase, shim), "PIP_QUIET": "1"}
+    env = {**env_of(stage, rebase, shim), **build_args(stage, given), "PIP_QUIET": "1"}
     for instr, args in stage.instructions:
         if instr == "WORKDIR":
             workdir = args
@@ -176,7 +186,7 @@ def build(stage: Stage, rebase: Rebase, shim: Path) -> None:
                 raise CheckFailed(f"the Dockerfile's RUN failed (exit {done.returncode}): {args}")
 
 
-def check(dockerfile: Path) -> None:
+def check(dockerfile: Path, given: dict[str, str]) -> None:
     stages = parse_dockerfile(dockerfile.read_text())
     if len(stages) < 2:
         raise CheckFailed("expected a build stage and a final stage")
@@ -207,7 +217,7 @@ def check(dockerfile: Path) -> None:
         (shim / "python").symlink_to(os.path.realpath(sys.executable))
         print(f"== container check: replaying the build stage under {root}", flush=True)
         started = time.monotonic()
-        build(build_stage, rebase, shim)
+        build(build_stage, rebase, shim, given)
         print(f"   installed in {time.monotonic() - started:.1f} s", flush=True)
         run_final(final, rebase, shim, start, probe, workdir)
     finally:
@@ -252,6 +262,8 @@ def run_final(final: Stage, rebase: Rebase, shim: Path, start: list[str], probe:
                 raise CheckFailed(f"the proxy exited {code} on its STOPSIGNAL")
             print("   stopped on SIGTERM with exit code 0", flush=True)
             check_ledger(ledger / ledger_file)
+            log.seek(0)
+            show_warnings(log.read().decode(errors="replace"))
         except CheckFailed:
             log.seek(0)
             sys.stderr.write(log.read().decode(errors="replace")[-4000:])
@@ -285,6 +297,15 @@ def check_ledger(path: Path) -> None:
     print(f"   the ledger volume holds {rows} record(s)", flush=True)
 
 
+def show_warnings(log: str) -> None:
+    """What the image's demo warns about (without the semantic extra: one line, exact caching only)."""
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if record.get("level") in ("warning", "error"):
+                print(f"   log {record['level']}: {record.get('msg')}", flush=True)
+
+
 def wait_healthy(proxy: subprocess.Popen[bytes], probe: list[str], env: dict[str, str], cwd: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while subprocess.run(as_unprivileged(probe), env=env, cwd=cwd, capture_output=True).returncode != 0:
@@ -314,8 +335,13 @@ def demo_request(port: str) -> None:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dockerfile", nargs="?", type=Path, default=REPO / "Dockerfile")
+    parser.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE")
+    args = parser.parse_args()
+    given = dict(arg.partition("=")[::2] for arg in args.build_arg)
     try:
-        check(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "Dockerfile")
+        check(args.dockerfile, given)
     except (CheckFailed, OSError, subprocess.SubprocessError) as exc:
         print(f"CONTAINER CHECK FAILED: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -16,7 +16,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-EXTRAS = ("fast", "redis")  # what the image installs: '.[fast,redis]'
+EXTRAS = ("fast", "redis", "semantic")  # the image's '.[fast,redis]', and what `--build-arg EXTRAS` may add
 
 
 def closure(roots: list[Requirement]) -> dict[str, str]:
@@ -45,7 +45,7 @@ def main() -> int:
     roots = [Requirement(r) for r in project["dependencies"]]
     for extra in EXTRAS:
         roots += [Requirement(r) for r in project["optional-dependencies"][extra]]
-    print("# Pinned runtime dependencies of agent-proxy[fast,redis] (Dockerfile and .ci/run install with these).")
+    print("# Pinned runtime dependencies of agent-proxy[fast,redis,semantic] (the Dockerfile and .ci/run use them).")
     print("# Regenerate after a dependency change, from a venv where the tests pass:")
     print("#   python .ci/lock.py > constraints.txt")
     for name, version in sorted(closure(roots).items()):

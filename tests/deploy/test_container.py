@@ -55,6 +55,15 @@ def test_install_uses_the_constraints_file_and_checks_the_encodings():
     assert "--constraint constraints.txt" in ci
 
 
+def test_the_image_leaves_the_semantic_extra_to_a_build_arg():
+    """190 MB installed for the semantic cache's embedder: opt-in (docs/semantic_cache.md), pinned all the same."""
+    build = container_check.parse_dockerfile((ROOT / "Dockerfile").read_text())[0]
+    assert container_check.build_args(build, {}) == {"EXTRAS": "fast,redis"}
+    assert container_check.build_args(build, {"EXTRAS": "fast,redis,semantic"}) == {"EXTRAS": "fast,redis,semantic"}
+    assert any('".[${EXTRAS}]"' in args for args in build.all("RUN"))
+    assert {"fast", "redis", "semantic"} <= set(lock.EXTRAS)
+
+
 def test_constraints_pin_every_runtime_dependency():
     """A dependency added to pyproject.toml without `python .ci/lock.py > constraints.txt` fails here."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +34,16 @@ STEP = re.compile(
     r"<!-- walkthrough: ([a-z-]+) -->\n```(sh|python)\n(.*?)```\n<!-- expect -->\n```text\n(.*?)```", re.S
 )
 # What the issue asks the walkthrough to show; more steps are welcome.
-REQUIRED = {"redaction", "rate-limit", "cache", "usage", "status", "metrics", "sdk"}
+REQUIRED = {"redaction", "rate-limit", "cache", "semantic", "usage", "status", "metrics", "sdk"}
 # Steps that only read: run again until their figures have settled (the ledger is written in
 # batches, and a request's accounting completes just after its caller has the answer).
 READ_ONLY = {"usage", "status", "metrics"}
 SETTLE_S = 10.0
+# Steps that ask a paraphrase of an earlier step's question, which is embedded in a thread after its
+# answer has gone: before them, wait until the semantic index holds that many questions (every answer
+# the demo caller and the trial caller were given from upstream so far, on the openai route).
+INDEXED_BEFORE = {"semantic-paraphrase": 9}
+INDEXED = 'agent_proxy_cache_semantic_indexed_total{route="openai"}'
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,16 @@ def test_readme_marks_the_steps_the_walkthrough_must_show():
     assert SERVE in text  # the quickstart starts the demo the steps run against
 
 
+def installed_extras(text: str) -> list[set[str]]:
+    return [set(extras.split(",")) for extras in re.findall(r"pip install .*?-e '\.\[([a-z,]+)\]'", text)]
+
+
+def test_the_readme_installs_what_the_demo_and_ci_need():
+    quickstart, tests = installed_extras(README.read_text())[:2]
+    assert quickstart == {"semantic"}  # the demo's semantic cache; without it, exact caching only
+    assert installed_extras((ROOT / ".ci" / "run").read_text()) == [tests]  # CI runs the README's test command
+
+
 def test_expected_lines_match_with_ellipses_and_any_spacing():
     output = "usage by caller\ndemo     3     7  0.000012\r\n"
     assert missing_lines(["demo 3 ...", "usage by caller", "... 0.000012"], output) == []
@@ -109,7 +125,19 @@ def run_step(step: Step, port: int, cwd: Path) -> str:
     return done.stdout
 
 
+def indexed(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        samples = response.read().decode().splitlines()
+    return next((float(line.split()[-1]) for line in samples if line.startswith(INDEXED + " ")), 0.0)
+
+
 def step_output(step: Step, port: int, cwd: Path) -> str:
+    if step.name in INDEXED_BEFORE:
+        wanted = INDEXED_BEFORE[step.name]
+        try:
+            wait_for(lambda: indexed(port) == wanted, timeout=SETTLE_S)
+        except AssertionError:
+            pytest.fail(f"step {step.name}: {INDEXED} is {indexed(port)}, not {wanted}")
     output = run_step(step, port, cwd)
     deadline = time.monotonic() + SETTLE_S
     while step.name in READ_ONLY and missing_lines(step.expected, output) and time.monotonic() < deadline:
@@ -121,6 +149,7 @@ def step_output(step: Step, port: int, cwd: Path) -> str:
 def test_the_readme_walkthrough_shows_what_the_demo_does(demo_dir):
     if shutil.which("curl") is None:
         pytest.skip("the walkthrough's commands use curl")
+    pytest.importorskip("onnxruntime", reason="the demo's semantic cache needs the semantic extra")
     port = free_port()
     process = serve_process(DEMO, port, stderr=subprocess.PIPE, cwd=demo_dir)
     try:
