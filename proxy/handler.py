@@ -365,7 +365,7 @@ class ProxyHandler:
             m.child(m.errors, ex.error.kind, ex.error.source).inc()
         for stage, decision, mode in ex.decisions:
             m.child(m.stage_decisions, stage, decision_label(decision), mode).inc()
-        if run.stages:
+        if run.completing:  # a chain whose stages all pass completion through needs no task
             self.spawn(self._complete(ex, run))
         else:
             _after_completion(ex)

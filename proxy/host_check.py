@@ -20,6 +20,7 @@ matches `allowed_origins`. `*` in either list turns that check off.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ def split_host(value: str) -> tuple[str, str | None] | None:
     return (name, port) if name else None
 
 
+@functools.lru_cache(maxsize=256)  # parsing an address per request cost more than the rest of the check
 def _literal(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(name[1:-1] if name.startswith("[") else name)

@@ -106,20 +106,32 @@ class StageFactory:
 class Chain:
     """The enabled factories of one route, in the proxy's fixed order."""
 
-    __slots__ = ("factories", "observes_response")
+    __slots__ = ("_hooks", "factories", "observes_response")
 
     def __init__(self, factories: Sequence[StageFactory]):
         self.factories = tuple(f for f in factories if f.mode != "off")
         self.observes_response = any(f.observes_response for f in self.factories)
+        # Per hook, the positions of the stages that override it: a pass-through hook is not called.
+        self._hooks = {hook: tuple(i for i, f in enumerate(self.factories) if _overrides(f, hook)) for hook in _SKIPPED}
 
     def start(self) -> ChainRun:
         stages = [f.create() for f in self.factories]
         observers = [stage for stage, f in zip(stages, self.factories, strict=True) if f.observes_response]
-        return ChainRun(stages, observers[::-1])
+        hooks = self._hooks
+        return ChainRun(stages, observers[::-1], *([stages[i] for i in hooks[hook]] for hook in _SKIPPED))
 
     @property
     def names(self) -> list[str]:
         return [f"{f.name}({f.mode})" if f.mode != "enforce" else f.name for f in self.factories]
+
+
+_SKIPPED = ("on_request_headers", "on_request_body", "on_complete")
+
+
+def _overrides(factory: StageFactory, hook: str) -> bool:
+    """False only when the factory makes its declared stage class and that class keeps the pass-through hook."""
+    stage = factory.stage if type(factory).create is StageFactory.create else None
+    return not isinstance(stage, type) or getattr(stage, hook) is not getattr(Stage, hook)
 
 
 class ChainRun:
@@ -129,20 +141,31 @@ class ChainRun:
     reverse order): a pass-through hook per streamed event is work for nothing.
     """
 
-    __slots__ = ("observers", "stages")
+    __slots__ = ("admitting", "completing", "observers", "reading", "stages")
 
-    def __init__(self, stages: list[Stage], observers: list[Stage]):
+    def __init__(
+        self,
+        stages: list[Stage],
+        observers: list[Stage],
+        admitting: list[Stage] | None = None,
+        reading: list[Stage] | None = None,
+        completing: list[Stage] | None = None,
+    ):
         self.stages = stages
         self.observers = observers
+        # The stages whose request-header, request-body and completion hooks do something.
+        self.admitting = stages if admitting is None else admitting
+        self.reading = stages if reading is None else reading
+        self.completing = stages if completing is None else completing
 
     async def request_headers(self, ex: Exchange) -> Reply | None:
-        for stage in self.stages:
+        for stage in self.admitting:
             if (reply := await self._guard(stage, ex, stage.on_request_headers)) is not None:
                 return reply
         return None
 
     async def request_body(self, ex: Exchange) -> Reply | None:
-        for stage in self.stages:
+        for stage in self.reading:
             if (reply := await self._guard(stage, ex, stage.on_request_body)) is not None:
                 return reply
         return None
@@ -194,7 +217,7 @@ class ChainRun:
         return body
 
     async def complete(self, ex: Exchange) -> None:
-        for stage in reversed(self.stages):
+        for stage in reversed(self.completing):
             try:
                 await stage.on_complete(ex)
             except Exception:

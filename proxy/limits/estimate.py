@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.accounting.pricing import cost_usd
+from proxy.accounting.pricing import cost_usd, price, resolve
 from proxy.exchange import Exchange
 from proxy.policy.schema import Pricing
 from proxy.protocols import PROTOCOLS
@@ -53,14 +53,15 @@ def estimate(ex: Exchange, default_output: int, pricing: Mapping[str, Pricing]) 
     model = ex.protocol.request_model(body)
     prompt = ex.protocol.prompt_bound(ex.body, body, MEDIA_PART_TOKENS)
     output = ex.protocol.output_cap(body, default_output)
-    # The prompt at the dearest input-side rate: uncached, a cache read or a cache write.
+    # The prompt at the dearest input-side rate: uncached, a cache read or a cache write (the model looked up once).
+    found = resolve(model, pricing)
+    if found is None:
+        return Estimate(model, prompt, output, 0.0)
+    rates = found[1]
     costs = [
-        cost_usd(model, usage, pricing)
-        for usage in (
-            Usage(input_tokens=prompt, output_tokens=output),
-            Usage(input_tokens=0, cached_input_tokens=prompt, output_tokens=output),
-            Usage(input_tokens=0, cache_write_tokens=prompt, output_tokens=output),
-        )
+        price(Usage(input_tokens=prompt, output_tokens=output), rates),
+        price(Usage(input_tokens=0, cached_input_tokens=prompt, output_tokens=output), rates),
+        price(Usage(input_tokens=0, cache_write_tokens=prompt, output_tokens=output), rates),
     ]
     return Estimate(model, prompt, output, max((cost for cost in costs if cost is not None), default=0.0))
 

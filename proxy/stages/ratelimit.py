@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from proxy.policy.context import BuildContext
 
 MINUTE = 60.0
+MEMO_ENTRIES = 4096  # callers whose keys and limit texts a route's factory remembers (then it starts over)
+# A key, reason, refusal text and limit of one limited dimension.
+_RateText = tuple[str, str, str, int]
+_RateTexts = tuple[Limit | None, _RateText | None, _RateText | None]
 # Without leases (the memory store), a slot outlives the route's deadline by this much if its release never came.
 LEASE_MARGIN_S = 60.0
 
@@ -110,7 +114,7 @@ class RateLimitStage(Stage):
     def _limits(self, ex: Exchange, guess: Estimate | None) -> list[Limit]:
         f, plan = self._f, self._plan
         name = ex.caller.name if ex.caller is not None else ANONYMOUS
-        caller_key = f"{f.shared.prefix}c:{part(name)}"
+        caller_key = f.caller_key(name)
         tokens = guess.tokens if guess is not None else 0
         lease = self._id = new_lease()
         limits: list[Limit] = []
@@ -137,20 +141,16 @@ class RateLimitStage(Stage):
         return limits
 
     def _rates(self, limits: Limits, key: str, scope: str, kind: str, tokens: int, lease: str) -> list[Limit]:
-        out: list[Limit] = []
-        if limits.requests_per_minute is not None:
-            rpm = limits.requests_per_minute
-            check = Rate(f"{key}:rpm", rpm, MINUTE, 1)
-            out.append(Limit(check, f"{kind}requests", f"{scope}: {rpm} requests per minute", "requests"))
-        if limits.tokens_per_minute is not None and tokens > 0:
-            tpm = limits.tokens_per_minute
-            check = Rate(f"{key}:tpm", tpm, MINUTE, tokens)
-            out.append(Limit(check, f"{kind}tokens", f"{scope}: {tpm} tokens per minute", "tokens"))
-        if limits.concurrent is not None:
-            f = self._f
-            slot = Slot(f"{key}:conc", limits.concurrent, lease, f.shared.limiter.lease_s or f.lease_ttl_s)
+        f = self._f
+        rpm, tpm, conc = f.rate_texts(limits, key, scope, kind)
+        out: list[Limit] = [] if rpm is None else [rpm]  # the same every request: built once
+        if tpm is not None and tokens > 0:
+            check = Rate(tpm[0], tpm[3], MINUTE, tokens)
+            out.append(Limit(check, tpm[1], tpm[2], "tokens"))
+        if conc is not None:
+            slot = Slot(conc[0], conc[3], lease, f.shared.limiter.lease_s or f.lease_ttl_s)
             self._releases.append(Release(slot.key, lease))  # before the store call: a cancelled call may have taken it
-            out.append(Limit(slot, f"{kind}concurrent", f"{scope}: {limits.concurrent} requests in flight"))
+            out.append(Limit(slot, conc[1], conc[2]))
         return out
 
     def _refusal(self, ex: Exchange, decision: Decision) -> ProxyError:
@@ -240,6 +240,41 @@ class RateLimitFactory(StageFactory):
         self.route_key = f"{shared.prefix}r:{part(route.label)}"
         self.route_needs_body = self.route_limit is not None and self.route_limit.tokens_per_minute is not None
         self.lease_ttl_s = lease_ttl_s
+        self._caller_keys: dict[str, str] = {}
+        self._rate_texts: dict[tuple[int, str, str, str], _RateTexts] = {}
+
+    def caller_key(self, name: str) -> str:
+        """The caller's key prefix, remembered for up to `MEMO_ENTRIES` callers."""
+        found = self._caller_keys.get(name)
+        if found is None:
+            if len(self._caller_keys) >= MEMO_ENTRIES:
+                self._caller_keys.clear()
+            found = self._caller_keys[name] = f"{self.shared.prefix}c:{part(name)}"
+        return found
+
+    def rate_texts(self, limits: Limits, key: str, scope: str, kind: str) -> _RateTexts:
+        """What a set of limits checks for one key, built once: the requests limit whole, keys, reasons, texts."""
+        memo = (id(limits), key, scope, kind)  # `limits` lives in the policy this factory was built from
+        found = self._rate_texts.get(memo)
+        if found is None:
+            if len(self._rate_texts) >= MEMO_ENTRIES:
+                self._rate_texts.clear()
+            rpm, tpm, conc = limits.requests_per_minute, limits.tokens_per_minute, limits.concurrent
+            found = self._rate_texts[memo] = (
+                None
+                if rpm is None
+                else Limit(
+                    Rate(f"{key}:rpm", rpm, MINUTE, 1),
+                    f"{kind}requests",
+                    f"{scope}: {rpm} requests per minute",
+                    "requests",
+                ),
+                None if tpm is None else (f"{key}:tpm", f"{kind}tokens", f"{scope}: {tpm} tokens per minute", tpm),
+                None
+                if conc is None
+                else (f"{key}:conc", f"{kind}concurrent", f"{scope}: {conc} requests in flight", conc),
+            )
+        return found
 
 
 def build(ctx: BuildContext, route: Route) -> StageFactory | None:
