@@ -251,16 +251,33 @@ def test_a_tool_rate_limit_is_per_caller_and_tool(proxy, mcp_server):
 
 
 def test_the_ledger_has_each_tool_call(proxy):
+    """One row per call, whatever became of it: served, refused, or stopped at its arguments."""
+
+    async def calls() -> None:
+        async with connect(proxy, "legacy") as client:
+            await client.list_tools()
+            await client.call_tool("read_file", {"path": "/etc/ledger"})
+            for name, arguments in (("delete_file", {"path": "/etc/ledger"}), ("read_file", {"path": 42})):
+                with pytest.raises(MCPError):
+                    await client.call_tool(name, arguments)
+        async with connect(proxy, "legacy", ADMIN_KEY) as client:
+            await client.call_tool("delete_file", {"path": "/tmp/ledger"})
+
+    run(calls())
     path = proxy.ledger  # type: ignore[attr-defined]
-    wait_for(lambda: any(row["tool_outcome"] == "forbidden" for row in ledger_rows(path)), timeout=10)
-    rows = [row for row in ledger_rows(path) if row["tool"] is not None]
-    assert {(row["caller"], row["tool_server"], row["tool"], row["tool_outcome"]) for row in rows} >= {
+    expected = {
         ("demo", "files", "read_file", "ok"),
         ("demo", "files", "delete_file", "forbidden"),
         ("demo", "files", "read_file", "invalid_arguments"),
         ("ops", "files", "delete_file", "ok"),
     }
-    assert all(row["latency_ms"] > 0 for row in rows)
+
+    def found() -> set[tuple[str, str, str, str]]:
+        rows = [row for row in ledger_rows(path) if row["tool"] is not None]
+        return {(row["caller"], row["tool_server"], row["tool"], row["tool_outcome"]) for row in rows}
+
+    wait_for(lambda: found() >= expected, timeout=10)
+    assert all(row["latency_ms"] > 0 for row in ledger_rows(path) if row["tool"] is not None)
 
 
 @pytest.mark.parametrize("mode", MODES)
