@@ -35,6 +35,14 @@ class Hit:
     value_end: int
 
 
+def _any_anchor(detectors: Sequence[Detector]) -> re.Pattern[str] | None:
+    """One pattern matching wherever any detector's anchor does, if every detector has one."""
+    anchors = [d.anchor for d in detectors]
+    if not anchors or any(a is None or a.flags != re.UNICODE for a in anchors):
+        return None
+    return re.compile("|".join(dict.fromkeys(f"(?:{a.pattern})" for a in anchors if a is not None)))
+
+
 def _value_span(match: re.Match[str], group: str | tuple[str, ...]) -> tuple[int, int]:
     if isinstance(group, str):
         return match.span(group)
@@ -42,7 +50,7 @@ def _value_span(match: re.Match[str], group: str | tuple[str, ...]) -> tuple[int
 
 
 class Scanner:
-    __slots__ = ("_plan", "_thresholds", "behind", "detectors", "normalises")
+    __slots__ = ("_any_anchor", "_plan", "_thresholds", "behind", "detectors", "normalises")
 
     def __init__(
         self, detectors: Sequence[Detector], thresholds: Mapping[str, float] | None = None, normalises: bool = True
@@ -56,15 +64,21 @@ class Scanner:
         chosen = thresholds or {}
         self._thresholds = tuple(chosen.get(d.name, d.threshold) for d in self.detectors)
         self.normalises = normalises
+        self._any_anchor = _any_anchor(self.detectors)
 
-    def new_cache(self, text: str) -> list[Any]:
-        """Per-detector next hits for one text; a detector missing its required substring, or its anchor (found
-        in every match), has none: one fast search spares the full regex's try at every position."""
+    def new_cache(self, text: str, pos: int = 0) -> list[Any]:
+        """Per-detector next hits at or after `pos`; a detector missing its required substring, or its anchor
+        (found in every match, at or after its start), there has none: one fast search spares the full regex's
+        try at every position. When every detector has an anchor, one search for any of them comes first."""
+        detectors = self.detectors
+        if self._any_anchor is not None and self._any_anchor.search(text, pos) is None:
+            return [None] * len(detectors)
         return [
             None
-            if (d.needs is not None and d.needs not in text) or (d.anchor is not None and d.anchor.search(text) is None)
+            if (d.needs is not None and text.find(d.needs, pos) < 0)
+            or (d.anchor is not None and d.anchor.search(text, pos) is None)
             else _UNKNOWN
-            for d in self.detectors
+            for d in detectors
         ]
 
     @staticmethod
