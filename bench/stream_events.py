@@ -5,7 +5,7 @@ full-chain policy's detectors (bench/policies/full-chain.yaml), the events alrea
 the usage stage leaves them. Reports process CPU time (robust on a shared machine) per event:
 the best of several rounds, for prose and for prose with PII; and how many of the events
 had to be re-serialised. Run:
-    python bench/stream_events.py [--events 20000] [--rounds 5]
+    python bench/stream_events.py [--events 20000] [--rounds 5] [--words 1]
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ PII = (
 )
 
 
-def _events(count: int, dense: bool) -> list[bytes]:
+def _events(count: int, dense: bool, per_event: int = 1) -> list[bytes]:
     unit = PROSE * 4 + (PII if dense else PROSE)
-    words = (unit * (count * 8 // len(unit) + 2)).split(" ")[:count]
+    words = (unit * (count * per_event * 8 // len(unit) + 2)).split(" ")[: count * per_event]
+    words = [" ".join(words[at : at + per_event]) for at in range(0, len(words), per_event)]
     base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
     return [
         SSEEvent.from_json(
@@ -74,11 +75,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--words", type=int, default=1, help="words per event")
     parser.add_argument("--text-out", type=Path, help="write the events sent here (to compare two versions)")
     args = parser.parse_args()
     texts = []
     for dense in (False, True):
-        raws = _events(args.events, dense)
+        raws = _events(args.events, dense, args.words)
         micros, rewritten, text = cpu_per_event(raws, args.rounds)
         kind = "prose with PII" if dense else "prose         "
         print(f"{kind}  {micros:6.2f} µs CPU per event   re-serialised {rewritten}/{len(raws)}")

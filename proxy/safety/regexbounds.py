@@ -104,3 +104,48 @@ def bounds(pattern: str | re.Pattern[str], flags: int = 0) -> Bounds:
     ahead = _width(parsed.data, {}, behind)
     prefix = _literal_prefix(parsed.data, parsed.state.flags)
     return Bounds(ahead=ahead, behind=max(behind, default=0), literal_prefix=prefix)
+
+
+def top_level_branches(source: str) -> list[str]:
+    """The alternatives of a pattern's outermost `|`, as source text (one item if it has none)."""
+    branches, depth, at, index, in_class = [], 0, 0, 0, False
+    while index < len(source):
+        char = source[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]" or source[index - 1] == "["  # `[]...]`: a leading `]` is a member
+        elif char == "[":
+            in_class = True
+            if source.startswith("^]", index + 1):
+                index += 2
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            branches.append(source[at:index])
+            at = index + 1
+        index += 1
+    branches.append(source[at:])
+    return branches
+
+
+def split_end_anchored(pattern: re.Pattern[str]) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None, int]:
+    """`pattern` as (the alternatives that do not end in `\\Z`, those that do, how far from the end of the text
+    the latter can start). The leftmost match of the whole is the leftmost of the two parts', and the second
+    part need only be searched for in the last characters of a text: a partial head (`sk-`, `passw`) at its end.
+    Without such alternatives, or with global inline flags, the whole is the first part."""
+    source, flags = pattern.pattern, pattern.flags
+    branches = top_level_branches(source)
+    tails = [b for b in branches if b.endswith(r"\Z") and not b.endswith(r"\\Z")]
+    if not tails or re.match(r"\(\?[aiLmsux]+\)", source):
+        return pattern, None, 0
+    heads = [b for b in branches if b not in tails]
+    tail = re.compile("|".join(tails), flags)
+    try:
+        reach = bounds(tail).ahead
+    except UnboundedPattern:
+        return pattern, None, 0
+    return (re.compile("|".join(heads), flags) if heads else None), tail, reach
