@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.safety.detector import Detector
-from proxy.safety.regexbounds import split_end_anchored
+from proxy.safety.regexbounds import ClassRun, split_end_anchored
 
 _UNKNOWN: Any = object()
-_StartParts = tuple[re.Pattern[str] | None, re.Pattern[str] | None, int, tuple[str, ...]]
+_StartParts = tuple[re.Pattern[str] | None, re.Pattern[str] | None, int, tuple[ClassRun, ...], tuple[str, ...]]
 ANCHORED_FROM = 512
 """Texts at least this long are searched by anchor; both ways find the same hits (tests check it)."""
 
@@ -51,9 +51,8 @@ def _start_parts(detector: Detector) -> _StartParts | None:
     if detector.start is None:
         return None
     if not detector.start_hints:
-        return detector.start, None, 0, ()
-    heads, tails, reach = split_end_anchored(detector.start)
-    return heads, tails, reach, detector.start_hints
+        return detector.start, None, 0, (), ()
+    return *split_end_anchored(detector.start), detector.start_hints
 
 
 def _has_hint(text: str, hints: tuple[str, ...]) -> bool:
@@ -184,8 +183,9 @@ class Scanner:
     @staticmethod
     def _open_start(detector: Detector, start_parts: _StartParts, text: str, low: int, length: int) -> int:
         """The first start at or after `low`: the leftmost of the `start` regex's full heads (none where none of
-        the hints is) and of its partial heads at the end of the text (in the last `reach` characters)."""
-        heads, tails, reach, hints = start_parts
+        the hints is) and of its partial heads at the end of the text (in the last `reach` characters, or, for a
+        run of one class, where the run that ends the text starts)."""
+        heads, tails, reach, runs, hints = start_parts
         settled = detector.settled
         while low < length:
             found = None if heads is None or (hints and not _has_hint(text[low:], hints)) else heads.search(text, low)
@@ -194,6 +194,11 @@ class Scanner:
                 found = tails.search(text, tail_from)
                 if found is not None and found.start() < start:
                     start = found.start()
+            for run, least, most in runs:
+                if (cut := max(low, length - most)) < start:
+                    size = run.match(text[cut:][::-1]).end()  # type: ignore[union-attr]
+                    if size >= least and length - size < start:
+                        start = length - size
             if start >= length:
                 return length
             if settled is not None:
