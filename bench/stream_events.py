@@ -16,6 +16,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from redaction import PII, PROSE  # bench/redaction.py: the same texts
 
 from proxy.protocols import PROTOCOLS
 from proxy.protocols.sse import SSEEvent
@@ -24,15 +27,6 @@ from proxy.safety.content import CompiledRedaction, ExchangeRedaction
 from proxy.safety.events import StreamRewriter
 
 FULL_CHAIN = ["email", "phone", "ssn", "credit_card", "iban", "api_key", "password"]
-PROSE = (
-    "The deployment finished at 14:05 and every health check passed. We rolled the change out to three regions, "
-    "watched the error rate for twenty minutes, and saw no regression in latency or throughput. Next week we will "
-    "migrate the remaining services, update the runbook, and schedule a review with the platform team. "
-)
-PII = (
-    "Contact jane.doe@example.com or call +1 415 555 0132; the card on file is 4111 1111 1111 1111 and the "
-    "refund goes to DE89 3704 0044 0532 0130 00. "
-)
 
 
 def _events(count: int, dense: bool, per_event: int = 1) -> list[bytes]:
