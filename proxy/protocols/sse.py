@@ -38,7 +38,10 @@ class SSEEvent:
 
     @classmethod
     def from_json(cls, payload: Any, event: str | None = None) -> SSEEvent:
-        built = cls.build(orjson.dumps(payload), event)
+        """`build` for a payload: orjson writes no newline (it escapes them in strings), so one `data:` line,
+        framed without splitting the text again (a rewritten stream does this once per event)."""
+        head = f"event: {event}\n".encode() if event else b""
+        built = cls(head + b"data: " + orjson.dumps(payload) + b"\n\n")
         built._json = payload
         return built
 

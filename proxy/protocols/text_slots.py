@@ -154,6 +154,20 @@ def openai_response(body: Any) -> list[TextSlot]:
     return slots
 
 
+_DELTA_SLOTS = {
+    (p, key): TextSlot(("choices", p, "delta", key), "text", ("choice", p, key))
+    for p in range(8)
+    for key in ("content", "refusal")
+}
+
+
+def _delta_slot(p: int, index: Any, key: str) -> TextSlot:
+    """A chat delta's slot; the usual ones (a choice's index is its position, one of the first 8) are made once."""
+    if type(index) is int and index == p and p < 8:
+        return _DELTA_SLOTS[p, key]
+    return TextSlot(("choices", p, "delta", key), "text", ("choice", index, key))
+
+
 def openai_event(payload: Any) -> list[TextSlot]:
     payload = _dict(payload)
     if payload is None:
@@ -171,7 +185,7 @@ def openai_event(payload: Any) -> list[TextSlot]:
             continue
         for key in ("content", "refusal"):
             if isinstance(delta.get(key), str):
-                slots.append(TextSlot(("choices", p, "delta", key), "text", ("choice", index, key)))
+                slots.append(_delta_slot(p, index, key))
         for q, call in _items(delta.get("tool_calls")):
             function = _dict(call.get("function"))
             if function is not None and isinstance(function.get("arguments"), str):

@@ -40,6 +40,8 @@ class Detector:
     anchor: re.Pattern[str] | None = None  # found in every match, at most `anchor_reach` characters after its start
     anchor_reach: int = 0
     anchor_hints: tuple[str, ...] = ()  # one of these (lower case) is in every match, before its anchor
+    start_hints: tuple[str, ...] = ()  # one of these (lower case) is in every match of `start` but the
+    # alternatives that end in `\Z` (a partial head at the end of the text): a cheap way to skip the rest
     score: Score | None = None  # confidence of a hit; without it every confirmed hit has confidence 1
     threshold: float = 0.5  # default least confidence a hit needs to be redacted (the policy may change it)
     context: int = 0  # characters before a match that `score` may read (kept in streams for it)

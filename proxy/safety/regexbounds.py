@@ -104,3 +104,61 @@ def bounds(pattern: str | re.Pattern[str], flags: int = 0) -> Bounds:
     ahead = _width(parsed.data, {}, behind)
     prefix = _literal_prefix(parsed.data, parsed.state.flags)
     return Bounds(ahead=ahead, behind=max(behind, default=0), literal_prefix=prefix)
+
+
+def top_level_branches(source: str) -> list[str]:
+    """The alternatives of a pattern's outermost `|`, as source text (one item if it has none)."""
+    branches, depth, at, index, in_class = [], 0, 0, 0, False
+    while index < len(source):
+        char = source[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]" or source[index - 1] == "["  # `[]...]`: a leading `]` is a member
+        elif char == "[":
+            in_class = True
+            if source.startswith("^]", index + 1):
+                index += 2
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            branches.append(source[at:index])
+            at = index + 1
+        index += 1
+    branches.append(source[at:])
+    return branches
+
+
+_CLASS_RUN_TO_END = re.compile(r"(?P<cls>\[(?:\\.|[^\]\\\[])+\])\{(?P<least>\d+),(?P<most>\d+)\}\\Z")
+ClassRun = tuple[re.Pattern[str], int, int]
+"""`[...]{m,n}\\Z` as (`[...]{0,n}`, m, n): matched on the reversed end of a text, it gives the run's length."""
+
+
+def split_end_anchored(
+    pattern: re.Pattern[str],
+) -> tuple[re.Pattern[str] | None, re.Pattern[str] | None, int, tuple[ClassRun, ...]]:
+    """`pattern` as (the alternatives that do not end in `\\Z`, those that do, how far from the end of the text
+    the latter can start, and those that are a run of one character class to the end). The leftmost match of
+    the whole is the leftmost of the parts': a partial head (`sk-`, `passw`) at the end of a text need only be
+    looked for in its last characters, and a class run is found by one match on them, reversed.
+    Without such alternatives, or with global inline flags, the whole is the first part."""
+    source, flags = pattern.pattern, pattern.flags
+    branches = top_level_branches(source)
+    tails = [b for b in branches if b.endswith(r"\Z") and not b.endswith(r"\\Z")]
+    if not tails or re.match(r"\(\?[aiLmsux]+\)", source):
+        return pattern, None, 0, ()
+    heads = [b for b in branches if b not in tails]
+    runs = [found for b in tails if (found := _CLASS_RUN_TO_END.fullmatch(b)) is not None]
+    others = [b for b in tails if _CLASS_RUN_TO_END.fullmatch(b) is None]
+    tail = re.compile("|".join(others), flags) if others else None
+    try:
+        reach = 0 if tail is None else bounds(tail).ahead
+    except UnboundedPattern:
+        return pattern, None, 0, ()
+    classes = tuple(
+        (re.compile(f"{run['cls']}{{0,{run['most']}}}", flags), int(run["least"]), int(run["most"])) for run in runs
+    )
+    return (re.compile("|".join(heads), flags) if heads else None), tail, reach, classes

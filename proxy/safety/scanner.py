@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.safety.detector import Detector
+from proxy.safety.regexbounds import ClassRun, split_end_anchored
 
 _UNKNOWN: Any = object()
+_StartParts = tuple[re.Pattern[str] | None, re.Pattern[str] | None, int, tuple[ClassRun, ...], tuple[str, ...]]
 ANCHORED_FROM = 512
 """Texts at least this long are searched by anchor; both ways find the same hits (tests check it)."""
 
@@ -35,6 +37,29 @@ class Hit:
     value_end: int
 
 
+def _any_anchor(detectors: Sequence[Detector]) -> re.Pattern[str] | None:
+    """One pattern matching wherever any detector's anchor does, if every detector has one."""
+    anchors = [d.anchor for d in detectors]
+    if not anchors or any(a is None or a.flags != re.UNICODE for a in anchors):
+        return None
+    return re.compile("|".join(dict.fromkeys(f"(?:{a.pattern})" for a in anchors if a is not None)))
+
+
+def _start_parts(detector: Detector) -> _StartParts | None:
+    """A detector's `start` as searched: whole, or, with hints, split into the full heads (skipped where no hint
+    is) and the partial heads at the very end of the text."""
+    if detector.start is None:
+        return None
+    if not detector.start_hints:
+        return detector.start, None, 0, (), ()
+    return *split_end_anchored(detector.start), detector.start_hints
+
+
+def _has_hint(text: str, hints: tuple[str, ...]) -> bool:
+    lowered = text.lower()
+    return any(hint in lowered for hint in hints)
+
+
 def _value_span(match: re.Match[str], group: str | tuple[str, ...]) -> tuple[int, int]:
     if isinstance(group, str):
         return match.span(group)
@@ -42,7 +67,7 @@ def _value_span(match: re.Match[str], group: str | tuple[str, ...]) -> tuple[int
 
 
 class Scanner:
-    __slots__ = ("_plan", "_thresholds", "behind", "detectors", "normalises")
+    __slots__ = ("_any_anchor", "_plan", "_thresholds", "behind", "detectors", "normalises")
 
     def __init__(
         self, detectors: Sequence[Detector], thresholds: Mapping[str, float] | None = None, normalises: bool = True
@@ -52,19 +77,25 @@ class Scanner:
         self.detectors = tuple(detectors)
         self.behind = max((d.behind for d in self.detectors), default=0) + 1
         """Characters kept before the unreleased text, for lookbehinds and context."""
-        self._plan = tuple((d, d.ahead, d.run, d.start) for d in self.detectors)
+        self._plan = tuple((d, d.ahead, d.run, _start_parts(d)) for d in self.detectors)
         chosen = thresholds or {}
         self._thresholds = tuple(chosen.get(d.name, d.threshold) for d in self.detectors)
         self.normalises = normalises
+        self._any_anchor = _any_anchor(self.detectors)
 
-    def new_cache(self, text: str) -> list[Any]:
-        """Per-detector next hits for one text; a detector missing its required substring, or its anchor (found
-        in every match), has none: one fast search spares the full regex's try at every position."""
+    def new_cache(self, text: str, pos: int = 0) -> list[Any]:
+        """Per-detector next hits at or after `pos`; a detector missing its required substring, or its anchor
+        (found in every match, at or after its start), there has none: one fast search spares the full regex's
+        try at every position. When every detector has an anchor, one search for any of them comes first."""
+        detectors = self.detectors
+        if self._any_anchor is not None and self._any_anchor.search(text, pos) is None:
+            return [None] * len(detectors)
         return [
             None
-            if (d.needs is not None and d.needs not in text) or (d.anchor is not None and d.anchor.search(text) is None)
+            if (d.needs is not None and text.find(d.needs, pos) < 0)
+            or (d.anchor is not None and d.anchor.search(text, pos) is None)
             else _UNKNOWN
-            for d in self.detectors
+            for d in detectors
         ]
 
     @staticmethod
@@ -144,19 +175,32 @@ class Scanner:
                     if low >= hold:
                         continue
             if start is not None:
-                low = self._open_start(detector, text, low, length)
+                low = self._open_start(detector, start, text, low, length)
             if low < hold:
                 hold = low
         return hold
 
     @staticmethod
-    def _open_start(detector: Detector, text: str, low: int, length: int) -> int:
-        search, settled = detector.start.search, detector.settled  # type: ignore[union-attr]
+    def _open_start(detector: Detector, start_parts: _StartParts, text: str, low: int, length: int) -> int:
+        """The first start at or after `low`: the leftmost of the `start` regex's full heads (none where none of
+        the hints is) and of its partial heads at the end of the text (in the last `reach` characters, or, for a
+        run of one class, where the run that ends the text starts)."""
+        heads, tails, reach, runs, hints = start_parts
+        settled = detector.settled
         while low < length:
-            head = search(text, low)
-            if head is None:
+            found = None if heads is None or (hints and not _has_hint(text[low:], hints)) else heads.search(text, low)
+            start = length if found is None else found.start()
+            if tails is not None and (tail_from := max(low, length - reach)) < start:
+                found = tails.search(text, tail_from)
+                if found is not None and found.start() < start:
+                    start = found.start()
+            for run, least, most in runs:
+                if (cut := max(low, length - most)) < start:
+                    size = run.match(text[cut:][::-1]).end()  # type: ignore[union-attr]
+                    if size >= least and length - size < start:
+                        start = length - size
+            if start >= length:
                 return length
-            start = head.start()
             if settled is not None:
                 match = detector.pattern.match(text, start)
                 if match is not None and settled(match, length):

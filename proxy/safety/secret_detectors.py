@@ -92,6 +92,7 @@ _IS = r"(?:[ \t]{1,4}(?:is|was)[ \t]{1,4}[\"'`]?|[ \t]{1,4}`)"  # prose: `passwo
 # Where `=`, `:`, a backtick, or the `s` of ` is `/` was ` (either case) ends the key: a fast anchor for both.
 _SEPARATOR_ANCHOR = r"[:=`sS](?:(?<=[:=`])|(?<=[ \t][iI][sS])(?=[ \t])|(?<=[ \t][wW][aA][sS])(?=[ \t]))"
 _ESCAPED_NL = r"(?:\s|\\[rn])"  # a line break, or one written as \n inside a JSON, YAML or .env string
+_KEY_HINTS = ("secret", "pass", "pwd", "key", "token", "authorization")  # one is in every key of _SECRET_KEYS
 MAX_SECRET = 4096  # an assigned value longer than this is masked up to here
 
 SECRET_DETECTORS: tuple[Detector, ...] = (
@@ -135,6 +136,7 @@ SECRET_DETECTORS: tuple[Detector, ...] = (
         anchor=_SEPARATOR_ANCHOR,
         anchor_reach=30,
         anchor_hints=("secret",),
+        start_hints=("secret",),
     ),
     make(
         "github_token",
@@ -198,7 +200,8 @@ SECRET_DETECTORS: tuple[Detector, ...] = (
         value_group="v",
         anchor=_SEPARATOR_ANCHOR,
         anchor_reach=38,
-        anchor_hints=("secret", "pass", "pwd", "key", "token", "authorization"),
+        anchor_hints=_KEY_HINTS,
+        start_hints=_KEY_HINTS,
     ),
     make(
         "url_password",

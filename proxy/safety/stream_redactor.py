@@ -61,7 +61,7 @@ class StreamRedactor:
         hold = len(buf) if final else scanner.hold_from(buf, pos)
         out: list[str] = []
         if hold > pos:
-            cache = scanner.new_cache(buf)
+            cache = scanner.new_cache(buf, pos)
             while (hit := scanner.next_hit(buf, pos, cache)) is not None and hit.start < hold:
                 out.append(buf[pos : hit.value_start])
                 out.append(self._replace(hit.detector, buf[hit.value_start : hit.value_end]))
@@ -85,7 +85,7 @@ class StreamRedactor:
         hold = len(buf) if nhold >= len(text) else where[nhold]
         out: list[str] = []
         if hold > pos:
-            cache = scanner.new_cache(text)
+            cache = scanner.new_cache(text, npos)
             while (hit := scanner.next_hit(text, npos, cache)) is not None and hit.start < nhold:
                 value_start, value_end = where[hit.value_start], where[hit.value_end - 1] + 1
                 end = where[hit.end - 1] + 1

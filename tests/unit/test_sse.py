@@ -243,3 +243,19 @@ def test_events_up_to_the_bound_pass_and_the_bound_is_per_event():
     event = b"data: " + b"y" * 50 + b"\n\n"
     events = [e for _ in range(100) for e in decoder.feed(event[:30]) + decoder.feed(event[30:])]
     assert [e.raw for e in events] == [event] * 100
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=JSON_VALUES, name=st.sampled_from([None, "message", "content_block_delta"]))
+def test_an_event_from_json_is_framed_as_built_and_reads_back(payload, name):
+    event = SSEEvent.from_json(payload, event=name)
+    assert event.raw == SSEEvent.build(orjson.dumps(payload), name).raw
+    parsed = SSEEvent(event.raw)
+    assert parsed.event == name and parsed.json() == payload

@@ -251,3 +251,30 @@ def test_anchored_search_on_the_corpus():
     for text in texts:
         anchored, plain = _both_ways(text)
         assert anchored == plain, text
+
+
+# ---- a split `start` (full heads where a hint is, partial heads at the end) finds what the whole regex finds
+
+
+def _starts_agree(text: str) -> None:
+    for detector in (d for d in DETECTORS if d.start_hints):
+        split, whole = scanner_module._start_parts(detector), (detector.start, None, 0, (), ())
+        assert split is not None and split[3]  # it has partial heads, a run of one class among them
+        for end in range(len(text) + 1):
+            prefix = text[:end]
+            for low in range(0, end, 3):
+                found = Scanner._open_start(detector, split, prefix, low, end)
+                assert found == Scanner._open_start(detector, whole, prefix, low, end), (detector.name, prefix, low)
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=TEXTS)
+def test_split_start_search_finds_what_the_whole_start_regex_finds(text):
+    _starts_agree(text[:120])
+
+
+def test_split_start_search_on_the_corpus():
+    texts = [p.text for items in corpus.POSITIVE.values() for p in items if "secret" in p.text.lower()]
+    texts += ["PGPASSWORD=Zq8vR2mK9w", "my Secret Access Key is x", "the passphrase `x", "AUTHORIZATION: Bearer x"]
+    for text in texts:
+        _starts_agree(text[:200])
