@@ -44,8 +44,15 @@ class Workers:
         return httpx.get(self.base + "/metrics", timeout=5).text
 
     def live_pids(self) -> set[int]:
-        """Workers alive now, by the per-worker series of /metrics (a dead worker's is removed)."""
-        return {int(pid) for pid in WORKER_SERIES.findall(self.metrics())}
+        """Workers alive now, by the per-worker series of /metrics (a dead worker's is removed).
+
+        Empty when the scrape's connection was reset: right after a SIGKILL the kernel may still
+        have queued it on the dead worker's socket.
+        """
+        try:
+            return {int(pid) for pid in WORKER_SERIES.findall(self.metrics())}
+        except httpx.TransportError:
+            return set()
 
     def client_per_worker(self, count: int = 2) -> dict[int, httpx.Client]:
         """One keep-alive connection to each worker: /healthz on it says which process holds it."""
