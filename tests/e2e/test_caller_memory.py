@@ -50,7 +50,9 @@ async def burst(url: str, body: bytes) -> list[int]:
 def test_a_burst_of_large_prompts_is_bounded_and_given_back(tmp_path):
     with FakeUpstream() as upstream:
         policy = tmp_path / "policy.yaml"
-        policy.write_text(basic_policy(upstream.url))
+        # Ten 9 MB prompts read at once by the test upstream: on a loaded machine that can outlast 5 s.
+        timeouts = "first_byte_s: 5, idle_s: 5, total_s: 30"
+        policy.write_text(basic_policy(upstream.url).replace(timeouts, "first_byte_s: 60, idle_s: 60, total_s: 120"))
         port = free_port()
         process = serve_process(policy, port)
         try:
