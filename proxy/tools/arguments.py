@@ -70,7 +70,7 @@ def compile_schema(schema: Any) -> Validator | None:
         cls = library().validators.validator_for(schema)
         validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
     with _lock:
-        _compiled[key] = validator
+        _compiled[bytes(memoryview(key))] = validator  # kept: a copy of its size, not orjson's 4 KiB buffer
     return validator
 
 
