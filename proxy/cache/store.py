@@ -9,8 +9,9 @@ from typing import ClassVar
 
 from cachetools import TLRUCache
 
-ENTRY_OVERHEAD = 200
-"""Bytes counted per entry on top of its key and value (the dict slot, the tuple, the objects' headers)."""
+ENTRY_OVERHEAD = 500
+"""Bytes counted per entry on top of its value: its key, the tuple, and cachetools' bookkeeping (three
+dict slots, an item and a heap slot). Measured: 100,000 entries of 10-byte values take 483 B each."""
 
 
 class CacheUnavailable(Exception):
