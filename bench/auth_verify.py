@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.auth.config import HmacKey
-from proxy.auth.jwks import JwksRegistry
+from proxy.auth.jwks_registry import JwksRegistry
 from proxy.auth.jwt import JwtVerifier
 from proxy.auth.keys import mint
 from proxy.auth.signing import sign_request

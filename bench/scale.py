@@ -9,12 +9,16 @@ per caller by `callers.default`), pinned to one CPU when there are two, then mea
 - idle streams: the proxy's RSS before and with `--streams` streams open at once (each has
   had its first event and waits), so memory per open stream, then all of them finished;
 - a large response under redaction: CPU and time per JSON answer of 0.1 and 1 MB of prose
-  with an e-mail address, a phone number and a card number in every 200 characters.
+  with an e-mail address, a phone number and a card number in every 200 characters;
+- the response cache with `--cache-entries` entries: two routes with the cache stage on (memory
+  store, one each), one filled through the proxy with 100,000 distinct answers and one nearly
+  empty; then, rounds interleaved, the proxy's CPU per miss (a new question, stored) and per hit
+  on each, and the RSS the entries take.
 
-    python bench/scale.py [--requests 2000] [--rounds 3] [--streams 1000] [--no-pin]
+    python bench/scale.py [--requests 2000] [--rounds 3] [--streams 1000] [--cache-entries 100000] [--no-pin]
 
-Room for what other stages add: `SCENARIOS` lists the measurements; a cache (100,000
-entries) or truncation (a 200-message conversation) adds one function there.
+Room for what other stages add: `SCENARIOS` lists the measurements; truncation (a 200-message
+conversation) adds one function there.
 """
 
 from __future__ import annotations
@@ -57,6 +61,18 @@ def key(index: int) -> str:
     return f"scale-key-{index:05d}"
 
 
+CACHE_ROUTES = ("cache-small", "cache-full")  # one memory store each: their `max_entries` differ
+CACHE_ENTRY_LIMIT = 1_000_000
+
+
+def cache_routes() -> str:
+    return "\n".join(
+        f"  - {{name: {name}, prefix: /{name}/v1/, rewrite_prefix: /v1/, upstream: fake, stages: {{cache: "
+        f"{{ttl_s: 86400, max_entries: {CACHE_ENTRY_LIMIT + i}, max_bytes: 4294967296}}}}}}"
+        for i, name in enumerate(CACHE_ROUTES)
+    )
+
+
 def policy(upstream: str, ledger: Path) -> str:
     keys = "\n".join(
         f"    - {{caller: c{i:05d}, id: k{i:05d}, sha256: {hashlib.sha256(key(i).encode()).hexdigest()}}}"
@@ -72,6 +88,7 @@ upstreams:
   fake: {{url: "{upstream}", protocol: openai, credentials: {{header: Authorization, value: "Bearer upstream-key"}}}}
 routes:
   - {{name: openai, prefix: /v1/, upstream: fake}}
+{cache_routes()}
 auth:
   static_keys:
 {keys}
@@ -225,8 +242,61 @@ async def idle_streams(url: str, pid: int, args: argparse.Namespace, up: Upstrea
     ]
 
 
+def question(index: int) -> dict[str, object]:
+    return {"model": "fake-model", "messages": [{"role": "user", "content": f"Where is my order number {index}?"}]}
+
+
+async def cached_round(session: aiohttp.ClientSession, url: str, pid: int, indices: list[int], expect: str) -> float:
+    """The proxy's CPU per request over `indices` (16 at a time); every answer must say `x-cache: expect`."""
+    pending = iter(indices)
+    headers = {"authorization": f"Bearer {key(0)}", "content-type": "application/json"}
+
+    async def worker() -> None:
+        for index in pending:  # shared by the workers: each question is asked once
+            async with session.post(url, data=orjson.dumps(question(index)), headers=headers) as response:
+                await response.read()
+                if response.status != 200 or response.headers.get("x-cache") != expect:
+                    raise RuntimeError(f"{url}: {response.status}, x-cache {response.headers.get('x-cache')}")
+
+    before = support.cpu_seconds(pid)
+    await asyncio.gather(*(worker() for _ in range(16)))
+    return (support.cpu_seconds(pid) - before) / len(indices) * 1e6
+
+
+async def cache_entries(url: str, pid: int, args: argparse.Namespace, up: Upstream) -> list[str]:
+    """CPU per miss and per hit with a nearly empty cache and with `--cache-entries` entries, rounds interleaved."""
+    small, full = (url.replace("/v1/", f"/{name}/v1/", 1) for name in CACHE_ROUTES)
+    entries, count = args.cache_entries, args.requests
+    fresh = iter(range(10 * entries, 20 * entries))  # questions neither cache has seen
+    cpu: dict[tuple[str, str], list[float]] = {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as session:
+        seeded = list(range(count))
+        await cached_round(session, small, pid, seeded, "MISS")
+        before = rss_mb(pid)
+        started = time.perf_counter()
+        await cached_round(session, full, pid, list(range(entries)), "MISS")
+        fill_s, after = time.perf_counter() - started, rss_mb(pid)
+        spread = [(n * 7919) % entries for n in range(count)]  # hits all over the full cache
+        for _ in range(args.rounds):
+            for name, target, hits in (("small", small, seeded), ("full", full, spread)):
+                misses = [next(fresh) for _ in range(count)]
+                cpu.setdefault((name, "miss"), []).append(await cached_round(session, target, pid, misses, "MISS"))
+                cpu.setdefault((name, "hit"), []).append(await cached_round(session, target, pid, hits, "HIT"))
+    small_n = count * (args.rounds + 1)
+    row = {k: statistics.median(v) for k, v in cpu.items()}
+    miss, hit = (row["full", kind] / row["small", kind] for kind in ("miss", "hit"))
+    return [
+        f"| cache, {entries:,} entries stored through the proxy: RSS before / after; per entry; time to fill | "
+        f"{before:.1f} / {after:.1f} MB; {(after - before) * 1024 * 1024 / entries:.0f} B; {fill_s:.0f} s |",
+        f"| CPU per cache miss (stored), up to {small_n:,} entries / {entries:,} entries | "
+        f"{row['small', 'miss']:.0f} / {row['full', 'miss']:.0f} us ({miss:.2f}x) |",
+        f"| CPU per cache hit, up to {small_n:,} entries / {entries:,} entries | "
+        f"{row['small', 'hit']:.0f} / {row['full', 'hit']:.0f} us ({hit:.2f}x) |",
+    ]
+
+
 Scenario = Callable[[str, int, argparse.Namespace, Upstream], Awaitable[list[str]]]
-SCENARIOS: tuple[Scenario, ...] = (callers, idle_streams, large_response)
+SCENARIOS: tuple[Scenario, ...] = (callers, idle_streams, large_response, cache_entries)
 
 
 async def run(args: argparse.Namespace, up: Upstream, up_port: int, port: int, pid: int) -> list[str]:
@@ -240,7 +310,8 @@ async def run(args: argparse.Namespace, up: Upstream, up_port: int, port: int, p
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         rows = ["| scale | figure |", "|---|---|"]
         for scenario in SCENARIOS:
-            rows += await scenario(url, pid, args, up)
+            if args.only is None or scenario.__name__ in args.only:
+                rows += await scenario(url, pid, args, up)
         rows.append(f"| proxy peak RSS over the run | {peak_mb(pid):.1f} MB |")
         return rows
     finally:
@@ -276,5 +347,9 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--big-requests", type=int, default=5, help="timed large answers per size (default: 5)")
     parser.add_argument("--streams", type=int, default=1000, help="streams open at once (default: 1000)")
+    parser.add_argument(
+        "--cache-entries", type=int, default=100_000, help="entries in the full cache (default: 100000)"
+    )
+    parser.add_argument("--only", nargs="+", choices=[s.__name__ for s in SCENARIOS], help="run these scenarios only")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the proxy and this script to CPUs")
     main(parser.parse_args())

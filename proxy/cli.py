@@ -28,9 +28,11 @@ def _load_or_exit(path: Path) -> Policy:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from proxy.heap_trim import limit_arenas
     from proxy.logs import configure_logging
     from proxy.workers import WORKER_ENV, run_workers
 
+    limit_arenas()
     configure_logging(args.log_level)
     policy = _load_or_exit(args.policy)
     host, port = args.host or policy.server.host, args.port or policy.server.port

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from proxy.accounting.ledger import Ledger
-from proxy.auth.jwks import JwksRegistry
+from proxy.auth.jwks_registry import JwksRegistry
 from proxy.cache.registry import CacheRegistry
 from proxy.forward.registry import EndpointRegistry
 from proxy.metrics import Metrics
@@ -28,7 +28,7 @@ class Services:
     ledger: Ledger | None = None  # opened at startup when `ledger.path` is set; closed after requests drain
     # Circuit breakers and in-flight counts per upstream endpoint, kept across reloads (proxy/forward/).
     endpoints: EndpointRegistry = field(default_factory=EndpointRegistry)
-    # JWKS URL key sets, cached across reloads (proxy/auth/jwks.py).
+    # JWKS URL key sets, cached across reloads (proxy/auth/jwks_registry.py).
     jwks: JwksRegistry = field(default_factory=JwksRegistry)
     # Counters of rate limits, budgets and agent runs (proxy/state/): opened at startup from `state:`, closed last.
     state: Store | None = None

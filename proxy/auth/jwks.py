@@ -11,7 +11,7 @@ refreshed after that in the background while the known keys keep answering
 (stale-while-revalidate); a token naming an unknown kid waits for a refetch, at most
 once per `jwks_min_refresh_s`; concurrent requests share one fetch. If a refetch fails
 the keys already known keep working. Remote sets live in `Services.jwks`, so a policy
-reload does not refetch them.
+reload does not refetch them (proxy/auth/jwks_registry.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -236,24 +236,3 @@ class RemoteJwks:
                     raise ValueError("JWKS document too large")
                 chunks.append(chunk)
             return b"".join(chunks)
-
-
-@dataclass(slots=True)
-class JwksRegistry:
-    """Remote key sets by URL and settings, kept across policy reloads (lives in `Services`)."""
-
-    _sets: dict[tuple[Any, ...], RemoteJwks] = field(default_factory=dict)
-
-    def get(
-        self, url: str, allowed: Iterable[str], timeout_s: float, cache_s: float, min_refresh_s: float
-    ) -> RemoteJwks:
-        allowed = frozenset(allowed)
-        settings = (url, allowed, timeout_s, cache_s, min_refresh_s)
-        if settings not in self._sets:
-            self._sets[settings] = RemoteJwks(url, allowed, timeout_s, cache_s, min_refresh_s)
-        return self._sets[settings]
-
-    def prefetch(self) -> None:
-        """Start fetching every set not fetched yet, so the first requests need not wait for it."""
-        for remote in list(self._sets.values()):
-            remote.prefetch()

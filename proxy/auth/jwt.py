@@ -23,7 +23,8 @@ from cachetools import LRUCache
 from jwt import exceptions as jwt_errors
 
 from proxy.auth.config import JwtConfig
-from proxy.auth.jwks import FixedKeys, JwksRegistry, VerificationKey
+from proxy.auth.jwks import FixedKeys, VerificationKey
+from proxy.auth.jwks_registry import JwksRegistry
 from proxy.auth.keys import valid_caller_name
 from proxy.auth.refusals import Refused
 from proxy.auth.revocation import jti_key_id

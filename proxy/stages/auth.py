@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
-from proxy.auth.jwt import JwtVerifier
 from proxy.auth.keys import PREFIX as HMAC_KEY_PREFIX
 from proxy.auth.keys import HmacKeyVerifier
 from proxy.auth.permissions import Permissions
@@ -36,6 +35,7 @@ from proxy.policy.base import Mode
 from proxy.policy.schema import Policy, Route
 
 if TYPE_CHECKING:
+    from proxy.auth.jwt import JwtVerifier
     from proxy.policy.context import BuildContext
 
 __all__ = [
@@ -170,8 +170,11 @@ def authenticator_for(ctx: BuildContext) -> Authenticator:
 
     def make() -> Authenticator:
         jwt_config = ctx.policy.auth.jwt
-        jwt = JwtVerifier.from_config(jwt_config, ctx.services.jwks) if jwt_config is not None else None
-        return Authenticator(ctx.policy, ctx.services.metrics, jwt)
+        if jwt_config is None:  # pyjwt and cryptography (about 9 MB resident) only for policies that verify JWTs
+            return Authenticator(ctx.policy, ctx.services.metrics)
+        from proxy.auth.jwt import JwtVerifier
+
+        return Authenticator(ctx.policy, ctx.services.metrics, JwtVerifier.from_config(jwt_config, ctx.services.jwks))
 
     return ctx.shared("authenticator", make)
 

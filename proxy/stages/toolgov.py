@@ -36,7 +36,7 @@ from proxy.protocols import jsonrpc
 from proxy.protocols.sse import SSEEvent
 from proxy.services import Services
 from proxy.tools import guards
-from proxy.tools.arguments import body_problem, compile_schema, problem
+from proxy.tools.arguments import body_problem, compile_schema, library, problem
 from proxy.tools.config import ToolGovConfig, ToolSettings
 from proxy.tools.schemas import SchemaCache, SessionKey
 
@@ -353,6 +353,7 @@ def build(ctx: BuildContext, route: Route) -> StageFactory | None:
     protocol = ctx.policy.upstreams[route.upstream].protocol
     if config.mode == "off" or route.tool is None or protocol not in ("mcp", "http"):
         return None
+    library()  # jsonschema, imported now (the policy loads in a thread), not by the first tool call
     key = f"toolgov:{id(config)}"
     schemas = ctx.shared(
         f"{key}:schemas", lambda: SchemaCache(config.max_sessions, config.max_tools_per_session, config.schema_ttl_s)

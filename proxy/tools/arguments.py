@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Any
+from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from cachetools import LRUCache
-from jsonschema import exceptions, validators
-from jsonschema.protocols import Validator
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+    from jsonschema.protocols import Validator
 
 MAX_REASON = 200
 COMPILED_SCHEMAS = 1024  # distinct schemas kept compiled: every session of a server lists the same ones
@@ -26,13 +30,24 @@ _BOUNDS = frozenset(
 )
 
 
+@cache
+def library() -> ModuleType:
+    """The library, imported on first use (about 3 MB resident): only policies that check tool
+    arguments need it, and the tool governance stage imports it when such a policy compiles."""
+    import jsonschema.exceptions
+    import jsonschema.validators
+
+    return jsonschema
+
+
 def schema_problem(schema: Any) -> str | None:
     """Why `schema` is not a usable JSON Schema, or None."""
     if not isinstance(schema, dict):
         return "a schema is a JSON object"
+    jsonschema = library()
     try:
-        validators.validator_for(schema).check_schema(schema)
-    except exceptions.SchemaError as err:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.exceptions.SchemaError as err:
         return _short(err.message)
     return None
 
@@ -52,17 +67,17 @@ def compile_schema(schema: Any) -> Validator | None:
             return _compiled[key]
     validator = None
     if schema_problem(schema) is None:
-        cls = validators.validator_for(schema)
+        cls = library().validators.validator_for(schema)
         validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
     with _lock:
-        _compiled[key] = validator
+        _compiled[bytes(memoryview(key))] = validator  # kept: a copy of its size, not orjson's 4 KiB buffer
     return validator
 
 
 def problem(validator: Validator, value: Any, root: str) -> str | None:
     """The first thing wrong with `value`, naming the field, or None when it is valid."""
     try:
-        error = exceptions.best_match(validator.iter_errors(value))
+        error = library().exceptions.best_match(validator.iter_errors(value))
     except Exception:  # a `$ref` it cannot follow offline, a construct refused at use time: the server checks
         return None
     if error is None:
@@ -99,7 +114,7 @@ def field_path(root: str, parts: Iterable[Any]) -> str:
     return out
 
 
-def _reason(error: exceptions.ValidationError) -> str:
+def _reason(error: ValidationError) -> str:
     """What the keyword demands, in the library's words where they do not quote the value."""
     keyword, expected = error.validator, error.validator_value
     if keyword == "type":

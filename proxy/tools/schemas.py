@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cachetools import TTLCache
-from jsonschema.protocols import Validator
 
 from proxy.tools.arguments import compile_schema
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 SessionKey = tuple[str, str, str]  # (server, caller, session id)
 _UNCOMPILED: Any = object()

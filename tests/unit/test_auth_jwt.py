@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from proxy.auth.config import JwtConfig
-from proxy.auth.jwks import JwksRegistry, keys_from_jwks
+from proxy.auth.jwks import keys_from_jwks
+from proxy.auth.jwks_registry import JwksRegistry
 from proxy.auth.jwt import JwtVerifier
 from proxy.auth.refusals import Refused
 from proxy.policy.load import PolicyError, policy_from_text

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.auth.config import HmacKey
-from proxy.auth.jwks import JwksRegistry
+from proxy.auth.jwks_registry import JwksRegistry
 from proxy.auth.jwt import JwtVerifier
 from proxy.auth.keys import HmacKeyVerifier, decode_untrusted, mint, parse_ttl
 from proxy.auth.refusals import Refused

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 
 import pytest
 
@@ -32,6 +33,24 @@ def test_entries_expire_at_their_own_time():
     run(store.put("b", b"2", 1100))
     clock.now = 1010
     assert run(store.get("a")) is None and run(store.get("b")) == b"2"
+
+
+def test_an_entry_is_kept_at_its_own_size_not_in_the_encoder_s_buffer():
+    async def fill(store: MemoryCacheStore, count: int) -> None:
+        for i in range(count):  # each encoded entry is about 135 bytes, in a buffer of 4 KiB from orjson 3.12 on
+            raw = Entry({"choices": [{"message": {"content": f"answer {i}"}}]}, "m", {"output": 3}, "a", 4e9).encode()
+            await store.put(f"key-{i}", raw, 4e9)
+
+    store = MemoryCacheStore(10_000, 1 << 30)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        run(fill(store, 2000))
+        per_entry = (tracemalloc.get_traced_memory()[0] - before) / 2000
+    finally:
+        tracemalloc.stop()
+    assert store.entries == 2000
+    assert per_entry < 1500  # the value, its key and the store's bookkeeping: about 500 bytes (4,400 uncopied)
 
 
 def test_the_count_bound_drops_the_least_recently_used():

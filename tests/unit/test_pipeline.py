@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import tracemalloc
 from typing import ClassVar
 
+import orjson
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -276,3 +278,17 @@ async def test_on_complete_failure_is_logged_and_others_still_run(ex, caplog):
 async def test_the_compiled_route_has_a_chain(route):
     assert route.label == "chat" and isinstance(route.chain, Chain)
     assert route.chain.names == ["usage"]  # auth: none drops the auth stage
+
+
+def test_a_rewritten_body_is_kept_at_its_own_size(ex):
+    """It lives as long as the request (retries, a whole stream): not in orjson's larger buffer."""
+    prompt = "x" * 1_000_000
+    ex.replace_request_json({"model": "m", "messages": [{"role": "user", "content": prompt}]})
+    tracemalloc.start()
+    try:
+        body = ex.body_to_send()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert orjson.loads(body)["messages"][0]["content"] == prompt
+    assert held < 1.5 * len(body)  # orjson 3.13 alone keeps 8.3 MB for this 1 MB body
