@@ -50,7 +50,7 @@ _ID_PREFIX = secrets.token_hex(8)
 _id_counter = itertools.count(secrets.randbits(32))
 
 
-def _connection_named(headers: CIMultiDict[str]) -> set[str]:
+def _connection_named(headers: CIMultiDict[str] | CIMultiDictProxy[str]) -> set[str]:
     """Every header a `Connection` field names; the field may be repeated."""
     return {token.strip().lower() for value in headers.getall("connection", ()) for token in value.split(",")}
 
