@@ -42,11 +42,17 @@ async def read_body(request: web.Request, limit: int, timeout_s: float) -> bytes
         raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
     if not request.body_exists:
         return b""
+    content = request.content
     try:
+        if content.is_eof():  # the whole body came with the head (a usual prompt): no wait, so no timer to arm
+            body = content.read_nowait()
+            if len(body) > limit:
+                raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+            return body
         async with asyncio.timeout(timeout_s):
             chunks: list[bytes] = []
             size = 0
-            while chunk := await request.content.readany():
+            while chunk := await content.readany():
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLarge(f"the request body is larger than {limit} bytes")

@@ -8,7 +8,9 @@ this module hooks it at its narrowest points, one `RequestHandler` per connectio
   has been identified (`mark_identified`), so a flood of idle sockets never starves identified callers;
 - the request-head timer: armed at the connection's start and at the first byte of each keep-alive
   request (`data_received`), disarmed when aiohttp hands over a whole head (the request factory); when
-  it fires, a 408 goes out if part of a head came, and the connection is closed. Idle keep-alive
+  it fires, a 408 goes out if part of a head came, and the connection is closed. It is one loop timer
+  per connection that moves on lazily: arming and disarming store a deadline, so a request on a kept-alive
+  connection does not make and cancel a timer before its handler runs. Idle keep-alive
   connections are aiohttp's own `keepalive_timeout` (`server.keepalive_s`);
 - malformed HTTP: `handle_error` answers a JSON 400 that echoes nothing and logs one structured line
   (kind, peer, request id), never the bytes, a header value or a traceback; a framing error inside a
@@ -151,6 +153,8 @@ class EdgeHandler(RequestHandler):
         self._admitted = False
         self._identified = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_timer_at = 0.0  # loop time the pending timer fires at
+        self._head_deadline: float | None = None  # loop time the head must be whole by; None: disarmed
         self._body: StreamReader | None = None
 
     # ---- connection caps
@@ -167,6 +171,9 @@ class EdgeHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm_head_timer()
+        if self._head_timer is not None:  # nothing left to time: the handle (and this protocol) goes now
+            self._head_timer.cancel()
+            self._head_timer = None
         if self._admitted:
             self._admitted = False
             self._edge.release(self._identified)
@@ -211,16 +218,33 @@ class EdgeHandler(RequestHandler):
         self._body = None
 
     def _arm_head_timer(self) -> None:
-        self._disarm_head_timer()
-        self._head_timer = self._event_loop.call_later(self._edge.config.request_head_timeout_s, self._head_timed_out)
+        loop = self._event_loop
+        self._head_deadline = deadline = loop.time() + self._edge.config.request_head_timeout_s
+        timer = self._head_timer
+        if timer is not None and self._head_timer_at <= deadline:
+            return  # it fires first, then waits on to the deadline
+        if timer is not None:  # a reload shortened the timeout
+            timer.cancel()
+        self._head_timer_at = deadline
+        self._head_timer = loop.call_at(deadline, self._head_timer_fired)
 
     def _disarm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_deadline = None  # a pending timer finds nothing to do
+
+    def _head_timer_fired(self) -> None:
+        self._head_timer = None
+        deadline = self._head_deadline
+        if deadline is None:
+            return
+        loop = self._event_loop
+        if loop.time() < deadline:  # the head being waited for came later than the one the timer was set for
+            self._head_timer_at = deadline
+            self._head_timer = loop.call_at(deadline, self._head_timer_fired)
+            return
+        self._head_deadline = None
+        self._head_timed_out()
 
     def _head_timed_out(self) -> None:
-        self._head_timer = None
         transport = self.transport
         if self._phase == _BUSY or transport is None:
             return

@@ -125,7 +125,7 @@ class Chain:
         return [f"{f.name}({f.mode})" if f.mode != "enforce" else f.name for f in self.factories]
 
 
-_SKIPPED = ("on_request_headers", "on_request_body", "on_complete")
+_SKIPPED = ("on_request_headers", "on_request_body", "on_response_headers", "on_complete")
 
 
 def _overrides(factory: StageFactory, hook: str) -> bool:
@@ -141,7 +141,7 @@ class ChainRun:
     reverse order): a pass-through hook per streamed event is work for nothing.
     """
 
-    __slots__ = ("admitting", "completing", "observers", "reading", "stages")
+    __slots__ = ("admitting", "completing", "heading", "observers", "reading", "stages")
 
     def __init__(
         self,
@@ -149,13 +149,15 @@ class ChainRun:
         observers: list[Stage],
         admitting: list[Stage] | None = None,
         reading: list[Stage] | None = None,
+        heading: list[Stage] | None = None,
         completing: list[Stage] | None = None,
     ):
         self.stages = stages
         self.observers = observers
-        # The stages whose request-header, request-body and completion hooks do something.
+        # The stages whose request-header, request-body, response-header and completion hooks do something.
         self.admitting = stages if admitting is None else admitting
         self.reading = stages if reading is None else reading
+        self.heading = stages if heading is None else heading
         self.completing = stages if completing is None else completing
 
     async def request_headers(self, ex: Exchange) -> Reply | None:
@@ -185,7 +187,7 @@ class ChainRun:
         return reply if stage.enforcing else None
 
     def response_headers(self, ex: Exchange) -> None:
-        for stage in reversed(self.stages):
+        for stage in reversed(self.heading):
             stage.on_response_headers(ex)
 
     def response_events(self, ex: Exchange, events: list[SSEEvent]) -> list[SSEEvent]:

@@ -13,7 +13,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 HOP_BY_HOP = frozenset(
     {
@@ -39,6 +39,10 @@ PROXY_HEADER_PREFIX = "x-agent-proxy-"
 FORWARDING = frozenset({"forwarded", "x-real-ip"})
 FORWARDING_PREFIX = "x-forwarded-"
 
+# What a request without the forwarding chain (`forwarded_headers: strip`, the default) never passes on.
+_STRIPPED = NOT_FORWARDED | FORWARDING
+_STRIPPED_PREFIXES = (FORWARDING_PREFIX, PROXY_HEADER_PREFIX)
+
 NOT_RETURNED = HOP_BY_HOP | frozenset({"content-length", "content-encoding", "x-request-id", "server", "date"})
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -46,7 +50,7 @@ _ID_PREFIX = secrets.token_hex(8)
 _id_counter = itertools.count(secrets.randbits(32))
 
 
-def _connection_named(headers: CIMultiDict[str]) -> set[str]:
+def _connection_named(headers: CIMultiDict[str] | CIMultiDictProxy[str]) -> set[str]:
     """Every header a `Connection` field names; the field may be repeated."""
     return {token.strip().lower() for value in headers.getall("connection", ()) for token in value.split(",")}
 
@@ -96,11 +100,22 @@ def upstream_request_headers(
     forwarded: str = "strip",
     peer: str | None = None,
 ) -> CIMultiDict[str]:
-    headers: CIMultiDict[str] = CIMultiDict(caller_headers)  # a copy in C, then the few drops: cheaper than a filter
-    forwarding_headers(headers, forwarded, peer)  # before `host` goes: append mode may name it
-    for name in NOT_FORWARDED | _connection_named(headers):
-        headers.popall(name, None)
-    drop_proxy_headers(headers)
+    if not isinstance(caller_headers, (CIMultiDict, CIMultiDictProxy)):
+        caller_headers = CIMultiDict(caller_headers)
+    headers: CIMultiDict[str]
+    if forwarded == "append" and peer:
+        headers = CIMultiDict(caller_headers)
+        forwarding_headers(headers, forwarded, peer)  # before `host` goes: append mode may name it
+        for name in NOT_FORWARDED | _connection_named(headers):
+            headers.popall(name, None)
+        drop_proxy_headers(headers)
+    else:  # one pass over the caller's few headers: a third of the cost of a copy and two dozen drops
+        named = _connection_named(caller_headers) if "connection" in caller_headers else ()
+        headers = CIMultiDict()
+        for name, value in caller_headers.items():
+            low = name.lower()
+            if not (low in _STRIPPED or low in named or low.startswith(_STRIPPED_PREFIXES)):
+                headers.add(name, value)
     for name, value in inject:
         headers[name] = value
     headers["x-request-id"] = request_id

@@ -23,6 +23,7 @@ from yarl import URL
 
 from proxy.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
 from proxy.forward.bounds import ResponseLimits, UpstreamPool
+from proxy.forward.deadlines import Deadlines
 from proxy.forward.pool import GuardedConnector
 from proxy.forward.response import DECODED, UpstreamResponse
 
@@ -74,6 +75,7 @@ class Transport:
             timeout=aiohttp.ClientTimeout(total=None),
         )
         self._draining: set[asyncio.Task[None]] = set()
+        self._head_waits = Deadlines()  # first_byte_s, without a loop timer made and cancelled per request
 
     async def open(
         self,
@@ -100,7 +102,7 @@ class Transport:
                 headers["authorization"] = aiohttp.BasicAuth(target.user, target.password or "").encode()
             target = target.with_user(None)
         try:
-            async with asyncio.timeout_at(first_byte_at):
+            with self._head_waits.at(first_byte_at):
                 raw = await self._session.request(
                     method,
                     target,

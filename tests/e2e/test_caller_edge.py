@@ -188,6 +188,20 @@ def test_the_head_timer_restarts_for_each_keepalive_request(proxy):
     assert closed_count(proxy, "head_timeout") == 0
 
 
+def test_a_keepalive_request_has_the_whole_head_timeout_from_its_own_first_byte(proxy):
+    sock = connect(proxy)
+    sock.sendall(chat_request())
+    assert read_response(sock)[0] == 200
+    time.sleep(HEAD_S / 2)  # the connection's timer, set for the first head, is still pending
+    sock.sendall(chat_request()[:20])  # part of the next head, then nothing
+    started = time.monotonic()
+    status, body = parse(read_until_closed(sock))
+    assert status == 408
+    assert body["error"]["code"] == "request_timeout"
+    assert HEAD_S * 0.9 <= time.monotonic() - started < HEAD_S + 3
+    assert closed_count(proxy, "head_timeout") == 1
+
+
 # ---- connection caps
 
 
