@@ -29,6 +29,16 @@ from proxy.safety.stream_redactor import StreamRedactor, TextPipeline
 
 PASSWORD = BY_NAME["password"]
 BIG_NUMBER = re.compile(rb"[0-9]{20}")
+# Every byte to `0` if a digit, else to a space: BIG_NUMBER is then a plain substring search, many times faster.
+_DIGITS_AS_ZERO = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+_TWENTY_DIGITS = b"0" * 20
+
+
+def has_big_number(data: bytes) -> bool:
+    """`BIG_NUMBER.search(data)`, faster: the regex tries its repeat at every digit."""
+    return _TWENTY_DIGITS in data.translate(_DIGITS_AS_ZERO)
+
+
 _RESTORE = Scanner([PLACEHOLDER], normalises=False)
 
 
@@ -157,7 +167,7 @@ class ExchangeRedaction:
                 new = self._guard(lambda: self.pipeline().whole(text))
                 return body if new == text else new.encode()
             return body
-        if BIG_NUMBER.search(body):  # orjson would read it as a float, and write it back so
+        if has_big_number(body):  # orjson would read it as a float, and write it back so
             return self._guard(lambda: self._odd_json(protocol, body))
         try:
             payload = parse(body)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.exchange import Caller, Exchange
 from proxy.policy.compile import compile_policy
 from proxy.policy.load import policy_from_text
+from proxy.safety.content import BIG_NUMBER, has_big_number
 
 POLICY = """\
 version: 1
@@ -79,3 +82,12 @@ def test_a_body_with_nothing_to_redact_keeps_its_parse():
     parsed = ex.response_json(body)
     assert run.response_body(ex, body) is body
     assert ex.response_json(body) is parsed
+
+
+DIGIT_RUNS = st.sampled_from([b"1" * 19, b"2" * 20, b"0123456789" * 3])
+
+
+@given(st.lists(st.one_of(st.binary(max_size=8), DIGIT_RUNS), max_size=12))
+def test_the_fast_big_number_check_agrees_with_the_regex(parts):
+    data = b"".join(parts)
+    assert has_big_number(data) == (BIG_NUMBER.search(data) is not None)
