@@ -128,6 +128,11 @@ def _openai_output_item(item: dict[str, Any], path: Path) -> list[TextSlot]:
     ]
 
 
+_MESSAGE_SLOTS = {  # the usual message slots, made once
+    (i, key): TextSlot(("choices", i, "message", key)) for i in range(8) for key in ("content", "refusal")
+}
+
+
 def openai_response(body: Any) -> list[TextSlot]:
     body = _dict(body)
     if body is None:
@@ -141,7 +146,7 @@ def openai_response(body: Any) -> list[TextSlot]:
             continue
         for key in ("content", "refusal"):
             if isinstance(message.get(key), str):
-                slots.append(TextSlot(("choices", i, "message", key)))
+                slots.append(_MESSAGE_SLOTS[i, key] if i < 8 else TextSlot(("choices", i, "message", key)))
         for j, call in _items(message.get("tool_calls")):
             function = _dict(call.get("function"))
             if function is not None and isinstance(function.get("arguments"), str):
