@@ -34,17 +34,8 @@ ANSWER = {
 
 def exchange(mode: str) -> tuple[Exchange, object]:
     route = compile_policy(policy_from_text(POLICY.format(mode=mode), env={})).routes[0]
-    ex = Exchange(
-        request_id="rid",
-        method="POST",
-        path="/v1/chat/completions",
-        query_string="",
-        headers=CIMultiDictProxy(CIMultiDict()),
-        route=route,
-        protocol=route.protocol,
-        body=b'{"model":"m","messages":[{"role":"user","content":"hi"}]}',
-        caller=Caller("c", "k"),
-    )
+    headers = CIMultiDictProxy(CIMultiDict())
+    ex = Exchange("rid", "POST", "/v1/chat/completions", "", headers, route, route.protocol, caller=Caller("c", "k"))
     ex.status = 200
     ex.response_headers = CIMultiDict({"content-type": "application/json"})
     return ex, route.chain.start()
