@@ -142,7 +142,16 @@ class ExchangeRedaction:
 
     def whole(self, kind: SlotKind, value: Any, key: str | None = None) -> Any:
         """`key`: the one the value sits under, for the rule on keys that name secrets."""
+        if kind == "text" and isinstance(value, str) and self._untouched(value):
+            return value
         return transform(kind, value, self.pipeline, self.key_rule, key)
+
+    def _untouched(self, text: str) -> bool:
+        """What the pipeline would give back as it is, known without building it: nothing to detect, nothing
+        to put back (most answers, in one search)."""
+        scanner = self.compiled.output
+        restores = self.pseudonyms is not None and self.pseudonyms.originals
+        return scanner is not None and not restores and scanner.finds_nothing_in(text)
 
     def rewrite_slots(self, payload: Any, slots: list[TextSlot]) -> tuple[Any, bool]:
         changed = False

@@ -84,6 +84,10 @@ class Scanner:
         self.normalises = normalises
         self._any_anchor = _any_anchor(self.detectors)
 
+    def finds_nothing_in(self, text: str) -> bool:
+        """True when no detector can match anywhere in `text`: ASCII (its own normal form) without any anchor."""
+        return self._any_anchor is not None and text.isascii() and self._any_anchor.search(text) is None
+
     def new_cache(self, text: str, pos: int = 0) -> list[Any]:
         """Per-detector next hits at or after `pos`; a detector missing its required substring, or its anchor
         (found in every match, at or after its start), there has none: one fast search spares the full regex's

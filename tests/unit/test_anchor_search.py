@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.safety.catalogue import BUILTIN, BY_NAME, custom_detector
+from proxy.safety.content import CompiledRedaction, ExchangeRedaction, transform
 from proxy.safety.regexbounds import first_char_search
 from proxy.safety.scanner import Scanner
 from tests.data import redaction_corpus as corpus
@@ -22,6 +23,7 @@ PIECES = [
     " ", "\n", "\t", "a", "s", "S", "is", " is ", " was ", " IS ", "@", ":", "=", "`", "-", "_", "+", "(", "1", "12",
     "4111", "DE89", "GB29", "sk-", "sk-ant-", "AKIA", "ASIA", "ghp_", "github_pat_", "xoxb-", "xapp-", "://",
     "-u", "-p", "auth", "token", "password", "é", "😀", "\u200b", "\uff20", "TCK-1234", corpus.JWT[:12],
+    "jane\uff20acme.io",
 ]  # fmt: skip
 TEXTS = st.lists(st.sampled_from(PIECES), max_size=16).map("".join)
 
@@ -68,3 +70,27 @@ def test_ranges_categories_and_repeats_are_kept(text, pos):
     slow = re.compile(pattern).search(text, pos)
     found = fast.search(text, pos)
     assert (None if found is None else found.start()) == (None if slow is None else slow.start())
+
+
+@pytest.mark.parametrize("name", sorted(SETS))
+@settings(max_examples=300)
+@given(text=TEXTS)
+def test_a_whole_text_without_anchors_is_given_back_as_the_pipeline_would(name, text):
+    detectors = SETS[name]
+    compiled = CompiledRedaction(
+        output=Scanner(detectors),
+        actions={d.name: "mask" for d in detectors},
+        stream_text=(),
+        hash_key=None,
+        input=None,
+        input_action="mask",
+    )
+    redaction = ExchangeRedaction(compiled, "tenant")
+    assert redaction.whole("text", text) == transform("text", text, ExchangeRedaction(compiled, "tenant").pipeline)
+
+
+def test_only_ascii_text_without_any_anchor_is_known_clean():
+    scanner = Scanner(SETS["full_chain"])
+    assert scanner.finds_nothing_in("token " * 24)
+    assert not scanner.finds_nothing_in("mail jane@acme.io")
+    assert not scanner.finds_nothing_in("token\uff20acme")  # a fullwidth @ is an @ once normalised
