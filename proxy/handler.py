@@ -353,7 +353,8 @@ class ProxyHandler:
         )
 
     def _finish(self, ex: Exchange, run: ChainRun) -> None:
-        """Metrics now; stage completion, then the log line (it carries tokens and cost), off the request path."""
+        """Metrics now; stage completion, then the log line (it carries tokens and cost), once the caller has the
+        answer: at once when it was written whole, else (or from where it has to wait) in a task."""
         ex.finished_at = time.perf_counter()
         self.trimmer.body_done(len(ex.body))  # a large body: its memory goes back once completion let it go
         m = self.metrics
