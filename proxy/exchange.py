@@ -139,6 +139,8 @@ class Exchange:
     tool_call: ToolCall | None = None
     _json: Any = _NOT_PARSED
     _body_replaced: bool = False
+    _response_body: bytes | None = None  # the whole response body `_response_json` was parsed from
+    _response_json: Any = None
 
     @property
     def request_json(self) -> Any:
@@ -164,6 +166,18 @@ class Exchange:
             self.body = bytes(memoryview(orjson.dumps(self._json)))
             self._body_replaced = False
         return self.body
+
+    def response_json(self, body: bytes) -> Any:
+        """A whole response body parsed with orjson, once for every stage that reads the same bytes (usage, then
+        redaction); a stage that returns other bytes is parsed afresh. Raises orjson.JSONDecodeError."""
+        if body is not self._response_body:
+            self._response_json = orjson.loads(body)
+            self._response_body = body
+        return self._response_json
+
+    def forget_response_json(self) -> None:
+        """A stage changed the parsed response in place (redaction): the next reader parses the bytes again."""
+        self._response_body = self._response_json = None
 
     @property
     def has_llm_body(self) -> bool:

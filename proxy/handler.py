@@ -27,6 +27,7 @@ from proxy.caller_request import (
     read_body,
     unsafe_path,
 )
+from proxy.eager import start_eagerly
 from proxy.edge import mark_identified
 from proxy.errors import (
     BadRequest,
@@ -352,7 +353,8 @@ class ProxyHandler:
         )
 
     def _finish(self, ex: Exchange, run: ChainRun) -> None:
-        """Metrics now; stage completion, then the log line (it carries tokens and cost), off the request path."""
+        """Metrics now; stage completion, then the log line (it carries tokens and cost), once the caller has the
+        answer: at once when it was written whole, else (or from where it has to wait) in a task."""
         ex.finished_at = time.perf_counter()
         self.trimmer.body_done(len(ex.body))  # a large body: its memory goes back once completion let it go
         m = self.metrics
@@ -365,7 +367,9 @@ class ProxyHandler:
             m.child(m.errors, ex.error.kind, ex.error.source).inc()
         for stage, decision, mode in ex.decisions:
             m.child(m.stage_decisions, stage, decision_label(decision), mode).inc()
-        if run.completing:  # a chain whose stages all pass completion through needs no task
+        if run.completing and ex.outcome is Outcome.OK:  # the caller has it all: completion may start at once
+            start_eagerly(self._complete(ex, run), self.spawn)
+        elif run.completing:  # a chain whose stages all pass completion through needs no task
             self.spawn(self._complete(ex, run))
         else:
             _after_completion(ex)

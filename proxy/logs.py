@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import logging
 import logging.handlers
 import queue
@@ -123,6 +124,7 @@ def _stop_listener() -> None:
 
 
 MAX_MODEL_CHARS = 128
+LOGGED_MODELS = 256  # model names (each at most MAX_MODEL_CHARS) whose logged form is remembered
 _NOT_MODEL_CHAR = re.compile(r"[^A-Za-z0-9._:/@+-]")
 # What follows a prefix route's prefix that is logged as is: the LLM APIs' own endpoints, no caller data.
 KNOWN_ENDPOINTS = frozenset(
@@ -161,8 +163,15 @@ def logged_model(model: Any) -> str | None:
     """The model as the caller named it, cut and restricted to the characters model names use."""
     if not isinstance(model, str):
         return None
-    cut = _NOT_MODEL_CHAR.sub("?", model[:MAX_MODEL_CHARS])
-    return cut + "..." if len(model) > MAX_MODEL_CHARS else cut
+    if len(model) <= MAX_MODEL_CHARS:
+        return _short_model(model)
+    return _NOT_MODEL_CHAR.sub("?", model[:MAX_MODEL_CHARS]) + "..."
+
+
+@functools.lru_cache(maxsize=LOGGED_MODELS)
+def _short_model(model: str) -> str:
+    """Remembered: the log line and the ledger record both name the model, on every request."""
+    return _NOT_MODEL_CHAR.sub("?", model)
 
 
 def request_fields(ex: Exchange) -> dict[str, Any]:

@@ -106,19 +106,25 @@ class StageFactory:
 class Chain:
     """The enabled factories of one route, in the proxy's fixed order."""
 
-    __slots__ = ("_hooks", "factories", "observes_response")
+    __slots__ = ("_hooks", "_observers", "factories", "observes_response")
 
     def __init__(self, factories: Sequence[StageFactory]):
         self.factories = tuple(f for f in factories if f.mode != "off")
         self.observes_response = any(f.observes_response for f in self.factories)
+        self._observers = tuple(i for i, f in reversed(list(enumerate(self.factories))) if f.observes_response)
         # Per hook, the positions of the stages that override it: a pass-through hook is not called.
-        self._hooks = {hook: tuple(i for i, f in enumerate(self.factories) if _overrides(f, hook)) for hook in _SKIPPED}
+        self._hooks = tuple(tuple(i for i, f in enumerate(self.factories) if _overrides(f, hook)) for hook in _SKIPPED)
 
     def start(self) -> ChainRun:
         stages = [f.create() for f in self.factories]
-        observers = [stage for stage, f in zip(stages, self.factories, strict=True) if f.observes_response]
-        hooks = self._hooks
-        return ChainRun(stages, observers[::-1], *([stages[i] for i in hooks[hook]] for hook in _SKIPPED))
+        admitting, reading, completing = self._hooks
+        return ChainRun(
+            stages,
+            [stages[i] for i in self._observers],
+            [stages[i] for i in admitting],
+            [stages[i] for i in reading],
+            [stages[i] for i in completing],
+        )
 
     @property
     def names(self) -> list[str]:

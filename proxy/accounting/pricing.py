@@ -74,14 +74,20 @@ def priced_name(model: str | None, policy_pricing: Mapping[str, Pricing] | None 
 
 def price(usage: Usage, rates: Pricing) -> float | None:
     """USD, finite and non-negative; None if the rates make it anything else (an infinite price)."""
+    return price_tokens(
+        rates,
+        usage.input_tokens or 0,
+        usage.cached_input_tokens or 0,
+        usage.cache_write_tokens or 0,
+        usage.output_tokens or 0,
+    )
+
+
+def price_tokens(rates: Pricing, uncached: int, cached: int, written: int, output: int) -> float | None:
+    """`price` of these counts, without a Usage made for them (admission prices three per request)."""
     cached_rate = rates.cached_input if rates.cached_input is not None else rates.input
     write_rate = rates.cache_write if rates.cache_write is not None else rates.input
-    total = (
-        (usage.input_tokens or 0) * rates.input
-        + (usage.cached_input_tokens or 0) * cached_rate
-        + (usage.cache_write_tokens or 0) * write_rate
-        + (usage.output_tokens or 0) * rates.output
-    )
+    total = uncached * rates.input + cached * cached_rate + written * write_rate + output * rates.output
     cost = total / PER_TOKENS
     return cost if math.isfinite(cost) and cost >= 0 else None
 

@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.accounting.pricing import cost_usd, price, resolve
+from proxy.accounting.pricing import cost_usd, price_tokens, resolve
 from proxy.exchange import Exchange
 from proxy.policy.schema import Pricing
 from proxy.protocols import PROTOCOLS
-from proxy.protocols.base import Protocol, Usage
+from proxy.protocols.base import Protocol
 
 MEDIA_PART_TOKENS = 1600  # about the most one image costs on Claude and GPT-4o; PDFs and audio can cost more
 
@@ -58,11 +58,11 @@ def estimate(ex: Exchange, default_output: int, pricing: Mapping[str, Pricing]) 
     if found is None:
         return Estimate(model, prompt, output, 0.0)
     rates = found[1]
-    costs = [
-        price(Usage(input_tokens=prompt, output_tokens=output), rates),
-        price(Usage(input_tokens=0, cached_input_tokens=prompt, output_tokens=output), rates),
-        price(Usage(input_tokens=0, cache_write_tokens=prompt, output_tokens=output), rates),
-    ]
+    costs = (
+        price_tokens(rates, prompt, 0, 0, output),
+        price_tokens(rates, 0, prompt, 0, output),
+        price_tokens(rates, 0, 0, prompt, output),
+    )
     return Estimate(model, prompt, output, max((cost for cost in costs if cost is not None), default=0.0))
 
 

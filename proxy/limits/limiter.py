@@ -158,6 +158,8 @@ class Limiter:
     def hold(self, decision: Decision) -> None:
         """Keep the admitted slots' leases renewed while the response lives."""
         store = self._store()
+        if store.lease_s is None:  # nothing to renew (the memory store)
+            return
         for limit, _ in decision.results:
             if isinstance(limit.check, Slot):
                 store.hold(limit.check)
@@ -168,9 +170,10 @@ class Limiter:
         if not changes:
             return []
         store = self._store()
-        for change in changes:
-            if isinstance(change, Release):
-                store.let_go(change.lease)
+        if store.lease_s is not None:  # stop renewing what is released
+            for change in changes:
+                if isinstance(change, Release):
+                    store.let_go(change.lease)
         try:
             return await store.settle(changes, self.clock(), once_key)
         except BackendUnavailable:  # a store without retries of its own

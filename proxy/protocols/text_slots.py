@@ -86,6 +86,9 @@ def item_slots(item: dict[str, Any], path: Path) -> list[TextSlot]:
 # ---- OpenAI ------------------------------------------------------------------------------------------------------
 
 
+_MESSAGE_CONTENT = tuple(TextSlot(("messages", i, "content")) for i in range(64))  # a chat's first 64, made once
+
+
 def openai_request(body: Any) -> list[TextSlot]:
     body = _dict(body)
     if body is None:
@@ -94,7 +97,11 @@ def openai_request(body: Any) -> list[TextSlot]:
     if isinstance(body.get("instructions"), str):
         slots.append(TextSlot(("instructions",)))
     for i, message in _items(body.get("messages")):
-        slots.extend(content_slots(message.get("content"), ("messages", i, "content")))
+        content = message.get("content")
+        if isinstance(content, str) and i < len(_MESSAGE_CONTENT):
+            slots.append(_MESSAGE_CONTENT[i])
+        else:
+            slots.extend(content_slots(content, ("messages", i, "content")))
         for j, call in _items(message.get("tool_calls")):
             function = _dict(call.get("function"))
             if function is not None and isinstance(function.get("arguments"), str):
@@ -128,6 +135,11 @@ def _openai_output_item(item: dict[str, Any], path: Path) -> list[TextSlot]:
     ]
 
 
+_MESSAGE_SLOTS = {  # the usual message slots, made once
+    (i, key): TextSlot(("choices", i, "message", key)) for i in range(8) for key in ("content", "refusal")
+}
+
+
 def openai_response(body: Any) -> list[TextSlot]:
     body = _dict(body)
     if body is None:
@@ -141,7 +153,7 @@ def openai_response(body: Any) -> list[TextSlot]:
             continue
         for key in ("content", "refusal"):
             if isinstance(message.get(key), str):
-                slots.append(TextSlot(("choices", i, "message", key)))
+                slots.append(_MESSAGE_SLOTS[i, key] if i < 8 else TextSlot(("choices", i, "message", key)))
         for j, call in _items(message.get("tool_calls")):
             function = _dict(call.get("function"))
             if function is not None and isinstance(function.get("arguments"), str):
@@ -273,7 +285,11 @@ def anthropic_request(body: Any) -> list[TextSlot]:
         return []
     slots = content_slots(body.get("system"), ("system",)) if "system" in body else []
     for i, message in _items(body.get("messages")):
-        slots.extend(content_slots(message.get("content"), ("messages", i, "content")))
+        content = message.get("content")
+        if isinstance(content, str) and i < len(_MESSAGE_CONTENT):
+            slots.append(_MESSAGE_CONTENT[i])
+        else:
+            slots.extend(content_slots(content, ("messages", i, "content")))
     return slots
 
 

@@ -29,6 +29,16 @@ from proxy.safety.stream_redactor import StreamRedactor, TextPipeline
 
 PASSWORD = BY_NAME["password"]
 BIG_NUMBER = re.compile(rb"[0-9]{20}")
+# Every byte to `0` if a digit, else to a space: BIG_NUMBER is then a plain substring search, many times faster.
+_DIGITS_AS_ZERO = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+_TWENTY_DIGITS = b"0" * 20
+
+
+def has_big_number(data: bytes) -> bool:
+    """`BIG_NUMBER.search(data)`, faster: the regex tries its repeat at every digit."""
+    return _TWENTY_DIGITS in data.translate(_DIGITS_AS_ZERO)
+
+
 _RESTORE = Scanner([PLACEHOLDER], normalises=False)
 
 
@@ -132,7 +142,16 @@ class ExchangeRedaction:
 
     def whole(self, kind: SlotKind, value: Any, key: str | None = None) -> Any:
         """`key`: the one the value sits under, for the rule on keys that name secrets."""
+        if kind == "text" and isinstance(value, str) and self._untouched(value):
+            return value
         return transform(kind, value, self.pipeline, self.key_rule, key)
+
+    def _untouched(self, text: str) -> bool:
+        """What the pipeline would give back as it is, known without building it: nothing to detect, nothing
+        to put back (most answers, in one search)."""
+        scanner = self.compiled.output
+        restores = self.pseudonyms is not None and self.pseudonyms.originals
+        return scanner is not None and not restores and scanner.finds_nothing_in(text)
 
     def rewrite_slots(self, payload: Any, slots: list[TextSlot]) -> tuple[Any, bool]:
         changed = False
@@ -144,8 +163,11 @@ class ExchangeRedaction:
                 changed = True
         return payload, changed
 
-    def redact_body(self, protocol: Protocol, body: bytes, content_type: str) -> bytes:
-        """A whole response body, the same bytes when nothing matched; a block hit raises Forbidden."""
+    def redact_body(
+        self, protocol: Protocol, body: bytes, content_type: str, parse: Callable[[bytes], Any] = orjson.loads
+    ) -> bytes:
+        """A whole response body, the same bytes when nothing matched; a block hit raises Forbidden.
+        `parse`: orjson's, or one that returns the parse another stage already made of these bytes."""
         if not body:
             return body
         if "json" not in content_type:
@@ -154,10 +176,10 @@ class ExchangeRedaction:
                 new = self._guard(lambda: self.pipeline().whole(text))
                 return body if new == text else new.encode()
             return body
-        if BIG_NUMBER.search(body):  # orjson would read it as a float, and write it back so
+        if has_big_number(body):  # orjson would read it as a float, and write it back so
             return self._guard(lambda: self._odd_json(protocol, body))
         try:
-            payload = orjson.loads(body)
+            payload = parse(body)
         except orjson.JSONDecodeError:
             return self._guard(lambda: self._odd_json(protocol, body))
         payload, changed = self._guard(lambda: self.rewrite_slots(payload, protocol.response_text_slots(payload)))

@@ -162,3 +162,59 @@ def split_end_anchored(
         (re.compile(f"{run['cls']}{{0,{run['most']}}}", flags), int(run["least"]), int(run["most"])) for run in runs
     )
     return (re.compile("|".join(heads), flags) if heads else None), tail, reach, classes
+
+
+_CATEGORIES = {
+    sc.CATEGORY_DIGIT: r"\d",
+    sc.CATEGORY_NOT_DIGIT: r"\D",
+    sc.CATEGORY_SPACE: r"\s",
+    sc.CATEGORY_NOT_SPACE: r"\S",
+    sc.CATEGORY_WORD: r"\w",
+    sc.CATEGORY_NOT_WORD: r"\W",
+}
+
+
+def _class_char(code: int) -> str:
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def _first(items: Any, out: list[str]) -> bool:
+    """Adds what a match of `items` can start with to `out`; False if that is not one plain character."""
+    if not items:
+        return False  # an empty match
+    op, av = items[0]
+    if op is sc.LITERAL:
+        out.append(_class_char(av))
+        return True
+    if op is sc.IN:
+        for kind, value in av:
+            if kind is sc.LITERAL:
+                out.append(_class_char(value))
+            elif kind is sc.RANGE:
+                out.append(f"{_class_char(value[0])}-{_class_char(value[1])}")
+            elif kind is sc.CATEGORY and value in _CATEGORIES:
+                out.append(_CATEGORIES[value])
+            else:  # a negated class, or one this does not spell back
+                return False
+        return True
+    if op is sc.BRANCH:
+        return all(_first(branch, out) for branch in av[1])
+    if op is sc.SUBPATTERN:
+        _, add_flags, del_flags, sub = av
+        return not add_flags and not del_flags and _first(sub, out)
+    if op is sc.MAX_REPEAT or op is sc.MIN_REPEAT or op is sc.POSSESSIVE_REPEAT:
+        return av[0] >= 1 and _first(av[2], out)
+    return False  # an assertion or boundary first, any character, a back reference...
+
+
+def first_char_search(pattern: str) -> re.Pattern[str] | None:
+    """A pattern matching exactly where `pattern` (compiled without flags) does, that the engine searches fast.
+
+    The regex engine skips ahead quickly only to a literal or one character class: an alternation of classes
+    (`[0-9][0-9]|[A-Z][A-Z]|...`) is tried at every position. So: one class of every character a match can
+    start with, consumed, then the whole, looked for from its start (`(?<=(?=whole).)`). Only where a match
+    starts is kept, not where it ends. None when a match could start otherwise (empty, an assertion first)."""
+    parsed, first = sp.parse(pattern), []
+    if parsed.state.flags & ~sc.SRE_FLAG_UNICODE or not _first(parsed, first):
+        return None
+    return re.compile(f"[{''.join(dict.fromkeys(first))}](?<=(?={pattern})[\\s\\S])")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.safety.detector import Detector
-from proxy.safety.regexbounds import ClassRun, split_end_anchored
+from proxy.safety.regexbounds import ClassRun, first_char_search, split_end_anchored
 
 _UNKNOWN: Any = object()
 _StartParts = tuple[re.Pattern[str] | None, re.Pattern[str] | None, int, tuple[ClassRun, ...], tuple[str, ...]]
@@ -42,7 +42,8 @@ def _any_anchor(detectors: Sequence[Detector]) -> re.Pattern[str] | None:
     anchors = [d.anchor for d in detectors]
     if not anchors or any(a is None or a.flags != re.UNICODE for a in anchors):
         return None
-    return re.compile("|".join(dict.fromkeys(f"(?:{a.pattern})" for a in anchors if a is not None)))
+    either = "|".join(dict.fromkeys(f"(?:{a.pattern})" for a in anchors if a is not None))
+    return first_char_search(either) or re.compile(either)
 
 
 def _start_parts(detector: Detector) -> _StartParts | None:
@@ -82,6 +83,10 @@ class Scanner:
         self._thresholds = tuple(chosen.get(d.name, d.threshold) for d in self.detectors)
         self.normalises = normalises
         self._any_anchor = _any_anchor(self.detectors)
+
+    def finds_nothing_in(self, text: str) -> bool:
+        """True when no detector can match anywhere in `text`: ASCII (its own normal form) without any anchor."""
+        return self._any_anchor is not None and text.isascii() and self._any_anchor.search(text) is None
 
     def new_cache(self, text: str, pos: int = 0) -> list[Any]:
         """Per-detector next hits at or after `pos`; a detector missing its required substring, or its anchor

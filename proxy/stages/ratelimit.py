@@ -16,12 +16,13 @@ rate-limit headers (which successful responses carry too); a spent budget is 429
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, ClassVar
 
 from proxy.errors import ProxyError, QuotaExceeded, RateLimited, ServiceUnavailable
 from proxy.exchange import Exchange, Reply
-from proxy.limits.config import Limits, RateLimitStageConfig
+from proxy.limits.config import Budget, Limits, RateLimitStageConfig
 from proxy.limits.context import ANONYMOUS, CallerPlan, LimitsContext, limits_context
 from proxy.limits.estimate import Estimate, actual_cost, actual_tokens, estimate
 from proxy.limits.headers import rate_headers, retry_headers, rfc3339
@@ -131,13 +132,9 @@ class RateLimitStage(Stage):
             limits += self._rates(f.route_limit, f.route_key, f"route '{f.label}'", "route_", tokens, lease)
         if plan is not None and plan.budget is not None and guess is not None:
             cost, now = guess.cost_usd, f.shared.limiter.clock()
-            for usd, (label, end), period, reason in (
-                (plan.budget.usd_per_day, day_period(now), "day", "budget_day"),
-                (plan.budget.usd_per_month, month_period(now), "month", "budget_month"),
-            ):
-                if usd is not None:
-                    quota = Quota(f"{caller_key}:usd:{period[0]}:{label}", usd, cost, end)
-                    limits.append(Limit(quota, reason, f"the budget of ${usd:.2f} per {period} of caller '{name}'"))
+            for usd, key, reason, text, period in f.budget_texts(plan.budget, caller_key, name):
+                label, end = period(now)
+                limits.append(Limit(Quota(key + label, usd, cost, end), reason, text))
         return limits
 
     def _rates(self, limits: Limits, key: str, scope: str, kind: str, tokens: int, lease: str) -> list[Limit]:
@@ -228,6 +225,10 @@ class RateLimitStage(Stage):
                 metrics.child(metrics.budget_remaining_usd, self._profile, period).set(verdict.remaining)
 
 
+# A budget's USD, key (less the period's label), reason, refusal text and period, per period it limits.
+_BudgetTexts = tuple[tuple[float, str, str, str, Callable[[float], tuple[str, float]]], ...]
+
+
 class RateLimitFactory(StageFactory):
     stage = RateLimitStage
 
@@ -242,6 +243,7 @@ class RateLimitFactory(StageFactory):
         self.lease_ttl_s = lease_ttl_s
         self._caller_keys: dict[str, str] = {}
         self._rate_texts: dict[tuple[int, str, str, str], _RateTexts] = {}
+        self._budget_texts: dict[tuple[int, str, str], _BudgetTexts] = {}
 
     def caller_key(self, name: str) -> str:
         """The caller's key prefix, remembered for up to `MEMO_ENTRIES` callers."""
@@ -273,6 +275,29 @@ class RateLimitFactory(StageFactory):
                 None
                 if conc is None
                 else (f"{key}:conc", f"{kind}concurrent", f"{scope}: {conc} requests in flight", conc),
+            )
+        return found
+
+    def budget_texts(self, budget: Budget, caller_key: str, name: str) -> _BudgetTexts:
+        """What a caller's budget checks, built once per caller (up to `MEMO_ENTRIES`)."""
+        memo = (id(budget), caller_key, name)  # `budget` lives in the policy this factory was built from
+        found = self._budget_texts.get(memo)
+        if found is None:
+            if len(self._budget_texts) >= MEMO_ENTRIES:
+                self._budget_texts.clear()
+            found = self._budget_texts[memo] = tuple(
+                (
+                    usd,
+                    f"{caller_key}:usd:{period[0]}:",
+                    reason,
+                    f"the budget of ${usd:.2f} per {period} of caller '{name}'",
+                    when,
+                )
+                for usd, period, reason, when in (
+                    (budget.usd_per_day, "day", "budget_day", day_period),
+                    (budget.usd_per_month, "month", "budget_month", month_period),
+                )
+                if usd is not None
             )
         return found
 

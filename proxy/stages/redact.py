@@ -79,16 +79,19 @@ class RedactStage(Stage):
             return body
         content_type = ex.response_headers.get("content-type", "")
         try:
-            body = self._exchange(ex).redact_body(ex.protocol, body, content_type)
+            redacted = self._exchange(ex).redact_body(ex.protocol, body, content_type, ex.response_json)
         except Forbidden as err:  # a block hit
+            ex.forget_response_json()  # the parse may be redacted in part
             self.decide(ex, "blocked")
             self._finish(ex)
             if self.enforcing:
                 ex.error = err
                 raise
             return body
+        if redacted is not body:  # the parse was redacted in place: it no longer stands for `body`
+            ex.forget_response_json()
         self._finish(ex)
-        return body
+        return redacted
 
     def _note_block(self, ex: Exchange) -> None:
         stream = self._stream

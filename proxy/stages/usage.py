@@ -102,7 +102,7 @@ class UsageStage(Stage):
         if not ex.protocol.parses_json or not _success(ex) or not body:
             return body
         try:
-            payload = orjson.loads(body)
+            payload = ex.response_json(body)
         except orjson.JSONDecodeError:
             return body
         ex.model_served = ex.protocol.response_model(payload) or ex.model_served
