@@ -117,12 +117,13 @@ class Chain:
 
     def start(self) -> ChainRun:
         stages = [f.create() for f in self.factories]
-        admitting, reading, completing = self._hooks
+        admitting, reading, heading, completing = self._hooks
         return ChainRun(
             stages,
             [stages[i] for i in self._observers],
             [stages[i] for i in admitting],
             [stages[i] for i in reading],
+            [stages[i] for i in heading],
             [stages[i] for i in completing],
         )
 
