@@ -8,6 +8,7 @@ writer and the log writer included) is divided by the requests. One connection k
 figure repeatable to about 1%: the order work happens in does not depend on timing.
 
     python bench/instructions.py --policy bench/policies/full-chain.yaml [--checkout DIR]
+    python bench/instructions.py --stream   # per streamed answer instead (24 events, as bench/compare's streams)
 
 Needs valgrind (Debian: `apt-get install valgrind`); a run takes about a minute.
 """
@@ -30,15 +31,16 @@ from support import ROOT, free_port, start, stop, wait_ready
 
 MESSAGES = [{"role": "user", "content": "Say hello in one short sentence."}]  # bench/compare's
 BODY = orjson.dumps({"model": "fake-model", "messages": MESSAGES})
+STREAM_BODY = orjson.dumps({"model": "fake-model", "messages": MESSAGES, "stream": True})
 HEADERS = {"Authorization": "Bearer bench-key-0001", "Content-Type": "application/json"}
 
 
-async def send(url: str, requests: int, connections: int) -> None:
+async def send(url: str, requests: int, connections: int, body: bytes = BODY) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections)) as session:
 
         async def one_connection(count: int) -> None:
             for _ in range(count):
-                async with session.post(url, data=BODY, headers=HEADERS) as response:
+                async with session.post(url, data=body, headers=HEADERS) as response:
                     await response.read()
                     if response.status != 200:
                         raise SystemExit(f"the proxy answered {response.status}")
@@ -55,7 +57,7 @@ def policy_for(path: Path, upstream: int, work: Path) -> Path:
     return out
 
 
-def measure(policy: Path, checkout: Path, warmup: int, requests: int, connections: int) -> float:
+def measure(policy: Path, checkout: Path, warmup: int, requests: int, connections: int, body: bytes = BODY) -> float:
     port, upstream = free_port(), free_port()
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
@@ -72,9 +74,9 @@ def measure(policy: Path, checkout: Path, warmup: int, requests: int, connection
         try:
             wait_ready(f"http://127.0.0.1:{port}/readyz", timeout=300)
             url = f"http://127.0.0.1:{port}/v1/chat/completions"
-            asyncio.run(send(url, warmup, connections))
+            asyncio.run(send(url, warmup, connections, body))
             subprocess.run(["callgrind_control", "-z", str(proxy.pid)], check=True, capture_output=True)
-            asyncio.run(send(url, requests, connections))
+            asyncio.run(send(url, requests, connections, body))
             subprocess.run(["callgrind_control", "-d", str(proxy.pid)], check=True, capture_output=True)
         finally:
             stop([proxy, upstream_process])
@@ -94,11 +96,16 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--stream", action="store_true", help="streamed answers (24 events each), not JSON")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is not installed")
-    per_request = measure(args.policy.resolve(), args.checkout.resolve(), args.warmup, args.requests, args.connections)
-    print(f"{args.policy.name} ({args.checkout}): {per_request / 1e6:.3f} M instructions per request")
+    body = STREAM_BODY if args.stream else BODY
+    per_request = measure(
+        args.policy.resolve(), args.checkout.resolve(), args.warmup, args.requests, args.connections, body
+    )
+    unit = "stream" if args.stream else "request"
+    print(f"{args.policy.name} ({args.checkout}): {per_request / 1e6:.3f} M instructions per {unit}")
 
 
 if __name__ == "__main__":
