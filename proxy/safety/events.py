@@ -98,9 +98,12 @@ class StreamRewriter:
         if self.blocked is not None:
             return []
         try:
-            self._event(event)
+            direct = self._event(event)
         except Blocked as hit:
             return self._block(hit)
+        if direct is not None:
+            self._sent = True
+            return [direct]
         return self._release()
 
     def end(self) -> list[SSEEvent]:
@@ -120,18 +123,30 @@ class StreamRewriter:
         self._channels.clear()
         return [*out, self._protocol.stream_error_event(self.blocked)]
 
-    def _event(self, event: SSEEvent) -> None:
+    def _event(self, event: SSEEvent) -> SSEEvent | None:
+        """Queues the event, or returns it when it can go out at once, as it is, with nothing held before it."""
         protocol, redaction = self._protocol, self._redaction
         if not protocol.parses_json and event.data and (not _document(event.json()) or BIG_NUMBER.search(event.raw)):
             self._push(Entry(self._odd_event(event)))
-            return
+            return None
         slots = protocol.event_text_slots(event)
         if self._fields and (named := field_slots(event.json(), self._fields, event.event)) is not None:
             slots = named
         closes = protocol.event_closes(event) if slots or self._channels else ()
         payload = event.json()
-        entry = Entry(event, [])
-        fed: list[Lane] = []
+        if not self._queue and not closes and len(slots) == 1 and (channel := slots[0].channel) is not None:
+            opened = self._channels.get(channel)
+            if opened is not None:  # the usual delta: one channel's text, nothing waiting
+                slot = opened.slot = slots[0]
+                opened.template, value = event, slot.get(payload)
+                released = opened.pipe.feed(value)
+                if opened.lane.direct(value, released):
+                    return event
+                entry = Entry(event)
+                opened.lane.add(entry, slot, value, released)
+                self._push(entry)
+                return None
+        entry = Entry(event)
         for slot in slots:
             value = slot.get(payload)
             channel = slot.channel
@@ -144,15 +159,11 @@ class StreamRewriter:
             if opened is None:
                 opened = self._channels[channel] = _open(redaction.channel(slot.kind), event, slot)
             opened.template, opened.slot = event, slot
-            lane = opened.lane
-            entry.pieces.append(lane.add(slot, value, opened.pipe.feed(value)))  # type: ignore[union-attr]
-            fed.append(lane)
+            opened.lane.add(entry, slot, value, opened.pipe.feed(value))
         if closes:
             self._close(closes)
-        for lane in fed:
-            if lane.pieces:
-                lane.settle()
         self._push(entry)
+        return None
 
     def _push(self, entry: Entry) -> None:
         self._queue.append(entry)
@@ -178,21 +189,21 @@ class StreamRewriter:
         """The events at the front that are decided; one still undecided is forced out when the stream has sent
         nothing yet or the held events pass their bounds."""
         queue, out = self._queue, []
-        if not queue:
-            return out
         while queue:
             entry = queue[0]
-            if not entry.decided:
-                if not (
-                    everything
-                    or not self._sent
-                    or len(queue) > self._hold_events
-                    or self._queued_bytes > self._hold_bytes
-                ):
+            for piece in entry.pieces:
+                if piece.new is None:
+                    if not (
+                        everything
+                        or not self._sent
+                        or len(queue) > self._hold_events
+                        or self._queued_bytes > self._hold_bytes
+                    ):
+                        return out
+                    for rest in entry.pieces:
+                        if rest.new is None:
+                            rest.lane.force()
                     break
-                for piece in entry.pieces:
-                    if piece.new is None:
-                        piece.lane.force()
             queue.popleft()
             self._queued_bytes -= len(entry.event.raw)
             out.append(entry.built())

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -36,42 +35,39 @@ from proxy.protocols.text_slots import TextSlot
 Replaced = tuple[TextSlot, Any]
 
 
-@dataclass(slots=True, eq=False)
-class Piece:
-    lane: Lane
-    slot: TextSlot
-    value: str  # the text the event carries for its channel
-    end: int  # where that text ends in the channel's text
-    new: str | None = None  # the text it goes out with; None while undecided
-
-
 class Entry:
     """One held event, or an event built by the rewriter (a channel's flush), which is decided from the start."""
 
     __slots__ = ("event", "pieces", "whole")
 
-    def __init__(self, event: SSEEvent, pieces: list[Piece] | tuple[()] = (), whole: list[Replaced] | None = None):
+    def __init__(self, event: SSEEvent):
         self.event = event
-        self.pieces = pieces
-        self.whole = whole  # slots redacted whole that changed
-
-    @property
-    def decided(self) -> bool:
-        return all(piece.new is not None for piece in self.pieces)
+        self.pieces: list[Piece] = []
+        self.whole: list[Replaced] | None = None  # slots redacted whole that changed
 
     def built(self) -> SSEEvent:
         """The event as the upstream sent it, or rebuilt where a slot goes out with other text."""
-        changed = self.whole or []
-        for piece in self.pieces:
-            if piece.new != piece.value:
-                changed = [*changed, (piece.slot, piece.new)]
         event = self.event
-        if not changed:
+        changed = [(piece.slot, piece.new) for piece in self.pieces if piece.new is not piece.value]
+        if self.whole:
+            changed += self.whole
+        elif not changed:
             return event
         fresh = orjson.loads(event.data or "null")  # a copy: the event's own parse may be shared with other stages
         for slot, new in changed:
             fresh = slot.set(fresh, new)
         return SSEEvent.from_json(fresh, event=event.event)
+
+
+class Piece:
+    __slots__ = ("end", "lane", "new", "slot", "value")
+
+    def __init__(self, lane: Lane, slot: TextSlot, value: str, end: int):
+        self.lane = lane
+        self.slot = slot
+        self.value = value  # the text the event carries for its channel
+        self.end = end  # where that text ends in the channel's text
+        self.new: str | None = None  # the text it goes out with; None while undecided
 
 
 class Lane:
@@ -86,36 +82,52 @@ class Lane:
         self.synced = True  # `carried` is known: pieces can take their own share
         self.pieces: deque[Piece] = deque()  # undecided, in order
 
-    def add(self, slot: TextSlot, value: str, released: str) -> Piece:
+    def direct(self, value: str, released: str) -> bool:
+        """An event that can go out at once as it is: nothing of this channel waits, and what the redactor
+        released now (with what it released before) is the event's very text. Nothing changes otherwise."""
+        if self.pieces or self.ready + released != value:
+            return False
+        self.fed += len(value)
+        self.carried += len(value)
+        self.unsent = (self.unsent + value)[len(value) :]
+        self.ready = ""
+        return True
+
+    def add(self, entry: Entry, slot: TextSlot, value: str, released: str) -> None:
+        """A piece of `entry` carrying `value`, fed to the redactor, which released `released`; then settle."""
         self.fed += len(value)
         piece = Piece(self, slot, value, self.fed)
+        entry.pieces.append(piece)
         self.pieces.append(piece)
         self.unsent += value
         self.ready += released
-        return piece
+        self.settle()
 
     def settle(self, final: bool = False) -> None:
         """Decides the pieces the released text allows; `final`: the redactor was flushed, and the last piece
         takes what is left."""
         pieces = self.pieces
         while pieces:
+            ready, unsent = self.ready, self.unsent
+            if not self.synced or (final and len(pieces) == 1):
+                self._take(ready, len(ready) if self.synced and ready == unsent else None)
+                continue
             piece = pieces[0]
-            ready = self.ready
-            if final and len(pieces) == 1:
-                self._take(ready, len(ready) if ready == self.unsent else None)
-                continue
-            if not self.synced:
-                self._take(ready, None)
-                continue
             need = piece.end - self.carried
             if need <= 0:  # its text went out with a piece before it
                 self._take("", 0)
             elif len(ready) >= need:
-                if (share := ready[:need]) == self.unsent[:need]:
-                    self._take(share, need)
-                else:  # a mask (or re-encoded text) in its share
+                share = ready[:need]
+                if share != unsent[:need]:  # a mask (or re-encoded text) in its share
                     self._take(ready, None)
-            elif self.unsent.startswith(ready):
+                    continue
+                # The usual case, inline: its share is its own text (the very same when nothing of it went earlier).
+                pieces.popleft()
+                piece.new = piece.value if share == piece.value else share
+                self.ready = ready[need:]
+                self.unsent = unsent[need:]
+                self.carried += need
+            elif unsent.startswith(ready):
                 return  # its tail is still held: it waits
             else:
                 self._take(ready, None)
@@ -129,7 +141,7 @@ class Lane:
         """The front piece carries `text`, from the front of `ready`: `consumed` characters of the channel's own
         text, or None when `text` is not the channel's text (the place is then found again from `pending`)."""
         piece = self.pieces.popleft()
-        piece.new = text
+        piece.new = piece.value if text == piece.value else text
         self.ready = self.ready[len(text) :]
         if consumed is not None:
             self.carried += consumed
