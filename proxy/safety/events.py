@@ -144,7 +144,8 @@ class StreamRewriter:
                     return event
                 entry = Entry(event)
                 opened.lane.add(entry, slot, value, released)
-                self._push(entry)
+                self._queue.append(entry)
+                self._queued_bytes += len(event.raw)
                 return None
         entry = Entry(event)
         for slot in slots:
@@ -191,8 +192,10 @@ class StreamRewriter:
         queue, out = self._queue, []
         while queue:
             entry = queue[0]
+            raw = entry.whole is None
             for piece in entry.pieces:
-                if piece.new is None:
+                new = piece.new
+                if new is None:
                     if not (
                         everything
                         or not self._sent
@@ -203,10 +206,13 @@ class StreamRewriter:
                     for rest in entry.pieces:
                         if rest.new is None:
                             rest.lane.force()
+                    raw = False
                     break
+                if new is not piece.value:
+                    raw = False
             queue.popleft()
             self._queued_bytes -= len(entry.event.raw)
-            out.append(entry.built())
+            out.append(entry.event if raw else entry.built())
             self._sent = True
         return out
 

@@ -117,13 +117,14 @@ class Lane:
             if need <= 0:  # its text went out with a piece before it
                 self._take("", 0)
             elif len(ready) >= need:
-                share = ready[:need]
-                if share != unsent[:need]:  # a mask (or re-encoded text) in its share
+                value = piece.value
+                if need == len(value) and ready.startswith(value):  # the usual case: its own text, all of it
+                    new = value
+                elif (new := ready[:need]) != unsent[:need]:  # a mask (or re-encoded text) in its share
                     self._take(ready, None)
                     continue
-                # The usual case, inline: its share is its own text (the very same when nothing of it went earlier).
                 pieces.popleft()
-                piece.new = piece.value if share == piece.value else share
+                piece.new = value if new == value else new
                 self.ready = ready[need:]
                 self.unsent = unsent[need:]
                 self.carried += need
