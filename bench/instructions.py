@@ -8,7 +8,7 @@ writer and the log writer included) is divided by the requests. One connection k
 figure repeatable to about 1%: the order work happens in does not depend on timing.
 
     python bench/instructions.py --policy bench/policies/full-chain.yaml [--checkout DIR]
-    python bench/instructions.py --stream   # per streamed answer instead (24 events, as bench/compare's streams)
+    python bench/instructions.py --stream --interval-ms 25   # per streamed answer (24 events, as bench/compare's)
 
 Needs valgrind (Debian: `apt-get install valgrind`); a run takes about a minute.
 """
@@ -57,12 +57,22 @@ def policy_for(path: Path, upstream: int, work: Path) -> Path:
     return out
 
 
-def measure(policy: Path, checkout: Path, warmup: int, requests: int, connections: int, body: bytes = BODY) -> float:
+def measure(
+    policy: Path,
+    checkout: Path,
+    warmup: int,
+    requests: int,
+    connections: int,
+    body: bytes = BODY,
+    interval_ms: float = 5,
+) -> float:
     port, upstream = free_port(), free_port()
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         out = work / "callgrind.out"
-        upstream_process = start([str(ROOT / "bench" / "fast_upstream.py"), "--port", str(upstream)])
+        upstream_process = start(
+            [str(ROOT / "bench" / "fast_upstream.py"), "--port", str(upstream), "--interval-ms", str(interval_ms)]
+        )
         proxy = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m", "proxy", "serve",
              "--policy", str(policy_for(policy, upstream, work)), "--port", str(port)],
@@ -97,12 +107,25 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--stream", action="store_true", help="streamed answers (24 events each), not JSON")
+    parser.add_argument(
+        "--interval-ms",
+        type=float,
+        default=5,
+        help="between stream events; 20 or more lets the proxy under valgrind take each event on its own, so the "
+        "figure does not depend on how events happen to arrive together",
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is not installed")
     body = STREAM_BODY if args.stream else BODY
     per_request = measure(
-        args.policy.resolve(), args.checkout.resolve(), args.warmup, args.requests, args.connections, body
+        args.policy.resolve(),
+        args.checkout.resolve(),
+        args.warmup,
+        args.requests,
+        args.connections,
+        body,
+        args.interval_ms,
     )
     unit = "stream" if args.stream else "request"
     print(f"{args.policy.name} ({args.checkout}): {per_request / 1e6:.3f} M instructions per {unit}")

@@ -209,8 +209,20 @@ def test_any_split_under_any_hold_bound_reads_the_whole_answer(data):
     hold = data.draw(st.integers(0, 4))
     config = RedactionConfig(output=["pii", "api_key", "city"], custom=[{"name": "city", "pattern": "Paris"}])
     redaction = _redaction(config.model_copy(update={"stream_hold_events": hold}))
+    args = '{"to": "jane@corp.io", "note": "caf\\u00e9 in Paris"}'
     cuts = data.draw(st.lists(st.integers(0, len(TEXT)), max_size=30))
-    assert _texts(_run("openai", _chat_events(_split(TEXT, cuts)), redaction)) == REDACTED
+    tool_cuts = data.draw(st.lists(st.integers(0, len(args)), max_size=10))
+    events = _chat_events(_split(TEXT, cuts), _split(args, tool_cuts))
+    rewriter = StreamRewriter(PROTOCOLS["openai"], redaction)
+    out: list[SSEEvent] = []
+    for event in events:
+        out += rewriter.event(event)
+        assert rewriter.queued <= hold
+    out += rewriter.end()
+    assert _texts(out) == REDACTED
+    deltas = [orjson.loads(e.data)["choices"][0]["delta"] for e in out if e.data != "[DONE]"]
+    arguments = "".join(call["function"]["arguments"] for d in deltas for call in d.get("tool_calls", ()))
+    assert orjson.loads(arguments) == {"to": "[EMAIL]", "note": "café in [CITY]"}
 
 
 @settings(max_examples=100, deadline=None)
