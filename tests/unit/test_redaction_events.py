@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from proxy.errors import Forbidden
 from proxy.protocols import PROTOCOLS
 from proxy.protocols.sse import SSEEvent
+from proxy.protocols.text_slots import openai_closes, openai_event
 from proxy.safety.config import RedactionConfig
 from proxy.safety.content import CompiledRedaction, ExchangeRedaction
 from proxy.safety.events import StreamRewriter
@@ -417,3 +418,20 @@ def test_http_json_fields_keep_whole_redaction_and_secret_keys_around_them():
 def test_stream_text_paths_are_validated():
     with pytest.raises(ValueError):
         RedactionConfig(output=["email"], stream_text=["a..b"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    choice=st.fixed_dictionaries(
+        {"delta": st.dictionaries(st.sampled_from(["content", "role", "refusal"]), st.one_of(st.text(), st.none()))},
+        optional={
+            "index": st.one_of(st.integers(-1, 9), st.text(max_size=2)),
+            "finish_reason": st.one_of(st.none(), st.sampled_from(["", "stop", "length"])),
+        },
+    )
+)
+def test_the_usual_chunk_has_the_slots_and_closes_of_any_chunk(choice):
+    payload = {"id": "x", "choices": [choice]}
+    general = {**payload, "choices": [choice, {"delta": {}}]}  # two choices: the general walk
+    assert openai_event(payload) == openai_event(general)
+    assert openai_closes(payload, None) == openai_closes(general, None)
