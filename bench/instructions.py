@@ -8,7 +8,7 @@ writer and the log writer included) is divided by the requests. One connection k
 figure repeatable to about 1%: the order work happens in does not depend on timing.
 
     python bench/instructions.py --policy bench/policies/full-chain.yaml [--checkout DIR]
-        [--stream --warmup 20 --requests 100]   # streamed requests instead (24 events 5 ms apart), per stream
+    python bench/instructions.py --stream --interval-ms 25   # per streamed answer (24 events, as bench/compare's)
 
 Needs valgrind (Debian: `apt-get install valgrind`); a run takes about a minute.
 """
@@ -31,7 +31,7 @@ from support import ROOT, free_port, start, stop, wait_ready
 
 MESSAGES = [{"role": "user", "content": "Say hello in one short sentence."}]  # bench/compare's
 BODY = orjson.dumps({"model": "fake-model", "messages": MESSAGES})
-STREAM_BODY = orjson.dumps({"model": "fake-model", "messages": MESSAGES, "stream": True})  # 24 events, 5 ms apart
+STREAM_BODY = orjson.dumps({"model": "fake-model", "messages": MESSAGES, "stream": True})
 HEADERS = {"Authorization": "Bearer bench-key-0001", "Content-Type": "application/json"}
 
 
@@ -57,12 +57,22 @@ def policy_for(path: Path, upstream: int, work: Path) -> Path:
     return out
 
 
-def measure(policy: Path, checkout: Path, warmup: int, requests: int, connections: int, body: bytes = BODY) -> float:
+def measure(
+    policy: Path,
+    checkout: Path,
+    warmup: int,
+    requests: int,
+    connections: int,
+    body: bytes = BODY,
+    interval_ms: float = 5,
+) -> float:
     port, upstream = free_port(), free_port()
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         out = work / "callgrind.out"
-        upstream_process = start([str(ROOT / "bench" / "fast_upstream.py"), "--port", str(upstream)])
+        upstream_process = start(
+            [str(ROOT / "bench" / "fast_upstream.py"), "--port", str(upstream), "--interval-ms", str(interval_ms)]
+        )
         proxy = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, "-m", "proxy", "serve",
              "--policy", str(policy_for(policy, upstream, work)), "--port", str(port)],
@@ -96,16 +106,29 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--connections", type=int, default=1)
-    parser.add_argument("--stream", action="store_true", help="streamed requests (bench/compare's), per stream")
+    parser.add_argument("--stream", action="store_true", help="streamed answers (24 events each), not JSON")
+    parser.add_argument(
+        "--interval-ms",
+        type=float,
+        default=5,
+        help="between stream events; 20 or more lets the proxy under valgrind take each event on its own, so the "
+        "figure does not depend on how events happen to arrive together",
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is not installed")
     body = STREAM_BODY if args.stream else BODY
     per_request = measure(
-        args.policy.resolve(), args.checkout.resolve(), args.warmup, args.requests, args.connections, body
+        args.policy.resolve(),
+        args.checkout.resolve(),
+        args.warmup,
+        args.requests,
+        args.connections,
+        body,
+        args.interval_ms,
     )
-    kind = "stream" if args.stream else "request"
-    print(f"{args.policy.name} ({args.checkout}): {per_request / 1e6:.3f} M instructions per {kind}")
+    unit = "stream" if args.stream else "request"
+    print(f"{args.policy.name} ({args.checkout}): {per_request / 1e6:.3f} M instructions per {unit}")
 
 
 if __name__ == "__main__":

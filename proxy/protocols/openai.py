@@ -272,7 +272,8 @@ class OpenAIProtocol(Protocol):
         return text_slots.openai_event(event.json())
 
     def event_closes(self, event: SSEEvent) -> tuple[Channel, ...]:
-        return text_slots.openai_closes(event.json(), event.data)
+        payload = event.json()  # `data` only matters when it is no JSON (`[DONE]`)
+        return text_slots.openai_closes(payload, event.data if payload is None else None)
 
     def continuation_event(self, template: SSEEvent, slot: TextSlot, text: str) -> SSEEvent:
         return SSEEvent.from_json(text_slots.openai_continuation(template.json(), slot, text), event=template.event)

@@ -60,7 +60,15 @@ class SSEEvent:
             lines.extend(f"data: {part}" for part in data.split("\n"))
         return SSEEvent(("\n".join(lines) + "\n\n").encode())
 
+    def _one_data_line(self) -> bool:
+        """`data: X` and the blank line, nothing else: how most LLM chunks come, read without splitting lines."""
+        raw = self.raw
+        return raw.startswith(b"data: ") and raw.find(b"\n") == len(raw) - 2
+
     def _parse(self) -> None:
+        if self._one_data_line():
+            self._event, self._data = None, self.raw[6:-2].decode("utf-8", "replace")
+            return
         event: str | None = None
         data: list[str] = []
         for line in self.raw.decode("utf-8", "replace").split("\n"):
@@ -90,6 +98,12 @@ class SSEEvent:
     def json(self) -> Any:
         """The data parsed as JSON; None for `[DONE]`, comments or non-JSON payloads."""
         if self._json is _UNSET:
+            if self._data is _UNSET and self.raw.startswith(b"data: {") and self._one_data_line():
+                try:  # straight from the bytes; text that is not UTF-8 takes the long way (replaced, as `data` is)
+                    self._json = orjson.loads(memoryview(self.raw)[6:-2])
+                    return self._json
+                except orjson.JSONDecodeError:
+                    pass
             data = self.data
             try:
                 self._json = orjson.loads(data) if data and data != "[DONE]" else None

@@ -187,8 +187,14 @@ def openai_event(payload: Any) -> list[TextSlot]:
     kind = payload.get("type")
     if isinstance(kind, str) and kind.startswith("response."):
         return _responses_event(kind, payload)
+    choices = payload.get("choices")
+    if type(choices) is list and len(choices) == 1:  # the usual chunk: one choice whose delta is only text
+        choice = choices[0]
+        delta = choice.get("delta") if type(choice) is dict else None
+        if type(delta) is dict and len(delta) == 1 and type(delta.get("content")) is str:
+            return [_delta_slot(0, choice.get("index", 0), "content")]
     slots: list[TextSlot] = []
-    for p, choice in _items(payload.get("choices")):
+    for p, choice in _items(choices):
         index = choice.get("index", p)
         delta = _dict(choice.get("delta"))
         if delta is None:
@@ -250,11 +256,10 @@ def openai_closes(payload: Any, data: str | None) -> tuple[Channel, ...]:
             return (("resp", output),)
         if kind in ("response.completed", "response.incomplete", "response.failed", "error"):
             return ((),)
-    return tuple(
-        ("choice", choice.get("index", p))
-        for p, choice in _items(payload.get("choices"))
-        if choice.get("finish_reason")
-    )
+    choices = payload.get("choices")
+    if type(choices) is list and len(choices) == 1 and type(choices[0]) is dict and not choices[0].get("finish_reason"):
+        return ()  # the usual chunk: one choice, going on
+    return tuple(("choice", choice.get("index", p)) for p, choice in _items(choices) if choice.get("finish_reason"))
 
 
 def openai_continuation(template: dict[str, Any], slot: TextSlot, text: str) -> dict[str, Any]:

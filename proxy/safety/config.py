@@ -155,6 +155,20 @@ class RedactionConfig(Strict):
         "whose text goes on from one event to the next (`delta`, `output.text`); each is a stream per field and "
         "event name, redacted exactly across events. Other JSON in events is redacted whole, event by event.",
     )
+    stream_hold_events: int = Field(
+        16,
+        ge=0,
+        le=1024,
+        description="On LLM routes, most stream events held whole while their text may still be masked (an event "
+        "that needs no mask then goes out as sent); beyond it the oldest goes out re-serialised with the text "
+        "released so far. 0: never hold an event (each is rewritten as it comes).",
+    )
+    stream_hold_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        le=16 * 1024 * 1024,
+        description="Most bytes of stream events held whole; beyond it the oldest goes out as above.",
+    )
     hash_secret: SecretStr | None = Field(
         None, description="HMAC key of the hash action (use ${ENV}); at least 16 characters."
     )

@@ -58,6 +58,8 @@ class CompiledRedaction:
     hash_key: bytes | None
     input: Scanner | None
     input_action: InputAction
+    hold_events: int = 16  # stream events held whole at most (RedactionConfig.stream_hold_events)
+    hold_bytes: int = 64 * 1024
 
     @classmethod
     def from_config(cls, config: RedactionConfig) -> CompiledRedaction:
@@ -76,6 +78,8 @@ class CompiledRedaction:
             hash_key=secret,
             input=Scanner(inputs, thresholds) if inputs else None,
             input_action=config.input_action,
+            hold_events=config.stream_hold_events,
+            hold_bytes=config.stream_hold_bytes,
         )
 
     @property

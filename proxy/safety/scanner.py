@@ -23,7 +23,7 @@ from proxy.safety.detector import Detector
 from proxy.safety.regexbounds import ClassRun, first_char_search, split_end_anchored
 
 _UNKNOWN: Any = object()
-_StartParts = tuple[re.Pattern[str] | None, re.Pattern[str] | None, int, tuple[ClassRun, ...], tuple[str, ...]]
+_StartParts = tuple[re.Pattern[str] | None, re.Pattern[str] | None, int, tuple[ClassRun, ...], re.Pattern[str] | None]
 ANCHORED_FROM = 512
 """Texts at least this long are searched by anchor; both ways find the same hits (tests check it)."""
 
@@ -52,13 +52,10 @@ def _start_parts(detector: Detector) -> _StartParts | None:
     if detector.start is None:
         return None
     if not detector.start_hints:
-        return detector.start, None, 0, (), ()
-    return *split_end_anchored(detector.start), detector.start_hints
-
-
-def _has_hint(text: str, hints: tuple[str, ...]) -> bool:
-    lowered = text.lower()
-    return any(hint in lowered for hint in hints)
+        return detector.start, None, 0, (), None
+    # The hints are looked for with the heads' own case-insensitive matching, so no head can match where none is.
+    hints = re.compile("|".join(re.escape(hint) for hint in detector.start_hints), re.IGNORECASE)
+    return *split_end_anchored(detector.start), hints
 
 
 def _value_span(match: re.Match[str], group: str | tuple[str, ...]) -> tuple[int, int]:
@@ -193,7 +190,8 @@ class Scanner:
         heads, tails, reach, runs, hints = start_parts
         settled = detector.settled
         while low < length:
-            found = None if heads is None or (hints and not _has_hint(text[low:], hints)) else heads.search(text, low)
+            hinted = hints is None or hints.search(text, low) is not None
+            found = heads.search(text, low) if heads is not None and hinted else None
             start = length if found is None else found.start()
             if tails is not None and (tail_from := max(low, length - reach)) < start:
                 found = tails.search(text, tail_from)

@@ -124,6 +124,12 @@ class TextPipeline:
     def flush(self) -> str:
         return self.close("")
 
+    @property
+    def pending(self) -> int:
+        """Characters of the text fed that are not released yet: exact with one step, a fair guess with two
+        (a placeholder the second step holds may stand for a different number of characters fed)."""
+        return sum(step.pending for step in self._steps)
+
     def close(self, text: str) -> str:
         for step in self._steps:
             text = step.close(text)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from proxy.errors import Forbidden
 from proxy.protocols import PROTOCOLS
 from proxy.protocols.sse import SSEEvent
+from proxy.protocols.text_slots import openai_closes, openai_event
 from proxy.safety.config import RedactionConfig
 from proxy.safety.content import CompiledRedaction, ExchangeRedaction
 from proxy.safety.events import StreamRewriter
@@ -149,6 +150,92 @@ def test_events_without_text_pass_through_untouched():
     event = SSEEvent(b'data: {"id":"x","choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}\n\n')
     rewriter = StreamRewriter(PROTOCOLS["openai"], _redaction())
     assert rewriter.event(event) == [event]
+
+
+CLEAN = "The meeting moved to Thursday at 3pm; room 4 has the notes, and Anna will bring coffee. Thanks!"
+
+
+def _texts(out: list[SSEEvent]) -> str:
+    deltas = [orjson.loads(e.data)["choices"][0]["delta"] for e in out if e.data != "[DONE]"]
+    return "".join(delta.get("content") or "" for delta in deltas)
+
+
+@settings(max_examples=100, deadline=None)
+@given(cuts=st.lists(st.integers(0, len(CLEAN)), max_size=40))
+def test_events_with_nothing_to_mask_go_out_as_their_own_bytes(cuts):
+    events = _chat_events(_split(CLEAN, cuts))
+    assert [e.raw for e in _run("openai", events)] == [e.raw for e in events]
+
+
+def test_an_event_is_held_until_later_text_settles_it_and_order_is_kept():
+    role, hello, there, stop, other_stop, done = _chat_events(["Hello", " there"])
+    rewriter = StreamRewriter(PROTOCOLS["openai"], _redaction())
+    assert rewriter.event(role) == [role]  # nothing held: an event without text goes at once
+    assert rewriter.event(hello) == []  # "Hello" could still begin an address
+    assert rewriter.event(there) == [hello]  # the space settles it: its own bytes
+    assert rewriter.event(other_stop) == []  # no text, but behind " there"
+    assert rewriter.event(stop) == [there, other_stop, stop]  # the choice ends: its held event goes, in order
+    assert rewriter.event(done) == [done]
+    assert rewriter.end() == [] and rewriter.queued == 0
+
+
+def test_the_first_event_of_a_stream_is_never_held():
+    first, rest = _chat_events(["Hello", " there"])[1:3]
+    rewriter = StreamRewriter(PROTOCOLS["openai"], _redaction())
+    out = rewriter.event(first)
+    assert len(out) == 1 and _texts(out) == ""  # sent at once, its undecided word moved on
+    assert _texts(rewriter.event(rest)) == ""  # " there" still undecided, "Hello " ready...
+    assert _texts(rewriter.end()) == "Hello there"
+
+
+@pytest.mark.parametrize("bounds", [{"stream_hold_events": 2}, {"stream_hold_bytes": 600}, {"stream_hold_events": 0}])
+def test_held_events_stay_within_their_bounds_and_the_text_stays_exact(bounds):
+    config = RedactionConfig(output=["pii", "api_key", "city"], custom=[{"name": "city", "pattern": "Paris"}], **bounds)
+    events = _chat_events([*list("Mail " + "j" * 60 + ".doe@acmecorp.com now"), " then", " Paris."])
+    rewriter = StreamRewriter(PROTOCOLS["openai"], _redaction(config))
+    out: list[SSEEvent] = []
+    for event in events:
+        out += rewriter.event(event)
+        assert rewriter.queued <= bounds.get("stream_hold_events", 16)
+        assert rewriter.queued_bytes <= bounds.get("stream_hold_bytes", 64 * 1024)
+        if bounds.get("stream_hold_events") == 0:
+            assert out and out[-1].raw.endswith(b"\n\n")
+    out += rewriter.end()
+    assert _texts(out) == "Mail [EMAIL] now then [CITY]."
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_any_split_under_any_hold_bound_reads_the_whole_answer(data):
+    hold = data.draw(st.integers(0, 4))
+    config = RedactionConfig(output=["pii", "api_key", "city"], custom=[{"name": "city", "pattern": "Paris"}])
+    redaction = _redaction(config.model_copy(update={"stream_hold_events": hold}))
+    args = '{"to": "jane@corp.io", "note": "caf\\u00e9 in Paris"}'
+    cuts = data.draw(st.lists(st.integers(0, len(TEXT)), max_size=30))
+    tool_cuts = data.draw(st.lists(st.integers(0, len(args)), max_size=10))
+    events = _chat_events(_split(TEXT, cuts), _split(args, tool_cuts))
+    rewriter = StreamRewriter(PROTOCOLS["openai"], redaction)
+    out: list[SSEEvent] = []
+    for event in events:
+        out += rewriter.event(event)
+        assert rewriter.queued <= hold
+    out += rewriter.end()
+    assert _texts(out) == REDACTED
+    deltas = [orjson.loads(e.data)["choices"][0]["delta"] for e in out if e.data != "[DONE]"]
+    arguments = "".join(call["function"]["arguments"] for d in deltas for call in d.get("tool_calls", ()))
+    assert orjson.loads(arguments) == {"to": "[EMAIL]", "note": "café in [CITY]"}
+
+
+@settings(max_examples=100, deadline=None)
+@given(cuts=st.lists(st.integers(0, 60), max_size=20))
+def test_placeholders_put_back_across_held_events(cuts):
+    config = RedactionConfig(output=["pii"], input=["email"], input_action="pseudonymise")
+    redaction = _redaction(config)
+    body = {"model": "m", "messages": [{"role": "user", "content": "mail jane@acmecorp.com and bob@acmecorp.com"}]}
+    assert redaction.redact_request(PROTOCOLS["openai"], body)
+    text = "Sure: [EMAIL_2] first, then [EMAIL_1], card 4111 1111 1111 1111. [EMAIL_3] done"
+    out = _run("openai", _chat_events(_split(text, cuts)), redaction)
+    assert _texts(out) == "Sure: bob@acmecorp.com first, then jane@acmecorp.com, card [CARD]. [EMAIL_3] done"
 
 
 # ---- whole bodies
@@ -331,3 +418,20 @@ def test_http_json_fields_keep_whole_redaction_and_secret_keys_around_them():
 def test_stream_text_paths_are_validated():
     with pytest.raises(ValueError):
         RedactionConfig(output=["email"], stream_text=["a..b"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    choice=st.fixed_dictionaries(
+        {"delta": st.dictionaries(st.sampled_from(["content", "role", "refusal"]), st.one_of(st.text(), st.none()))},
+        optional={
+            "index": st.one_of(st.integers(-1, 9), st.text(max_size=2)),
+            "finish_reason": st.one_of(st.none(), st.sampled_from(["", "stop", "length"])),
+        },
+    )
+)
+def test_the_usual_chunk_has_the_slots_and_closes_of_any_chunk(choice):
+    payload = {"id": "x", "choices": [choice]}
+    general = {**payload, "choices": [choice, {"delta": {}}]}  # two choices: the general walk
+    assert openai_event(payload) == openai_event(general)
+    assert openai_closes(payload, None) == openai_closes(general, None)

@@ -259,3 +259,19 @@ def test_an_event_from_json_is_framed_as_built_and_reads_back(payload, name):
     assert event.raw == SSEEvent.build(orjson.dumps(payload), name).raw
     parsed = SSEEvent(event.raw)
     assert parsed.event == name and parsed.json() == payload
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.one_of(
+        st.binary(max_size=40).filter(lambda b: b"\n" not in b and b"\r" not in b),
+        st.builds(lambda v: orjson.dumps(v), st.dictionaries(st.text(max_size=5), st.text(max_size=8), max_size=3)),
+        st.sampled_from([b'{"a":"\xff"}', b"{", b"{}x", b"[DONE]", b"", b'{"a":1} ']),
+    )
+)
+def test_a_one_line_event_reads_as_the_same_event_read_line_by_line(data):
+    raw = b"data: " + data + b"\n\n"
+    fast, slow = SSEEvent(raw), SSEEvent(b": a comment first\n" + raw)  # the comment takes the line-by-line way
+    assert (fast.json(), fast.data, fast.event) == (slow.json(), slow.data, slow.event)
+    again = SSEEvent(raw)  # data first, then the parse
+    assert (again.data, again.json()) == (slow.data, slow.json())

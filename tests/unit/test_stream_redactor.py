@@ -258,7 +258,7 @@ def test_anchored_search_on_the_corpus():
 
 def _starts_agree(text: str) -> None:
     for detector in (d for d in DETECTORS if d.start_hints):
-        split, whole = scanner_module._start_parts(detector), (detector.start, None, 0, (), ())
+        split, whole = scanner_module._start_parts(detector), (detector.start, None, 0, (), None)
         assert split is not None and split[3]  # it has partial heads, a run of one class among them
         for end in range(len(text) + 1):
             prefix = text[:end]
