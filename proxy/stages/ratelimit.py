@@ -57,6 +57,8 @@ class RateLimitStage(Stage):
         self._decision: Decision | None = None
         self._estimate: Estimate | None = None
         self._releases: list[Release] = []  # slots this request may hold: released once, in on_complete
+        self._token_rates: list[Rate] = []  # the admission's token rates and budget quotas, corrected in on_complete
+        self._quotas: list[tuple[Quota, str]] = []  # with the period each is for (day, month)
         self._id = ""  # the admission's own id: its leases and the key that makes its settlement apply once
         self._settled = False
 
@@ -133,9 +135,11 @@ class RateLimitStage(Stage):
             self._rates(f.route_texts, tokens, lease, limits)
         if caller is not None and caller.budget and guess is not None:
             cost, now = guess.cost_usd, f.shared.limiter.clock()
-            for usd, key, reason, text, period in caller.budget:
+            for usd, key, reason, text, period, period_name in caller.budget:
                 label, end = period(now)
-                limits.append(Limit(Quota(key + label, usd, cost, end), reason, text))
+                quota = Quota(key + label, usd, cost, end)
+                self._quotas.append((quota, period_name))
+                limits.append(Limit(quota, reason, text))
         return limits
 
     def _rates(self, texts: _RateTexts, tokens: int, lease: str, out: list[Limit]) -> None:
@@ -144,7 +148,9 @@ class RateLimitStage(Stage):
         if rpm is not None:
             out.append(rpm)
         if tpm is not None and tokens > 0:
-            out.append(Limit(Rate(tpm[0], tpm[3], MINUTE, tokens), tpm[1], tpm[2], "tokens"))
+            rate = Rate(tpm[0], tpm[3], MINUTE, tokens)
+            self._token_rates.append(rate)
+            out.append(Limit(rate, tpm[1], tpm[2], "tokens"))
         if conc is not None:
             slot = Slot(conc[0], conc[3], lease, self._f.shared.limiter.lease_s or self._f.lease_ttl_s)
             self._releases.append(Release(slot.key, lease))  # before the store call: a cancelled call may have taken it
@@ -193,40 +199,39 @@ class RateLimitStage(Stage):
         changes: list[Release | RateDelta | QuotaDelta] = list(self._releases)
         self._releases = []
         decision, guess = self._decision, self._estimate
-        quotas: list[tuple[int, Quota]] = []
-        if decision is not None and decision.admitted and guess is not None:
+        quotas: list[tuple[int, Quota, str]] = []
+        # `results` is empty when admitted without the store (fail_open): then nothing was charged to correct.
+        if decision is not None and decision.admitted and decision.results and guess is not None:
             f = self._f
             token_delta = actual_tokens(ex, guess.tokens) - guess.tokens
             cost_delta = actual_cost(ex, guess, f.shared.pricing) - guess.cost_usd
-            for limit, _ in decision.results:
-                check = limit.check
-                if isinstance(check, Rate) and limit.dimension == "tokens" and token_delta:
-                    changes.append(RateDelta(check.key, check.limit, check.period_s, token_delta))
-                elif isinstance(check, Quota):
-                    quotas.append((len(changes), check))
-                    changes.append(QuotaDelta(check.key, cost_delta, check.expires_at))
+            if token_delta:
+                for rate in self._token_rates:
+                    changes.append(RateDelta(rate.key, rate.limit, rate.period_s, token_delta))
+            for quota, period in self._quotas:
+                quotas.append((len(changes), quota, period))
+                changes.append(QuotaDelta(quota.key, cost_delta, quota.expires_at))
         shared = self._f.shared
         results = await shared.limiter.settle(changes, self._once_key)
         if results:
             metrics = shared.metrics
-            for index, quota in quotas:
+            for index, quota, period in quotas:
                 if math.isnan(results[index]):
                     continue  # applied by an earlier attempt
-                period = "day" if ":usd:d:" in quota.key else "month"
                 metrics.child(metrics.budget_remaining_usd, self._profile, period).set(
                     max(0.0, quota.limit - results[index])
                 )
 
     def _budget_gauge_from(self, decision: Decision) -> None:
-        metrics = self._f.shared.metrics
-        for limit, verdict in decision.results:
-            if limit.reason in ("budget_day", "budget_month"):
-                period = limit.reason.removeprefix("budget_")
+        """The budget quotas are the admission's last checks (see `_limits`)."""
+        if self._quotas:
+            metrics = self._f.shared.metrics
+            for (_, period), (_, verdict) in zip(self._quotas, decision.results[-len(self._quotas) :], strict=False):
                 metrics.child(metrics.budget_remaining_usd, self._profile, period).set(verdict.remaining)
 
 
-# A budget's USD, key (less the period's label), reason, refusal text and period, per period it limits.
-_BudgetTexts = tuple[tuple[float, str, str, str, Callable[[float], tuple[str, float]]], ...]
+# A budget's USD, key (less the period's label), reason, refusal text, period and its name, per period it limits.
+_BudgetTexts = tuple[tuple[float, str, str, str, Callable[[float], tuple[str, float]], str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +266,7 @@ def budget_texts(budget: Budget, caller_key: str, name: str) -> _BudgetTexts:
             reason,
             f"the budget of ${usd:.2f} per {period} of caller '{name}'",
             when,
+            period,
         )
         for usd, period, reason, when in (
             (budget.usd_per_day, "day", "budget_day", day_period),
