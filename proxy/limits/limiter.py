@@ -108,10 +108,16 @@ class Limiter:
         fails without an answer is undone in the background should the store apply it after all."""
         if not limits:
             return Decision(True, "direct")
-        oversized = [limit for limit in limits if too_large(limit)]
+        checks: list[Check] = []
+        oversized = False
+        for limit in limits:  # one pass: the checks, and whether any is too large (`too_large`, inlined)
+            check = limit.check
+            checks.append(check)
+            if isinstance(check, Rate) and check.cost > check.limit:
+                oversized = True
         if oversized:
-            return Decision(False, "refused", [(limit, Verdict(False, 0.0, 0.0, math.inf)) for limit in oversized])
-        checks = [limit.check for limit in limits]
+            refused = [(limit, Verdict(False, 0.0, 0.0, math.inf)) for limit in limits if too_large(limit)]
+            return Decision(False, "refused", refused)
         waited = 0.0
         while True:
             store = self._store()
@@ -128,7 +134,12 @@ class Limiter:
                         headers={"retry-after": "1"},
                     ) from None
                 return Decision(True, "fail_open")
-            decision = Decision(all(v.allowed for v in verdicts), "direct", list(zip(limits, verdicts, strict=True)))
+            allowed = True
+            for verdict in verdicts:
+                if not verdict.allowed:
+                    allowed = False
+                    break
+            decision = Decision(allowed, "direct", list(zip(limits, verdicts, strict=True)))
             if decision.admitted:
                 if waited:
                     decision.how = "waited"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, ClassVar
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from proxy.policy.context import BuildContext
 
 MINUTE = 60.0
-MEMO_ENTRIES = 4096  # callers whose keys and limit texts a route's factory remembers (then it starts over)
+MEMO_ENTRIES = 4096  # callers whose compiled admission a route's factory remembers (then it starts over)
 # A key, reason, refusal text and limit of one limited dimension.
 _RateText = tuple[str, str, str, int]
 _RateTexts = tuple[Limit | None, _RateText | None, _RateText | None]
@@ -56,6 +57,8 @@ class RateLimitStage(Stage):
         self._decision: Decision | None = None
         self._estimate: Estimate | None = None
         self._releases: list[Release] = []  # slots this request may hold: released once, in on_complete
+        self._token_rates: list[Rate] = []  # the admission's token rates and budget quotas, corrected in on_complete
+        self._quotas: list[tuple[Quota, str]] = []  # with the period each is for (day, month)
         self._id = ""  # the admission's own id: its leases and the key that makes its settlement apply once
         self._settled = False
 
@@ -114,41 +117,44 @@ class RateLimitStage(Stage):
 
     def _limits(self, ex: Exchange, guess: Estimate | None) -> list[Limit]:
         f, plan = self._f, self._plan
-        name = ex.caller.name if ex.caller is not None else ANONYMOUS
-        caller_key = f.caller_key(name)
         tokens = guess.tokens if guess is not None else 0
         lease = self._id = new_lease()
         limits: list[Limit] = []
-        if plan is not None and plan.limits is not None:
-            limits += self._rates(plan.limits, caller_key, f"caller '{name}'", "", tokens, lease)
-        model = guess.model if guess is not None else None
-        if plan is not None and model is not None:
-            for pattern, model_limits in plan.per_model:
-                if fnmatchcase(model, pattern):
-                    scope, key = f"caller '{name}' on models '{pattern}'", f"{caller_key}:m:{part(pattern)}"
-                    limits += self._rates(model_limits, key, scope, "model_", tokens, lease)
-                    break
-        if f.route_limit is not None:
-            limits += self._rates(f.route_limit, f.route_key, f"route '{f.label}'", "route_", tokens, lease)
-        if plan is not None and plan.budget is not None and guess is not None:
+        caller = None
+        if plan is not None:
+            caller = f.admission(plan, ex.caller.name if ex.caller is not None else ANONYMOUS)
+            if caller.own is not None:
+                self._rates(caller.own, tokens, lease, limits)
+            model = guess.model if guess is not None else None
+            if model is not None:
+                for pattern, texts in caller.per_model:
+                    if fnmatchcase(model, pattern):
+                        self._rates(texts, tokens, lease, limits)
+                        break
+        if f.route_texts is not None:
+            self._rates(f.route_texts, tokens, lease, limits)
+        if caller is not None and caller.budget and guess is not None:
             cost, now = guess.cost_usd, f.shared.limiter.clock()
-            for usd, key, reason, text, period in f.budget_texts(plan.budget, caller_key, name):
+            for usd, key, reason, text, period, period_name in caller.budget:
                 label, end = period(now)
-                limits.append(Limit(Quota(key + label, usd, cost, end), reason, text))
+                quota = Quota(key + label, usd, cost, end)
+                self._quotas.append((quota, period_name))
+                limits.append(Limit(quota, reason, text))
         return limits
 
-    def _rates(self, limits: Limits, key: str, scope: str, kind: str, tokens: int, lease: str) -> list[Limit]:
-        f = self._f
-        rpm, tpm, conc = f.rate_texts(limits, key, scope, kind)
-        out: list[Limit] = [] if rpm is None else [rpm]  # the same every request: built once
+    def _rates(self, texts: _RateTexts, tokens: int, lease: str, out: list[Limit]) -> None:
+        """Appends one set of limits' checks: the requests limit is built once, tokens and the slot per request."""
+        rpm, tpm, conc = texts
+        if rpm is not None:
+            out.append(rpm)
         if tpm is not None and tokens > 0:
-            check = Rate(tpm[0], tpm[3], MINUTE, tokens)
-            out.append(Limit(check, tpm[1], tpm[2], "tokens"))
+            rate = Rate(tpm[0], tpm[3], MINUTE, tokens)
+            self._token_rates.append(rate)
+            out.append(Limit(rate, tpm[1], tpm[2], "tokens"))
         if conc is not None:
-            slot = Slot(conc[0], conc[3], lease, f.shared.limiter.lease_s or f.lease_ttl_s)
+            slot = Slot(conc[0], conc[3], lease, self._f.shared.limiter.lease_s or self._f.lease_ttl_s)
             self._releases.append(Release(slot.key, lease))  # before the store call: a cancelled call may have taken it
             out.append(Limit(slot, conc[1], conc[2]))
-        return out
 
     def _refusal(self, ex: Exchange, decision: Decision) -> ProxyError:
         limit, verdict = decision.binding()
@@ -193,40 +199,81 @@ class RateLimitStage(Stage):
         changes: list[Release | RateDelta | QuotaDelta] = list(self._releases)
         self._releases = []
         decision, guess = self._decision, self._estimate
-        quotas: list[tuple[int, Quota]] = []
-        if decision is not None and decision.admitted and guess is not None:
+        quotas: list[tuple[int, Quota, str]] = []
+        # `results` is empty when admitted without the store (fail_open): then nothing was charged to correct.
+        if decision is not None and decision.admitted and decision.results and guess is not None:
             f = self._f
             token_delta = actual_tokens(ex, guess.tokens) - guess.tokens
             cost_delta = actual_cost(ex, guess, f.shared.pricing) - guess.cost_usd
-            for limit, _ in decision.results:
-                check = limit.check
-                if isinstance(check, Rate) and limit.dimension == "tokens" and token_delta:
-                    changes.append(RateDelta(check.key, check.limit, check.period_s, token_delta))
-                elif isinstance(check, Quota):
-                    quotas.append((len(changes), check))
-                    changes.append(QuotaDelta(check.key, cost_delta, check.expires_at))
+            if token_delta:
+                for rate in self._token_rates:
+                    changes.append(RateDelta(rate.key, rate.limit, rate.period_s, token_delta))
+            for quota, period in self._quotas:
+                quotas.append((len(changes), quota, period))
+                changes.append(QuotaDelta(quota.key, cost_delta, quota.expires_at))
         shared = self._f.shared
         results = await shared.limiter.settle(changes, self._once_key)
         if results:
             metrics = shared.metrics
-            for index, quota in quotas:
+            for index, quota, period in quotas:
                 if math.isnan(results[index]):
                     continue  # applied by an earlier attempt
-                period = "day" if ":usd:d:" in quota.key else "month"
                 metrics.child(metrics.budget_remaining_usd, self._profile, period).set(
                     max(0.0, quota.limit - results[index])
                 )
 
     def _budget_gauge_from(self, decision: Decision) -> None:
-        metrics = self._f.shared.metrics
-        for limit, verdict in decision.results:
-            if limit.reason in ("budget_day", "budget_month"):
-                period = limit.reason.removeprefix("budget_")
+        """The budget quotas are the admission's last checks (see `_limits`)."""
+        if self._quotas:
+            metrics = self._f.shared.metrics
+            for (_, period), (_, verdict) in zip(self._quotas, decision.results[-len(self._quotas) :], strict=False):
                 metrics.child(metrics.budget_remaining_usd, self._profile, period).set(verdict.remaining)
 
 
-# A budget's USD, key (less the period's label), reason, refusal text and period, per period it limits.
-_BudgetTexts = tuple[tuple[float, str, str, str, Callable[[float], tuple[str, float]]], ...]
+# A budget's USD, key (less the period's label), reason, refusal text, period and its name, per period it limits.
+_BudgetTexts = tuple[tuple[float, str, str, str, Callable[[float], tuple[str, float]], str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAdmission:
+    """One caller's limits, compiled: its own, per model pattern (first match applies), its budget."""
+
+    own: _RateTexts | None
+    per_model: tuple[tuple[str, _RateTexts], ...]
+    budget: _BudgetTexts
+
+
+def rate_texts(limits: Limits, key: str, scope: str, kind: str) -> _RateTexts:
+    """What a set of limits checks for one key: the requests limit whole, the others' keys, reasons, texts."""
+    rpm, tpm, conc = limits.requests_per_minute, limits.tokens_per_minute, limits.concurrent
+    return (
+        None
+        if rpm is None
+        else Limit(
+            Rate(f"{key}:rpm", rpm, MINUTE, 1), f"{kind}requests", f"{scope}: {rpm} requests per minute", "requests"
+        ),
+        None if tpm is None else (f"{key}:tpm", f"{kind}tokens", f"{scope}: {tpm} tokens per minute", tpm),
+        None if conc is None else (f"{key}:conc", f"{kind}concurrent", f"{scope}: {conc} requests in flight", conc),
+    )
+
+
+def budget_texts(budget: Budget, caller_key: str, name: str) -> _BudgetTexts:
+    """What a caller's budget checks, per period it limits."""
+    return tuple(
+        (
+            usd,
+            f"{caller_key}:usd:{period[0]}:",
+            reason,
+            f"the budget of ${usd:.2f} per {period} of caller '{name}'",
+            when,
+            period,
+        )
+        for usd, period, reason, when in (
+            (budget.usd_per_day, "day", "budget_day", day_period),
+            (budget.usd_per_month, "month", "budget_month", month_period),
+        )
+        if usd is not None
+    )
 
 
 class RateLimitFactory(StageFactory):
@@ -241,63 +288,32 @@ class RateLimitFactory(StageFactory):
         self.route_key = f"{shared.prefix}r:{part(route.label)}"
         self.route_needs_body = self.route_limit is not None and self.route_limit.tokens_per_minute is not None
         self.lease_ttl_s = lease_ttl_s
-        self._caller_keys: dict[str, str] = {}
-        self._rate_texts: dict[tuple[int, str, str, str], _RateTexts] = {}
-        self._budget_texts: dict[tuple[int, str, str], _BudgetTexts] = {}
+        self.route_texts = (
+            None
+            if self.route_limit is None
+            else rate_texts(self.route_limit, self.route_key, f"route '{self.label}'", "route_")
+        )
+        self._admissions: dict[tuple[int, str], CallerAdmission] = {}
 
-    def caller_key(self, name: str) -> str:
-        """The caller's key prefix, remembered for up to `MEMO_ENTRIES` callers."""
-        found = self._caller_keys.get(name)
+    def admission(self, plan: CallerPlan, name: str) -> CallerAdmission:
+        """What one caller's admission checks, compiled once per caller (up to `MEMO_ENTRIES`): keys,
+        reasons, refusal texts, the requests limits whole. A reload builds a new factory, so it starts over."""
+        memo = (id(plan), name)  # `plan` lives in the policy this factory was built from
+        found = self._admissions.get(memo)
         if found is None:
-            if len(self._caller_keys) >= MEMO_ENTRIES:
-                self._caller_keys.clear()
-            found = self._caller_keys[name] = f"{self.shared.prefix}c:{part(name)}"
-        return found
-
-    def rate_texts(self, limits: Limits, key: str, scope: str, kind: str) -> _RateTexts:
-        """What a set of limits checks for one key, built once: the requests limit whole, keys, reasons, texts."""
-        memo = (id(limits), key, scope, kind)  # `limits` lives in the policy this factory was built from
-        found = self._rate_texts.get(memo)
-        if found is None:
-            if len(self._rate_texts) >= MEMO_ENTRIES:
-                self._rate_texts.clear()
-            rpm, tpm, conc = limits.requests_per_minute, limits.tokens_per_minute, limits.concurrent
-            found = self._rate_texts[memo] = (
-                None
-                if rpm is None
-                else Limit(
-                    Rate(f"{key}:rpm", rpm, MINUTE, 1),
-                    f"{kind}requests",
-                    f"{scope}: {rpm} requests per minute",
-                    "requests",
+            if len(self._admissions) >= MEMO_ENTRIES:
+                self._admissions.clear()
+            key, scope = f"{self.shared.prefix}c:{part(name)}", f"caller '{name}'"
+            found = self._admissions[memo] = CallerAdmission(
+                None if plan.limits is None else rate_texts(plan.limits, key, scope, ""),
+                tuple(
+                    (
+                        pattern,
+                        rate_texts(limits, f"{key}:m:{part(pattern)}", f"{scope} on models '{pattern}'", "model_"),
+                    )
+                    for pattern, limits in plan.per_model
                 ),
-                None if tpm is None else (f"{key}:tpm", f"{kind}tokens", f"{scope}: {tpm} tokens per minute", tpm),
-                None
-                if conc is None
-                else (f"{key}:conc", f"{kind}concurrent", f"{scope}: {conc} requests in flight", conc),
-            )
-        return found
-
-    def budget_texts(self, budget: Budget, caller_key: str, name: str) -> _BudgetTexts:
-        """What a caller's budget checks, built once per caller (up to `MEMO_ENTRIES`)."""
-        memo = (id(budget), caller_key, name)  # `budget` lives in the policy this factory was built from
-        found = self._budget_texts.get(memo)
-        if found is None:
-            if len(self._budget_texts) >= MEMO_ENTRIES:
-                self._budget_texts.clear()
-            found = self._budget_texts[memo] = tuple(
-                (
-                    usd,
-                    f"{caller_key}:usd:{period[0]}:",
-                    reason,
-                    f"the budget of ${usd:.2f} per {period} of caller '{name}'",
-                    when,
-                )
-                for usd, period, reason, when in (
-                    (budget.usd_per_day, "day", "budget_day", day_period),
-                    (budget.usd_per_month, "month", "budget_month", month_period),
-                )
-                if usd is not None
+                () if plan.budget is None else budget_texts(plan.budget, key, name),
             )
         return found
 

@@ -102,12 +102,14 @@ class MemoryStore(Store):
         verdicts: list[Verdict] = []
         writes: list[tuple[str, Any, float]] = []
         taken: list[tuple[_Leases, str, float | None]] = []  # slots changed in place: undone if refused
+        allowed = True
+        get = self._get
         for check in checks:
             if isinstance(check, Rate):
-                verdict, tat = rate_check(self._get(check.key, now), now, check.limit, check.period_s, check.cost)
+                verdict, tat = rate_check(get(check.key, now), now, check.limit, check.period_s, check.cost)
                 writes.append((check.key, tat, tat))
             elif isinstance(check, Slot):
-                leases = self._get(check.key, now) or _Leases()
+                leases = get(check.key, now) or _Leases()
                 leases.expire(now)
                 before = leases.get(check.lease)
                 verdict = slot_check(leases, now, check.limit, check.lease, check.ttl_s)
@@ -116,13 +118,13 @@ class MemoryStore(Store):
                     taken.append((leases, check.lease, before))
                 writes.append((check.key, leases, leases.latest))
             else:
-                used = self._get(check.key, now) or 0.0
+                used = get(check.key, now) or 0.0
                 verdict = quota_check(used, now, check.limit, check.cost, check.expires_at, check.strict)
                 writes.append((check.key, used + check.cost, check.expires_at))
             verdicts.append(verdict)
-        if all(v.allowed for v in verdicts):
-            for key, value, expires in writes:
-                self._put(key, value, expires, now)
+            allowed = allowed and verdict.allowed
+        if allowed:
+            self._put_all(writes, now)
         else:
             for leases, lease, before in taken:
                 if before is None:
@@ -130,6 +132,17 @@ class MemoryStore(Store):
                 else:
                     leases[lease] = before
         return verdicts
+
+    def _put_all(self, writes: list[tuple[str, Any, float]], now: float) -> None:
+        """`_put` of each write, in order, inlined: an admission writes every check it made."""
+        data = self._data
+        for key, value, expires in writes:
+            data.pop(key, None)
+            if expires <= now:
+                continue
+            data[key] = (round(value, 6) if isinstance(value, float) else value, expires)
+            if len(data) > self._max_keys:
+                self._sweep(now)
 
     async def adjust(self, changes: Sequence[Change], now: float) -> list[float]:
         results: list[float] = []
