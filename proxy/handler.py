@@ -27,7 +27,6 @@ from proxy.caller_request import (
     read_body,
     unsafe_path,
 )
-from proxy.eager import start_eagerly
 from proxy.edge import mark_identified
 from proxy.errors import (
     BadRequest,
@@ -367,9 +366,7 @@ class ProxyHandler:
             m.child(m.errors, ex.error.kind, ex.error.source).inc()
         for stage, decision, mode in ex.decisions:
             m.child(m.stage_decisions, stage, decision_label(decision), mode).inc()
-        if run.completing and ex.outcome is Outcome.OK:  # the caller has it all: completion may start at once
-            start_eagerly(self._complete(ex, run), self.spawn)
-        elif run.completing:  # a chain whose stages all pass completion through needs no task
+        if run.completing:  # a chain whose stages all pass completion through needs no task
             self.spawn(self._complete(ex, run))
         else:
             _after_completion(ex)
