@@ -90,16 +90,38 @@ _ROW = attrgetter(*COLUMNS)  # a record's values in column order: dataclasses.as
 INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
 
+BUSY_TIMEOUT_S = 5.0  # how long opening waits for another process (a worker) holding the file
+_SQLITE_BUSY = 5
+
+
 def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
-        return sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=5)
-    conn = sqlite3.connect(str(path), timeout=5, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
+        return sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
+    enter_wal(conn)
     conn.execute("PRAGMA synchronous=NORMAL")  # in WAL: durable through a process crash, fsync at checkpoints
     conn.executescript(SCHEMA)
     migrate(conn)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return conn
+
+
+def enter_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL, waiting out another process doing the same on a new file.
+
+    SQLite answers a journal-mode change that meets another connection's lock with
+    SQLITE_BUSY at once, without its busy handler: two workers opening a new ledger
+    together would otherwise see one of them fail to start.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) != _SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)  # off the event loop: `Ledger.open` runs in a thread
 
 
 def migrate(conn: sqlite3.Connection) -> None:

@@ -90,7 +90,8 @@ def workers(tmp_path) -> Iterator[Callable[[str], Workers]]:
         started.append(found)
         wait_for(lambda: proxy_ready(port) or process.poll() is not None, timeout=30)
         assert process.poll() is None, log.read_text()
-        wait_for(lambda: len(found.live_pids()) == 2, timeout=30)
+        wait_for(lambda: len(found.live_pids()) == 2 or process.poll() is not None, timeout=30)
+        assert process.poll() is None, log.read_text()  # a worker that could not start stops them all
         return found
 
     yield start
