@@ -144,7 +144,6 @@ async def proxy(hostile: HostileUpstream, tmp_path) -> Iterator[ProxyProcess]:
         yield running
         await completed(running, 2)
         grew = running.memory_mb() - before
-        print(f"peak {before:.0f} -> {running.memory_mb():.0f} MB")
         assert grew < GROWTH_MB, f"the proxy's peak grew by {grew:.0f} MB (from {before:.0f} MB)"
         await answered_as_usual(running)
 
