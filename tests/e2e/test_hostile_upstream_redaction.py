@@ -24,6 +24,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.accounting.tokens import count_tokens
 from proxy.safety.secret_detectors import MAX_SECRET
 from tests.fixtures.hostile_upstream import (
     CARD_HINT,
@@ -40,7 +41,7 @@ from tests.fixtures.waiting import wait_for
 
 MIB = 1024 * 1024
 RESPONSE_BOUND = 6 * MIB  # max_response_bytes on /v1/: where an endless stream of small events is cut
-BIG_BOUND = 48 * MIB  # ...and on /big/, for streams of large events: several times GROWTH_MB
+BIG_BOUND = 32 * MIB  # ...and on /big/, for streams of large events: several times GROWTH_MB
 GROWTH_MB = 32  # what a case may add to the proxy's peak; the long streams carry several times that
 ANSWER_S = 60  # a client-side bound: every case ends long before it
 KEY = {"authorization": f"Bearer {DEMO_KEY}", "content-type": "application/json"}
@@ -148,16 +149,21 @@ async def proxy(hostile: HostileUpstream, tmp_path) -> Iterator[ProxyProcess]:
         await answered_as_usual(running)
 
 
+def metric(proxy: ProxyProcess, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"{proxy.url}/metrics", timeout=5) as response:
+        families = text_string_to_metric_families(response.read().decode())
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
 async def completed(proxy: ProxyProcess, requests: int) -> None:
     """Until `requests` streams have been accounted for (none of them reports usage: each is estimated)."""
-    name = "agent_proxy_usage_estimated_requests_total"
-
-    def estimated() -> float:
-        with urllib.request.urlopen(f"{proxy.url}/metrics", timeout=5) as response:
-            families = text_string_to_metric_families(response.read().decode())
-        return sum(sample.value for family in families for sample in family.samples if sample.name == name)
-
-    await asyncio.to_thread(wait_for, lambda: estimated() >= requests, 60, 0.05)
+    estimated = "agent_proxy_usage_estimated_requests_total"
+    await asyncio.to_thread(wait_for, lambda: metric(proxy, estimated) >= requests, 60, 0.05)
 
 
 async def answered_as_usual(proxy: ProxyProcess) -> None:
@@ -233,7 +239,13 @@ async def test_tool_call_arguments_that_come_back_changed_for_a_long_time(proxy)
 
 
 async def test_a_flood_of_prose_with_no_usage_reported(proxy):
+    before = metric(proxy, "agent_proxy_tokens_total", kind="output")
     stream = await read(proxy, "prose-flood/0", "/big/")
     assert stream.error_code == "upstream_response_too_large"
     text = stream.content
     assert len(text) > BIG_BOUND // 2 and text == (PROSE * (len(text) // len(PROSE) + 1))[: len(text)]
+    # Its tokens are estimated from the first characters, at their rate for the rest.
+    await completed(proxy, 2)
+    output = metric(proxy, "agent_proxy_tokens_total", kind="output") - before
+    rate = count_tokens(PROSE * 100, "m") / (len(PROSE) * 100)
+    assert output == pytest.approx(len(text) * rate, rel=0.05)
