@@ -94,6 +94,11 @@ class StreamRewriter:
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
+    @property
+    def kept_chars(self) -> int:
+        """Characters of text the open channels' lanes keep to follow them (not their redactors'); for tests."""
+        return sum(len(opened.lane.unsent) + len(opened.lane.ready) for opened in self._channels.values())
+
     def event(self, event: SSEEvent) -> list[SSEEvent]:
         if self.blocked is not None:
             return []

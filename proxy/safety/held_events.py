@@ -18,7 +18,9 @@ re-encoding), a piece takes exactly its share. When it differs (a mask), the pie
 front takes all that was released and the lane finds its place again from what the redactor
 still holds (`pending`); where that is unknown (JSON text), every later piece takes what was
 released when it came, as before. Whatever the pieces carry, their concatenation is the
-released text, so the caller reads exactly the redacted text.
+released text, so the caller reads exactly the redacted text. A lane keeps the channel's text
+from `carried` on (`unsent`) only while in step; out of step, only as much as the redactor
+holds (or none, for JSON text), so what it keeps stays bounded however long the stream.
 """
 
 from __future__ import annotations
@@ -99,7 +101,11 @@ class Lane:
         piece = Piece(self, slot, value, self.fed)
         entry.pieces.append(piece)
         self.pieces.append(piece)
-        self.unsent += value
+        if self.synced:
+            self.unsent += value
+        elif self._pending is not None:  # out of step: only what the redactor holds can put it back in step
+            keep = self._pending()
+            self.unsent = (self.unsent + value)[-keep:] if keep else ""
         self.ready += released
         self.settle()
 
@@ -153,3 +159,5 @@ class Lane:
             self.synced = True
         else:
             self.synced = False
+            if self._pending is None:  # never back in step: its text is not needed any more
+                self.unsent = ""

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 SESSION_HEADER = "x-session-id"
 MAX_SESSION_ID = 128
 EVENT_HOLD_BYTES = 4 * 1024 * 1024  # beyond this, held events are read into text and let go
+ESTIMATE_CHARS = 1024 * 1024  # generated text kept for an estimate; a longer answer's rest counts at its rate
 TOKEN_KINDS = (
     ("input", "input_tokens"),
     ("cached_input", "cached_input_tokens"),
@@ -62,6 +63,7 @@ class UsageStage(Stage):
         self._factory = factory
         self._strip = False  # we asked for stream usage: remove it from what the caller gets
         self._texts: list[str] = []  # generated text, for an estimate if no final usage comes
+        self._chars = 0  # characters of it, kept or not
         # Streamed events kept for that estimate, read only if it is needed (rarely: most upstreams report usage).
         self._events: list[SSEEvent] = []
         self._held = 0
@@ -109,7 +111,7 @@ class UsageStage(Stage):
         if (usage := ex.protocol.body_usage(payload)) is not None:
             self._take(ex, usage)
         elif self._factory.config.estimate:
-            self._texts.append(ex.protocol.body_text(payload))
+            self._keep_text(ex.protocol.body_text(payload))
         self._complete = True
         return body
 
@@ -144,9 +146,15 @@ class UsageStage(Stage):
         return usage.input_tokens is None or usage.output_tokens is None or not self._complete
 
     def _read_texts(self, protocol: Protocol) -> None:
-        self._texts.extend(text for event in self._events if (text := protocol.event_text(event)))
+        self._keep_text("".join(text for event in self._events if (text := protocol.event_text(event))))
         self._events.clear()
         self._held = 0
+
+    def _keep_text(self, text: str) -> None:
+        """Up to ESTIMATE_CHARS: an endless stream must not grow the memory it takes to count it."""
+        if (room := ESTIMATE_CHARS - self._chars) > 0:
+            self._texts.append(text[:room] if len(text) > room else text)
+        self._chars += len(text)
 
     def _estimate(self, ex: Exchange) -> Usage:
         """Blocking (tiktoken, and its first load): runs in a thread."""
@@ -155,7 +163,11 @@ class UsageStage(Stage):
         self._read_texts(protocol)
         body = ex.request_json if ex.body else None
         prompt = count_request(protocol, body, model)
-        return Usage(input_tokens=prompt, output_tokens=count_tokens("".join(self._texts), model))
+        text = "".join(self._texts)
+        output = count_tokens(text, model)
+        if self._chars > len(text):  # beyond what was kept, at the rate of what was
+            output = -(-output * self._chars // len(text))
+        return Usage(input_tokens=prompt, output_tokens=output)
 
     # ---- metrics and the record
 

@@ -7,9 +7,7 @@ asserts the caller's clean, protocol-shaped error, and the peak stays under `PEA
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
 import orjson
@@ -17,9 +15,14 @@ import pytest
 from yarl import URL
 
 from tests.fixtures.hostile_upstream import HostileUpstream
-from tests.fixtures.proxy_server import ADMIN_KEY, ADMIN_KEY_SHA256, DEMO_KEY, DEMO_KEY_SHA256, serve_process
-from tests.fixtures.servers import free_port
-from tests.fixtures.waiting import proxy_ready, wait_for
+from tests.fixtures.proxy_server import (
+    ADMIN_KEY,
+    ADMIN_KEY_SHA256,
+    DEMO_KEY,
+    DEMO_KEY_SHA256,
+    ProxyProcess,
+    proxy_process,
+)
 
 PEAK_RSS_MB = 250  # the proxy starts at about 70 MB; every bound below is a few MiB
 ANSWER_S = 20  # a client-side bound: every case ends long before it
@@ -49,23 +52,6 @@ auth:
 """
 
 
-class ProxyProcess:
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path):
-        self.process = process
-        self.port = port
-        self.log = log
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no VmHWM")
-
-
 @pytest.fixture(scope="module")
 def hostile() -> Iterator[HostileUpstream]:
     with HostileUpstream() as server:
@@ -74,28 +60,15 @@ def hostile() -> Iterator[HostileUpstream]:
 
 @pytest.fixture(scope="module")
 def proxy(hostile: HostileUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyProcess]:
-    folder = tmp_path_factory.mktemp("hostile")
-    path = folder / "policy.yaml"
-    path.write_text(policy(hostile.url))
-    log = folder / "proxy.log"
-    port = free_port()
-    with log.open("wb") as sink:
-        process = serve_process(path, port, stderr=sink)
-    try:
-        wait_for(lambda: proxy_ready(port) or process.poll() is not None, timeout=20)
-        assert process.poll() is None, log.read_text()
-        yield ProxyProcess(process, port, log)
-    finally:
-        process.terminate()
-        process.wait(10)
-    assert "Traceback" not in log.read_text(), "every case is answered without a traceback"
+    with proxy_process(policy(hostile.url), tmp_path_factory.mktemp("hostile")) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
 def bounded_memory(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if "proxy" in request.fixturenames:
-        peak = request.getfixturevalue("proxy").peak_rss_mb()
+        peak = request.getfixturevalue("proxy").memory_mb()
         assert peak < PEAK_RSS_MB, f"the proxy peaked at {peak:.0f} MB"
 
 

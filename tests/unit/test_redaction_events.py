@@ -18,6 +18,7 @@ from proxy.protocols.text_slots import openai_closes, openai_event
 from proxy.safety.config import RedactionConfig
 from proxy.safety.content import CompiledRedaction, ExchangeRedaction
 from proxy.safety.events import StreamRewriter
+from proxy.safety.secret_detectors import MAX_SECRET
 
 TEXT = "Mail john.doe@acmecorp.com or call +1 415 555 0132; card 4111 1111 1111 1111. Thanks!"
 REDACTED = "Mail [EMAIL] or call [PHONE]; card [CARD]. Thanks!"
@@ -435,3 +436,29 @@ def test_the_usual_chunk_has_the_slots_and_closes_of_any_chunk(choice):
     general = {**payload, "choices": [choice, {"delta": {}}]}  # two choices: the general walk
     assert openai_event(payload) == openai_event(general)
     assert openai_closes(payload, None) == openai_closes(general, None)
+
+
+def _long_drips() -> dict[str, tuple[list[SSEEvent], int]]:
+    """Streams whose text keeps the lane out of step for a long time; the characters of it each event carries."""
+    args = ['{"note": "caf\\u00e9 ', *["\\u00e9x" * 8] * 1500, '"}']  # re-encoded: released text is not its own
+    secret = ["Your password=", *("abcdefghij"[i % 10] for i in range(6000)), " thanks"]  # masked, then released
+    return {"arguments": (_chat_events([], args), 56), "password": (_chat_events(secret), 1)}
+
+
+@pytest.mark.parametrize("kind", ["arguments", "password"])
+def test_a_lane_keeps_a_bounded_text_however_long_the_stream(kind):
+    events, per_event = _long_drips()[kind]
+    rewriter = StreamRewriter(PROTOCOLS["openai"], _redaction(RedactionConfig(output=["pii", "secrets"])))
+    out, kept = [], 0
+    for event in events:
+        out += rewriter.event(event)
+        kept = max(kept, rewriter.kept_chars)
+    out += rewriter.end()
+    assert kept <= 2 * MAX_SECRET + 64 * per_event  # the stream carries far more: 84,000 and 6,000 characters
+    deltas = [orjson.loads(event.data)["choices"][0]["delta"] for event in out[:-1]]
+    if kind == "arguments":
+        arguments = "".join(call["function"]["arguments"] for delta in deltas for call in delta.get("tool_calls", ()))
+        assert orjson.loads(arguments) == {"note": "café " + "éx" * 8 * 1500}
+    else:
+        value = ("abcdefghij" * 600)[MAX_SECRET:]
+        assert "".join(delta.get("content") or "" for delta in deltas) == f"Your password=[SECRET]{value} thanks"
