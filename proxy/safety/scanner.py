@@ -21,6 +21,7 @@ from typing import Any
 
 from proxy.safety.detector import Detector
 from proxy.safety.regexbounds import ClassRun, first_char_search, split_end_anchored
+from proxy.safety.short_hold import ShortHold
 
 _UNKNOWN: Any = object()
 _StartParts = tuple[re.Pattern[str] | None, re.Pattern[str] | None, int, tuple[ClassRun, ...], re.Pattern[str] | None]
@@ -65,7 +66,7 @@ def _value_span(match: re.Match[str], group: str | tuple[str, ...]) -> tuple[int
 
 
 class Scanner:
-    __slots__ = ("_any_anchor", "_plan", "_thresholds", "behind", "detectors", "normalises")
+    __slots__ = ("_any_anchor", "_hinted", "_plan", "_short", "_thresholds", "behind", "detectors", "normalises")
 
     def __init__(
         self, detectors: Sequence[Detector], thresholds: Mapping[str, float] | None = None, normalises: bool = True
@@ -80,6 +81,8 @@ class Scanner:
         self._thresholds = tuple(chosen.get(d.name, d.threshold) for d in self.detectors)
         self.normalises = normalises
         self._any_anchor = _any_anchor(self.detectors)
+        self._short = ShortHold.build(self.detectors)
+        self._hinted = tuple((d, parts) for d, _, _, parts in self._plan if d.start_hints and parts is not None)
 
     def finds_nothing_in(self, text: str) -> bool:
         """True when no detector can match anywhere in `text`: ASCII (its own normal form) without any anchor."""
@@ -157,6 +160,13 @@ class Scanner:
     def hold_from(self, text: str, base: int) -> int:
         """The earliest start at or after `base` that more text could still turn into a hit, or change."""
         length = len(text)
+        short = self._short
+        if short is not None and length - base < short.reach:
+            return self._hold_short(short, text, base, length)
+        return self._hold_each(text, base, length)
+
+    def _hold_each(self, text: str, base: int, length: int) -> int:
+        """`hold_from` detector by detector, each searched from what its reach and its `run` leave open."""
         hold = length
         runs: dict[re.Pattern[str], int] = {}  # detectors often share a run class: compute each once
         tail = ""
@@ -180,6 +190,16 @@ class Scanner:
                 low = self._open_start(detector, start, text, low, length)
             if low < hold:
                 hold = low
+        return hold
+
+    def _hold_short(self, short: ShortHold, text: str, base: int, length: int) -> int:
+        """`hold_from` for an unreleased text within every detector's reach: the usual stream event."""
+        hold = short.first(text, base, length)
+        for detector, parts in self._hinted:
+            if base < hold:
+                found = self._open_start(detector, parts, text, base, length)
+                if found < hold:
+                    hold = found
         return hold
 
     @staticmethod
