@@ -88,13 +88,14 @@ class Scanner:
         """True when no detector can match anywhere in `text`: ASCII (its own normal form) without any anchor."""
         return self._any_anchor is not None and text.isascii() and self._any_anchor.search(text) is None
 
-    def new_cache(self, text: str, pos: int = 0) -> list[Any]:
+    def new_cache(self, text: str, pos: int = 0) -> list[Any] | None:
         """Per-detector next hits at or after `pos`; a detector missing its required substring, or its anchor
         (found in every match, at or after its start), there has none: one fast search spares the full regex's
-        try at every position. When every detector has an anchor, one search for any of them comes first."""
+        try at every position. When every detector has an anchor, one search for any of them comes first, and
+        None means no hit at all (the usual stream event: nothing to ask `next_hit`)."""
         detectors = self.detectors
         if self._any_anchor is not None and self._any_anchor.search(text, pos) is None:
-            return [None] * len(detectors)
+            return None
         return [
             None
             if (d.needs is not None and text.find(d.needs, pos) < 0)

@@ -62,7 +62,7 @@ class StreamRedactor:
         out: list[str] = []
         if hold > pos:
             cache = scanner.new_cache(buf, pos)
-            while (hit := scanner.next_hit(buf, pos, cache)) is not None and hit.start < hold:
+            while cache is not None and (hit := scanner.next_hit(buf, pos, cache)) is not None and hit.start < hold:
                 out.append(buf[pos : hit.value_start])
                 out.append(self._replace(hit.detector, buf[hit.value_start : hit.value_end]))
                 out.append(buf[hit.value_end : hit.end])
@@ -86,7 +86,7 @@ class StreamRedactor:
         out: list[str] = []
         if hold > pos:
             cache = scanner.new_cache(text, npos)
-            while (hit := scanner.next_hit(text, npos, cache)) is not None and hit.start < nhold:
+            while cache is not None and (hit := scanner.next_hit(text, npos, cache)) is not None and hit.start < nhold:
                 value_start, value_end = where[hit.value_start], where[hit.value_end - 1] + 1
                 end = where[hit.end - 1] + 1
                 out.append(buf[pos:value_start])
