@@ -81,9 +81,12 @@ def _phrase_tails(*phrases: str) -> str:
 
 _AWS_SECRET_KEY = r"(?:aws_?)?secret[ _]?(?:access[ _]?)?key"
 _AWS_TAILS = _phrase_tails("secret access key", "secret key")
+# client_secret, secret_key, secret, passphrase, password, passwd, pass, pwd, private_key, api_key, apikey,
+# access_token, auth_token, authorization, refresh_token, token: grouped by first letter (after a check of it),
+# so the engine tries one group per position, not every key; the order within a letter is the order of choice.
 _SECRET_KEYS = (
-    r"(?:client[_-]?secret|secret[_-]?key|secret|passphrase|password|passwd|pwd|api[_-]?key|apikey|"
-    r"access[_-]?token|auth[_-]?token|refresh[_-]?token|token|private[_-]?key|authorization|pass)"
+    r"(?=[cspart])(?:client[_-]?secret|secret(?:[_-]?key)?|p(?:ass(?:phrase|word|wd)?|wd|rivate[_-]?key)"
+    r"|a(?:pi[_-]?key|pikey|ccess[_-]?token|uth[_-]?token|uthorization)|refresh[_-]?token|token)"
 )
 _ENV_PREFIX = r"(?-i:[A-Z][A-Z0-9]{0,15})?"  # PGPASSWORD, MYSQLPWD: a capitalised variable ending in a key
 _VALUE = r"""[^\s"'`,;)}\]]"""
