@@ -160,11 +160,23 @@ class Scanner:
 
     def hold_from(self, text: str, base: int) -> int:
         """The earliest start at or after `base` that more text could still turn into a hit, or change."""
+        return self.hold(text, base, base)[0]
+
+    def hold(self, text: str, base: int, quiet: int) -> tuple[int, int]:
+        """`hold_from`, told that the detectors without start hints have no open start before `quiet` (what this
+        returned second on a shorter text, or `base`): a start they have settled stays settled as text comes, so
+        a stream's next event is searched from there on, not again from `base`."""
         length = len(text)
         short = self._short
-        if short is not None and length - base < short.reach:
-            return self._hold_short(short, text, base, length)
-        return self._hold_each(text, base, length)
+        if short is None or length - base >= short.reach:
+            return self._hold_each(text, base, length), base
+        hold = quiet = short.first(text, quiet if quiet > base else base, length)
+        for detector, parts in self._hinted:
+            if base < hold:
+                found = self._open_start(detector, parts, text, base, length)
+                if found < hold:
+                    hold = found
+        return hold, quiet
 
     def _hold_each(self, text: str, base: int, length: int) -> int:
         """`hold_from` detector by detector, each searched from what its reach and its `run` leave open."""
@@ -191,16 +203,6 @@ class Scanner:
                 low = self._open_start(detector, start, text, low, length)
             if low < hold:
                 hold = low
-        return hold
-
-    def _hold_short(self, short: ShortHold, text: str, base: int, length: int) -> int:
-        """`hold_from` for an unreleased text within every detector's reach: the usual stream event."""
-        hold = short.first(text, base, length)
-        for detector, parts in self._hinted:
-            if base < hold:
-                found = self._open_start(detector, parts, text, base, length)
-                if found < hold:
-                    hold = found
         return hold
 
     @staticmethod
