@@ -89,6 +89,7 @@ _SECRET_KEYS = (
     r"|a(?:pi[_-]?key|pikey|ccess[_-]?token|uth[_-]?token|uthorization)|refresh[_-]?token|token)"
 )
 _ENV_PREFIX = r"(?-i:[A-Z][A-Z0-9]{0,15})?"  # PGPASSWORD, MYSQLPWD: a capitalised variable ending in a key
+_ENV_KEYWORD_TAIL = r"|[A-Za-z0-9_-]{1,28}\Z"  # part of one at the very end: digits too (PG2), 16 + 13 - 1 long
 _VALUE = r"""[^\s"'`,;)}\]]"""
 _VALUE_RUN = re.compile(f"{_VALUE}*")
 _IS = r"(?:[ \t]{1,4}(?:is|was)[ \t]{1,4}[\"'`]?|[ \t]{1,4}`)"  # prose: `password is X`, password `X`
@@ -195,7 +196,7 @@ SECRET_DETECTORS: tuple[Detector, ...] = (
         re.IGNORECASE,
         start=re.compile(
             rf"{_ENV_PREFIX}{_SECRET_KEYS}[\"']?[ \t]{{0,4}}(?:\Z|[:=`]|i\Z|is(?:[ \t]|\Z)|wa?\Z|was(?:[ \t]|\Z))"
-            + _KEYWORD_TAIL,
+            + _ENV_KEYWORD_TAIL,
             re.IGNORECASE,
         ),
         pick=_pick_secret_value,

@@ -29,7 +29,7 @@ DETECTOR_SETS = [
     [d for d in BUILTIN if d.name in ("password", "aws_secret_key", "cli_password", "private_key")],
 ]
 SCANNERS = [Scanner(detectors) for detectors in DETECTOR_SETS]
-KEYS = ["token", "password", "PGPASSWORD", "api_key", "secret access key", "Authorization", "auth", "-p", "-u"]
+KEYS = ["token", "password", "PGPASSWORD", "x_PG2PASSWORD", "ABCDEFGHIJKLMNOPclient_secret", "api_key", "secret access key", "Authorization", "auth", "-p", "-u"]
 SEPARATORS = [" ", "=", ": ", " is ", " was ", " `", '"', "'", " = ", "\t", ":"]
 PIECES = KEYS + SEPARATORS + VALUES + NEAR_MISSES + ["Xk29vLq7pT", "hunter22", "bearer ", "token "]
 TEXTS = st.lists(st.sampled_from(PIECES), min_size=1, max_size=8).map("".join)
@@ -95,6 +95,12 @@ def test_holds_searched_on_when_events_are_whole_pieces(pieces):
 def test_a_value_right_after_a_held_key_word():
     _stream_checked(["token ", "536-22-1234", " is an SSN"])  # within every reach: the one-search hold
     _stream_checked(["password", " is ", "Xk29vLq7pT", "."])
+
+
+def test_a_key_cut_inside_its_variable_prefix_is_held():
+    """`x_PG2` could still become `x_PG2PASSWORD=`: held even where no other detector would hold it."""
+    _stream_checked(["export x_PG2", "PASSWORD=Zq8vR2mK9wx now"])
+    _stream_checked(["export x_ABCDEFGHIJKLMNOPclient_secre", "t: Zq8vR2mK9wx now"])
 
 
 def test_one_word_events_search_only_the_new_word():
