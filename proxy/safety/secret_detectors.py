@@ -80,7 +80,13 @@ def _phrase_tails(*phrases: str) -> str:
 
 
 _AWS_SECRET_KEY = r"(?:aws_?)?secret[ _]?(?:access[ _]?)?key"
-_AWS_TAILS = _phrase_tails("secret access key", "secret key")
+_AWS_KEY_SPELLINGS = tuple(
+    f"{aws}secret{sep}{access}key"
+    for aws in ("", "aws", "aws_")
+    for sep in (" ", "_", "")
+    for access in ("", "access ", "access_", "access")
+)  # every key _AWS_SECRET_KEY matches, up to case
+_AWS_TAILS = _phrase_tails(*(key for key in _AWS_KEY_SPELLINGS if " " in key))  # each cut after a space: a head
 # client_secret, secret_key, secret, passphrase, password, passwd, pass, pwd, private_key, api_key, apikey,
 # access_token, auth_token, authorization, refresh_token, token: grouped by first letter (after a check of it),
 # so the engine tries one group per position, not every key; the order within a letter is the order of choice.

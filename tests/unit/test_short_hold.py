@@ -29,7 +29,10 @@ DETECTOR_SETS = [
     [d for d in BUILTIN if d.name in ("password", "aws_secret_key", "cli_password", "private_key")],
 ]
 SCANNERS = [Scanner(detectors) for detectors in DETECTOR_SETS]
-KEYS = ["token", "password", "PGPASSWORD", "x_PG2PASSWORD", "ABCDEFGHIJKLMNOPclient_secret", "api_key", "secret access key", "Authorization", "auth", "-p", "-u"]
+KEYS = [
+    "token", "password", "PGPASSWORD", "x_PG2PASSWORD", "ABCDEFGHIJKLMNOPclient_secret", "aws_secret access key",
+    "secret_access key", "AWS Secret Access Key", "is", "was", "api_key", "Authorization", "auth", "-p", "-u",
+]  # fmt: skip
 SEPARATORS = [" ", "=", ": ", " is ", " was ", " `", '"', "'", " = ", "\t", ":"]
 PIECES = KEYS + SEPARATORS + VALUES + NEAR_MISSES + ["Xk29vLq7pT", "hunter22", "bearer ", "token "]
 TEXTS = st.lists(st.sampled_from(PIECES), min_size=1, max_size=8).map("".join)
@@ -101,6 +104,11 @@ def test_a_key_cut_inside_its_variable_prefix_is_held():
     """`x_PG2` could still become `x_PG2PASSWORD=`: held even where no other detector would hold it."""
     _stream_checked(["export x_PG2", "PASSWORD=Zq8vR2mK9wx now"])
     _stream_checked(["export x_ABCDEFGHIJKLMNOPclient_secre", "t: Zq8vR2mK9wx now"])
+
+
+def test_a_multi_word_key_cut_after_a_space():
+    _stream_checked(["my aws_secret acc", "ess key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", " ok"])
+    _stream_checked(["x secret_access k", "ey: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", " ok"])
 
 
 def test_one_word_events_search_only_the_new_word():
