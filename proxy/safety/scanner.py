@@ -9,7 +9,10 @@ match could still start, or change, if more text arrived. Before it, every start
 settled, because the regex cannot read past what is known: the text is longer than the
 detector's reach from there, or there is a character that no match of it contains
 (`run`), or no head it could start with (`start`), or the match found there has ended
-on a character the text already has (`settled`).
+on a character the text already has (`settled`). A settled start stays settled as the text
+grows (a `start` matches every prefix of a head that is cut by the end of the text), which
+is what lets `hold` search a stream's next event on from where the last search left off;
+short texts, the usual event, are decided by one search for all detectors (short_hold.py).
 """
 
 from __future__ import annotations
