@@ -9,7 +9,10 @@ match could still start, or change, if more text arrived. Before it, every start
 settled, because the regex cannot read past what is known: the text is longer than the
 detector's reach from there, or there is a character that no match of it contains
 (`run`), or no head it could start with (`start`), or the match found there has ended
-on a character the text already has (`settled`).
+on a character the text already has (`settled`). A settled start stays settled as the text
+grows (a `start` matches every prefix of a head that is cut by the end of the text), which
+is what lets `hold` search a stream's next event on from where the last search left off;
+short texts, the usual event, are decided by one search for all detectors (short_hold.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 from proxy.safety.detector import Detector
 from proxy.safety.regexbounds import ClassRun, first_char_search, split_end_anchored
+from proxy.safety.short_hold import ShortHold
 
 _UNKNOWN: Any = object()
 _StartParts = tuple[re.Pattern[str] | None, re.Pattern[str] | None, int, tuple[ClassRun, ...], re.Pattern[str] | None]
@@ -65,7 +69,7 @@ def _value_span(match: re.Match[str], group: str | tuple[str, ...]) -> tuple[int
 
 
 class Scanner:
-    __slots__ = ("_any_anchor", "_plan", "_thresholds", "behind", "detectors", "normalises")
+    __slots__ = ("_any_anchor", "_hinted", "_plan", "_short", "_thresholds", "behind", "detectors", "normalises")
 
     def __init__(
         self, detectors: Sequence[Detector], thresholds: Mapping[str, float] | None = None, normalises: bool = True
@@ -80,18 +84,21 @@ class Scanner:
         self._thresholds = tuple(chosen.get(d.name, d.threshold) for d in self.detectors)
         self.normalises = normalises
         self._any_anchor = _any_anchor(self.detectors)
+        self._short = ShortHold.build(self.detectors)
+        self._hinted = tuple((d, parts) for d, _, _, parts in self._plan if d.start_hints and parts is not None)
 
     def finds_nothing_in(self, text: str) -> bool:
         """True when no detector can match anywhere in `text`: ASCII (its own normal form) without any anchor."""
         return self._any_anchor is not None and text.isascii() and self._any_anchor.search(text) is None
 
-    def new_cache(self, text: str, pos: int = 0) -> list[Any]:
+    def new_cache(self, text: str, pos: int = 0) -> list[Any] | None:
         """Per-detector next hits at or after `pos`; a detector missing its required substring, or its anchor
         (found in every match, at or after its start), there has none: one fast search spares the full regex's
-        try at every position. When every detector has an anchor, one search for any of them comes first."""
+        try at every position. When every detector has an anchor, one search for any of them comes first, and
+        None means no hit at all (the usual stream event: nothing to ask `next_hit`)."""
         detectors = self.detectors
         if self._any_anchor is not None and self._any_anchor.search(text, pos) is None:
-            return [None] * len(detectors)
+            return None
         return [
             None
             if (d.needs is not None and text.find(d.needs, pos) < 0)
@@ -156,7 +163,26 @@ class Scanner:
 
     def hold_from(self, text: str, base: int) -> int:
         """The earliest start at or after `base` that more text could still turn into a hit, or change."""
+        return self.hold(text, base, base)[0]
+
+    def hold(self, text: str, base: int, quiet: int) -> tuple[int, int]:
+        """`hold_from`, told that the detectors without start hints have no open start before `quiet` (what this
+        returned second on a shorter text, or `base`): a start they have settled stays settled as text comes, so
+        a stream's next event is searched from there on, not again from `base`."""
         length = len(text)
+        short = self._short
+        if short is None or length - base >= short.reach:
+            return self._hold_each(text, base, length), base
+        hold = quiet = short.first(text, quiet if quiet > base else base, length)
+        for detector, parts in self._hinted:
+            if base < hold:
+                found = self._open_start(detector, parts, text, base, length)
+                if found < hold:
+                    hold = found
+        return hold, quiet
+
+    def _hold_each(self, text: str, base: int, length: int) -> int:
+        """`hold_from` detector by detector, each searched from what its reach and its `run` leave open."""
         hold = length
         runs: dict[re.Pattern[str], int] = {}  # detectors often share a run class: compute each once
         tail = ""

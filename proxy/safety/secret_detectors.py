@@ -80,12 +80,22 @@ def _phrase_tails(*phrases: str) -> str:
 
 
 _AWS_SECRET_KEY = r"(?:aws_?)?secret[ _]?(?:access[ _]?)?key"
-_AWS_TAILS = _phrase_tails("secret access key", "secret key")
+_AWS_KEY_SPELLINGS = tuple(
+    f"{aws}secret{sep}{access}key"
+    for aws in ("", "aws", "aws_")
+    for sep in (" ", "_", "")
+    for access in ("", "access ", "access_", "access")
+)  # every key _AWS_SECRET_KEY matches, up to case
+_AWS_TAILS = _phrase_tails(*(key for key in _AWS_KEY_SPELLINGS if " " in key))  # each cut after a space: a head
+# client_secret, secret_key, secret, passphrase, password, passwd, pass, pwd, private_key, api_key, apikey,
+# access_token, auth_token, authorization, refresh_token, token: grouped by first letter (after a check of it),
+# so the engine tries one group per position, not every key; the order within a letter is the order of choice.
 _SECRET_KEYS = (
-    r"(?:client[_-]?secret|secret[_-]?key|secret|passphrase|password|passwd|pwd|api[_-]?key|apikey|"
-    r"access[_-]?token|auth[_-]?token|refresh[_-]?token|token|private[_-]?key|authorization|pass)"
+    r"(?=[cspart])(?:client[_-]?secret|secret(?:[_-]?key)?|p(?:ass(?:phrase|word|wd)?|wd|rivate[_-]?key)"
+    r"|a(?:pi[_-]?key|pikey|ccess[_-]?token|uth[_-]?token|uthorization)|refresh[_-]?token|token)"
 )
 _ENV_PREFIX = r"(?-i:[A-Z][A-Z0-9]{0,15})?"  # PGPASSWORD, MYSQLPWD: a capitalised variable ending in a key
+_ENV_KEYWORD_TAIL = r"|[A-Za-z0-9_-]{1,28}\Z"  # part of one at the very end: digits too (PG2), 16 + 13 - 1 long
 _VALUE = r"""[^\s"'`,;)}\]]"""
 _VALUE_RUN = re.compile(f"{_VALUE}*")
 _IS = r"(?:[ \t]{1,4}(?:is|was)[ \t]{1,4}[\"'`]?|[ \t]{1,4}`)"  # prose: `password is X`, password `X`
@@ -192,7 +202,7 @@ SECRET_DETECTORS: tuple[Detector, ...] = (
         re.IGNORECASE,
         start=re.compile(
             rf"{_ENV_PREFIX}{_SECRET_KEYS}[\"']?[ \t]{{0,4}}(?:\Z|[:=`]|i\Z|is(?:[ \t]|\Z)|wa?\Z|was(?:[ \t]|\Z))"
-            + _KEYWORD_TAIL,
+            + _ENV_KEYWORD_TAIL,
             re.IGNORECASE,
         ),
         pick=_pick_secret_value,

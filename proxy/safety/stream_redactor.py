@@ -24,13 +24,14 @@ Replace = Callable[[Detector, str], str]
 
 
 class StreamRedactor:
-    __slots__ = ("_base", "_buf", "_replace", "_scanner")
+    __slots__ = ("_base", "_buf", "_quiet", "_replace", "_scanner")
 
     def __init__(self, scanner: Scanner, replace: Replace):
         self._scanner = scanner
         self._replace = replace
         self._buf = ""  # a few released characters (context), then the unreleased text
         self._base = 0  # where the unreleased text starts in `_buf`
+        self._quiet = 0  # in `_buf`: no start open before it for the detectors without start hints (Scanner.hold)
 
     def feed(self, text: str) -> str:
         if not text:
@@ -58,11 +59,11 @@ class StreamRedactor:
                 return self._drain_mapped(final, text, where)
         buf, pos = self._buf, self._base
         scanner = self._scanner
-        hold = len(buf) if final else scanner.hold_from(buf, pos)
+        hold, quiet = (len(buf), len(buf)) if final else scanner.hold(buf, pos, self._quiet)
         out: list[str] = []
         if hold > pos:
             cache = scanner.new_cache(buf, pos)
-            while (hit := scanner.next_hit(buf, pos, cache)) is not None and hit.start < hold:
+            while cache is not None and (hit := scanner.next_hit(buf, pos, cache)) is not None and hit.start < hold:
                 out.append(buf[pos : hit.value_start])
                 out.append(self._replace(hit.detector, buf[hit.value_start : hit.value_end]))
                 out.append(buf[hit.value_end : hit.end])
@@ -73,6 +74,7 @@ class StreamRedactor:
         keep = max(0, pos - scanner.behind)
         self._buf = buf[keep:]
         self._base = pos - keep
+        self._quiet = quiet - keep
         return "".join(out)
 
     def _drain_mapped(self, final: bool, text: str, where: list[int]) -> str:
@@ -86,7 +88,7 @@ class StreamRedactor:
         out: list[str] = []
         if hold > pos:
             cache = scanner.new_cache(text, npos)
-            while (hit := scanner.next_hit(text, npos, cache)) is not None and hit.start < nhold:
+            while cache is not None and (hit := scanner.next_hit(text, npos, cache)) is not None and hit.start < nhold:
                 value_start, value_end = where[hit.value_start], where[hit.value_end - 1] + 1
                 end = where[hit.end - 1] + 1
                 out.append(buf[pos:value_start])
@@ -100,6 +102,7 @@ class StreamRedactor:
         keep = 0 if back <= 0 else min(where[back], pos - scanner.behind)
         self._buf = buf[keep:]
         self._base = pos - keep
+        self._quiet = 0  # positions in the normal form are not the buffer's: search from `base` next time
         return "".join(out)
 
 

@@ -1,0 +1,113 @@
+"""Where a short unreleased text could still start a match, found in a few searches for all detectors at once.
+
+A stream's unreleased text is usually a word or two. Asking each detector in turn where it
+could start (`Scanner._hold_each`) costs a dozen Python-level steps per detector; here the
+detectors' `start` and `run` rules are one union of lookaheads, searched once, matching
+(empty) at the first position where any of them could start: its `start` matches there and
+its `run` reaches the end of the text. That is the same position `_hold_each` finds when
+the text after `base` is shorter than every detector's reach (so no start is settled by
+distance alone), which is the only case this is used for; a property test compares the two.
+
+Detectors whose run has no whitespace are searched only from the start of the text's last
+word (the run of non-space characters that ends it): most of them, and after a word and a
+space nothing is left to try. Detectors with start hints (`password`, `aws_secret_key`) keep
+their own search, which looks for a full head only where a hint is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from proxy.safety.detector import Detector
+
+_SPACES = tuple(chr(code) for code in range(0x3001) if re.match(r"\s", chr(code)))  # every \s is below U+3001
+_WORD = re.compile(r"\S*")
+
+
+def _part(pattern: re.Pattern[str], suffix: str = "") -> str | None:
+    """`pattern` (then `suffix`) as a lookahead in a union, or None if it cannot be one (groups, flags)."""
+    source = pattern.pattern
+    if pattern.groups or pattern.flags & ~(re.UNICODE | re.IGNORECASE) or re.match(r"\(\?[aiLmsux]+\)", source):
+        return None
+    return f"(?=(?i:{source}){suffix})" if pattern.flags & re.IGNORECASE else f"(?=(?:{source}){suffix})"
+
+
+class _Union:
+    """The first position at or after `pos` where one of `detectors` could still start a match."""
+
+    __slots__ = ("_search", "_settled")
+
+    def __init__(self, search: re.Pattern[str], settled: tuple[Detector, ...]):
+        self._search = search.search
+        self._settled = settled
+
+    @classmethod
+    def build(cls, detectors: Sequence[Detector]) -> _Union | None:
+        """Those without a `settled` rule come first and mark group 1: a match there is an open start at once;
+        a match of the others is open unless the detector's match found there has settled."""
+        open_parts, settled_parts = [], []
+        for detector in detectors:
+            parts = [
+                _part(detector.start) if detector.start is not None else "",
+                _part(detector.run, r"\Z") if detector.run is not None else "",
+            ]
+            if None in parts:
+                return None
+            (open_parts if detector.settled is None else settled_parts).append("".join(parts))  # type: ignore[arg-type]
+        source = f"(?:{'|'.join(open_parts) if open_parts else '(?!)'})()"
+        if settled_parts:
+            source += f"|{'|'.join(settled_parts)}"
+        return cls(re.compile(source), tuple(d for d in detectors if d.settled is not None))
+
+    def first(self, text: str, pos: int, length: int) -> int:
+        while (found := self._search(text, pos)) is not None:
+            at = found.start()
+            if at >= length or found.start(1) >= 0:
+                return at
+            for detector in self._settled:
+                start, run = detector.start, detector.run
+                if (start is None or start.match(text, at)) and (run is None or run.match(text, at).end() == length):  # type: ignore[union-attr]
+                    match = detector.pattern.match(text, at)
+                    if match is None or not detector.settled(match, length):  # type: ignore[misc]
+                        return at
+            pos = at + 1
+        return length
+
+
+class ShortHold:
+    """The earliest open start at or after `base` for the detectors without start hints, in a text whose part
+    after `base` is shorter than `reach` (every detector's reach)."""
+
+    __slots__ = ("_rest", "_word", "reach")
+
+    def __init__(self, word: _Union | None, rest: _Union | None, reach: int):
+        self._word = word
+        self._rest = rest
+        self.reach = reach
+
+    @classmethod
+    def build(cls, detectors: Sequence[Detector]) -> ShortHold | None:
+        """None when a detector's rules cannot go into a union; the scanner then asks each detector."""
+        word, rest = [], []
+        for detector in detectors:
+            if detector.start_hints:
+                if detector.run is not None:  # the scanner searches these from `base`, not from where a run starts
+                    return None
+                continue
+            run = detector.run
+            (word if run is not None and not any(run.fullmatch(c) for c in _SPACES) else rest).append(detector)
+        unions = [_Union.build(group) if group else None for group in (word, rest)]
+        if any(u is None for u, group in zip(unions, (word, rest), strict=True) if group):
+            return None
+        return cls(unions[0], unions[1], min((d.ahead for d in detectors), default=0))
+
+    def first(self, text: str, base: int, length: int) -> int:
+        hold = length if self._rest is None else self._rest.first(text, base, length)
+        if self._word is not None:
+            word = length - _WORD.match(text[base:][::-1]).end()  # type: ignore[union-attr]
+            if word < hold:
+                found = self._word.first(text, word, length)
+                if found < hold:
+                    hold = found
+        return hold
