@@ -207,7 +207,6 @@ async def test_a_version_1_file_gains_the_tool_columns_and_keeps_its_rows(tmp_pa
     check.close()
 
 
-
 def test_workers_opening_a_new_ledger_together_all_start(tmp_path):
     """`serve --workers N` opens one new file from N processes at once: none may fail to start.
 
