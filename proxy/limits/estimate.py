@@ -28,7 +28,7 @@ from proxy.protocols.base import Protocol
 MEDIA_PART_TOKENS = 1600  # about the most one image costs on Claude and GPT-4o; PDFs and audio can cost more
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per request: not frozen, which costs three times as much to build
 class Estimate:
     model: str | None
     prompt_tokens: int

@@ -46,7 +46,7 @@ REASONS = frozenset(
 ADMITTED_HOW = ("direct", "waited", "fail_open")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # several per request: not frozen (see proxy/state/base.py)
 class Limit:
     """One check of a request, with what it means: `reason` (a metric label), `dimension`
     (requests or tokens, for the rate headers) and `text` for the refusal message."""
