@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from itertools import islice
 from typing import Any, ClassVar
 
-from proxy.state.arith import quota_check, rate_adjust, rate_check, slot_check
+from proxy.state.arith import quota_check, rate_adjust, rate_check, slot_check, to_micro
 from proxy.state.base import (
     Change,
     Check,
@@ -54,7 +54,7 @@ class _Leases(dict[str, float]):
         self.latest = max(self.values(), default=-math.inf)
 
     def put(self, lease: str, deadline: float) -> None:
-        deadline = self[lease] = round(deadline, 6)  # to the microsecond, as the Redis store keeps it
+        deadline = self[lease] = to_micro(deadline)  # to the microsecond, as the Redis store keeps it
         self.soonest = min(self.soonest, deadline)
         self.latest = max(self.latest, deadline)
 
@@ -85,7 +85,7 @@ class MemoryStore(Store):
         if expires <= now:
             return
         if isinstance(value, float):
-            value = round(value, 6)
+            value = to_micro(value)
         data[key] = (value, expires)
         if len(data) > self._max_keys:
             self._sweep(now)
@@ -148,7 +148,7 @@ class MemoryStore(Store):
             data.pop(key, None)
             if expires <= now:
                 continue
-            data[key] = (round(value, 6) if isinstance(value, float) else value, expires)
+            data[key] = (to_micro(value) if isinstance(value, float) else value, expires)
             if len(data) > self._max_keys:
                 self._sweep(now)
 
