@@ -58,12 +58,15 @@ def estimate(ex: Exchange, default_output: int, pricing: Mapping[str, Pricing]) 
     if found is None:
         return Estimate(model, prompt, output, 0.0)
     rates = found[1]
-    costs = (
+    dearest = 0.0  # the largest of the three that is not None (a price is never negative)
+    for cost in (
         price_tokens(rates, prompt, 0, 0, output),
         price_tokens(rates, 0, prompt, 0, output),
         price_tokens(rates, 0, 0, prompt, output),
-    )
-    return Estimate(model, prompt, output, max((cost for cost in costs if cost is not None), default=0.0))
+    ):
+        if cost is not None and cost > dearest:
+            dearest = cost
+    return Estimate(model, prompt, output, dearest)
 
 
 def actual_tokens(ex: Exchange, guess: int) -> int:
