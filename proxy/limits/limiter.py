@@ -44,6 +44,7 @@ REASONS = frozenset(
     }
 )
 ADMITTED_HOW = ("direct", "waited", "fail_open")
+_COUNTED = (Rate, Slot)  # the checks the rate headers report (a tuple: `Rate | Slot` is a new object per use)
 
 
 @dataclass(slots=True)  # several per request: not frozen (see proxy/state/base.py)
@@ -76,7 +77,7 @@ class Decision:
         reports: dict[str, Report] = {}
         for limit, verdict in self.results:
             dimension, check = limit.dimension, limit.check
-            if dimension is None or not isinstance(check, Rate | Slot):
+            if dimension is None or not isinstance(check, _COUNTED):
                 continue
             current = reports.get(dimension)
             if current is None or verdict.remaining < current[1]:

@@ -40,8 +40,7 @@ class _Leases(dict[str, float]):
 
     __slots__ = ("latest", "soonest")
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self) -> None:  # empty, as dict.__new__ made it: no dict.__init__ to call
         self.soonest = math.inf  # at most the earliest deadline
         self.latest = -math.inf  # at least the latest: when the whole entry can go
 
