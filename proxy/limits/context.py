@@ -86,7 +86,8 @@ def limits_context(ctx: BuildContext) -> LimitsContext:
         opened = getattr(services.state, "opened_from", None)
         if opened is not None and opened != policy.state.model_dump(exclude={"on_backend_error"}):
             log.warning("the policy's `state` backend settings changed; they take effect at the next restart")
-        limiter = Limiter(lambda: store_of(services), fail_closed=policy.state.on_backend_error == "fail_closed")
+        store = store_of(services)  # opened by the app before it compiles a policy, and kept over reloads
+        limiter = Limiter(lambda: store, fail_closed=policy.state.on_backend_error == "fail_closed")
         return LimitsContext(services, limiter, policy.state.key_prefix, policy.pricing, _plan(policy))
 
     return ctx.shared("limits", make)
