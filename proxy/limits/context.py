@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from proxy.limits.config import Budget, Limits
@@ -32,12 +32,12 @@ class CallerPlan:
     limits: Limits | None
     per_model: tuple[tuple[str, Limits], ...]
     budget: Budget | None
+    # Token estimates, model names and costs come from the body: admit once it has arrived (read per request).
+    needs_body: bool = field(init=False)
 
-    @property
-    def needs_body(self) -> bool:
-        """Token estimates, model names and costs come from the body: admit once it has arrived."""
+    def __post_init__(self) -> None:
         tokens = self.limits is not None and self.limits.tokens_per_minute is not None
-        return tokens or bool(self.per_model) or self.budget is not None
+        object.__setattr__(self, "needs_body", tokens or bool(self.per_model) or self.budget is not None)
 
 
 def _plan(policy: Policy) -> dict[str, CallerPlan]:
@@ -86,7 +86,8 @@ def limits_context(ctx: BuildContext) -> LimitsContext:
         opened = getattr(services.state, "opened_from", None)
         if opened is not None and opened != policy.state.model_dump(exclude={"on_backend_error"}):
             log.warning("the policy's `state` backend settings changed; they take effect at the next restart")
-        limiter = Limiter(lambda: store_of(services), fail_closed=policy.state.on_backend_error == "fail_closed")
+        store = store_of(services)  # opened by the app before it compiles a policy, and kept over reloads
+        limiter = Limiter(lambda: store, fail_closed=policy.state.on_backend_error == "fail_closed")
         return LimitsContext(services, limiter, policy.state.key_prefix, policy.pricing, _plan(policy))
 
     return ctx.shared("limits", make)

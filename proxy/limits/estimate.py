@@ -28,7 +28,7 @@ from proxy.protocols.base import Protocol
 MEDIA_PART_TOKENS = 1600  # about the most one image costs on Claude and GPT-4o; PDFs and audio can cost more
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per request: not frozen, which costs three times as much to build
 class Estimate:
     model: str | None
     prompt_tokens: int
@@ -58,12 +58,15 @@ def estimate(ex: Exchange, default_output: int, pricing: Mapping[str, Pricing]) 
     if found is None:
         return Estimate(model, prompt, output, 0.0)
     rates = found[1]
-    costs = (
+    dearest = 0.0  # the largest of the three that is not None (a price is never negative)
+    for cost in (
         price_tokens(rates, prompt, 0, 0, output),
         price_tokens(rates, 0, prompt, 0, output),
         price_tokens(rates, 0, 0, prompt, output),
-    )
-    return Estimate(model, prompt, output, max((cost for cost in costs if cost is not None), default=0.0))
+    ):
+        if cost is not None and cost > dearest:
+            dearest = cost
+    return Estimate(model, prompt, output, dearest)
 
 
 def actual_tokens(ex: Exchange, guess: int) -> int:

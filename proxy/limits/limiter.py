@@ -44,9 +44,10 @@ REASONS = frozenset(
     }
 )
 ADMITTED_HOW = ("direct", "waited", "fail_open")
+_COUNTED = (Rate, Slot)  # the checks the rate headers report (a tuple: `Rate | Slot` is a new object per use)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # several per request: not frozen (see proxy/state/base.py)
 class Limit:
     """One check of a request, with what it means: `reason` (a metric label), `dimension`
     (requests or tokens, for the rate headers) and `text` for the refusal message."""
@@ -76,7 +77,7 @@ class Decision:
         reports: dict[str, Report] = {}
         for limit, verdict in self.results:
             dimension, check = limit.dimension, limit.check
-            if dimension is None or not isinstance(check, Rate | Slot):
+            if dimension is None or not isinstance(check, _COUNTED):
                 continue
             current = reports.get(dimension)
             if current is None or verdict.remaining < current[1]:

@@ -240,6 +240,8 @@ class Protocol:
 
     def prompt_bound(self, raw: bytes, body: Any, media_part_tokens: int) -> int:
         """Prompt tokens at most: the body's bytes (`raw`), with media parts at `media_part_tokens` each."""
+        if not prompt_size.may_hold_media(raw):  # most bodies: no messages to look through
+            return len(raw)
         return prompt_size.media_bound(raw, self.request_messages(body), media_part_tokens)
 
     def message_text(self, message: Mapping[str, Any]) -> MessageText:

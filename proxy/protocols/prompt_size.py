@@ -13,7 +13,6 @@ from typing import Any, NamedTuple
 import orjson
 
 MEDIA_TYPES = frozenset({"image_url", "input_image", "image", "input_audio", "audio", "file", "input_file", "document"})
-MEDIA_MARKERS = (b"image", b"audio", b"file", b"document")  # no media part without one of these in the body
 MAX_CHOICES = 128  # OpenAI's own maximum of `n`
 
 
@@ -40,10 +39,15 @@ def output_cap(body: Any, fields: tuple[str, ...], default: int, choices: bool) 
     return cap
 
 
+def may_hold_media(raw: bytes) -> bool:
+    """False when the body cannot hold a media part: none has a type without one of these words."""
+    return b"image" in raw or b"audio" in raw or b"file" in raw or b"document" in raw
+
+
 def media_bound(raw: bytes, messages: Iterable[Mapping[str, Any]], media_part_tokens: int) -> int:
     """The body's bytes, with each media part counted as `media_part_tokens` instead of its bytes."""
     size = len(raw)
-    if not any(marker in raw for marker in MEDIA_MARKERS):
+    if not may_hold_media(raw):
         return size
     for message in messages:
         content = message.get("content")

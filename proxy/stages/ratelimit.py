@@ -60,6 +60,7 @@ class RateLimitStage(Stage):
         self._token_rates: list[Rate] = []  # the admission's token rates and budget quotas, corrected in on_complete
         self._quotas: list[tuple[Quota, str]] = []  # with the period each is for (day, month)
         self._id = ""  # the admission's own id: its leases and the key that makes its settlement apply once
+        self._once_key = ""  # that key
         self._settled = False
 
     # ---- admission
@@ -111,14 +112,11 @@ class RateLimitStage(Stage):
         metrics.limit_refusals.labels(self._profile, limit.reason, self.mode).inc()
         raise self._refusal(ex, decision)
 
-    @property
-    def _once_key(self) -> str:
-        return f"{self._f.shared.prefix}once:{self._id}"
-
     def _limits(self, ex: Exchange, guess: Estimate | None) -> list[Limit]:
         f, plan = self._f, self._plan
         tokens = guess.tokens if guess is not None else 0
         lease = self._id = new_lease()
+        self._once_key = f"{f.shared.prefix}once:{lease}"
         limits: list[Limit] = []
         caller = None
         if plan is not None:

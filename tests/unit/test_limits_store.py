@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
 import time
 import uuid
 
@@ -19,7 +20,7 @@ from proxy.errors import ServiceUnavailable
 from proxy.limits.limiter import Limit, Limiter
 from proxy.metrics import Metrics
 from proxy.state import MemoryStore, Quota, QuotaDelta, Rate, RateDelta, Release, Slot, Store
-from proxy.state.arith import EPS
+from proxy.state.arith import EPS, to_micro
 from proxy.state.redis import RedisStore
 from tests.fixtures.redis_server import REDIS_SERVER
 from tests.fixtures.servers import free_port
@@ -305,3 +306,20 @@ def test_memory_and_redis_agree_on_every_sequence(redis_server, ops):
 
     memory, redis = asyncio.run(both())
     assert _agree(memory, redis), (memory, redis)
+
+
+def _bits(x: float) -> bytes:
+    return struct.pack("<d", x)
+
+
+_NEAR_A_HALF = st.integers(0, 2**51).flatmap(
+    lambda k: st.sampled_from([(k + 0.5) / 1e6, math.nextafter((k + 0.5) / 1e6, 0), math.nextafter((k + 0.5) / 1e6, 9)])
+)
+
+
+@given(x=st.floats() | st.floats(1.7e9, 2.3e9) | st.floats(0, 1) | _NEAR_A_HALF)
+@example(x=-0.0)
+@example(x=2.0**51 / 1e6)
+def test_the_memory_store_keeps_numbers_to_the_microsecond_exactly_as_round_does(x):
+    """What the memory store keeps must be bit for bit round(x, 6) (the Redis store's '%.6f'), ties and all."""
+    assert _bits(to_micro(x)) == _bits(round(x, 6))
