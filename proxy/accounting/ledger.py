@@ -88,6 +88,11 @@ SCHEMA = (
 )
 _ROW = attrgetter(*COLUMNS)  # a record's values in column order: dataclasses.astuple deep-copies every value
 INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+# sqlite3 binds None and bools (ten of a usual row's values) only after a search for an adapter that
+# costs more than the insert of the value itself (a failed attribute lookup with its exception, twice).
+# Registered adapters make that search one dict hit; what is stored is the same: NULL, and 0 or 1.
+sqlite3.register_adapter(type(None), {}.get)  # None -> None, bound as NULL
+sqlite3.register_adapter(bool, int)
 
 
 BUSY_TIMEOUT_S = 5.0  # how long opening waits for another process (a worker) holding the file
