@@ -39,6 +39,7 @@ class RedactStage(Stage):
         self._redaction: ExchangeRedaction | None = None
         self._stream: StreamRewriter | None = None
         self._done = False
+        self._counts: dict[tuple[str, str], int] = {}  # as `_finish` took them (nothing redacts after it)
         self._block_noted = False
 
     def _exchange(self, ex: Exchange) -> ExchangeRedaction:
@@ -106,7 +107,7 @@ class RedactStage(Stage):
         if self._done or self._redaction is None:
             return
         self._done = True
-        counts = self._redaction.counts()
+        counts = self._counts = self._redaction.counts()
         if any(direction == "output" for direction, _ in counts):
             self.decide(ex, "redacted")
         ex.redactions.update(counts)
@@ -114,12 +115,15 @@ class RedactStage(Stage):
     async def on_complete(self, ex: Exchange) -> None:
         if self._redaction is None:
             return
-        if not self._done:  # a stream that broke or a caller that left: count what was seen
-            ex.redactions.update(self._redaction.counts())
+        if self._done:
+            counts = self._counts
+        else:  # a stream that broke or a caller that left: count what was seen
+            counts = self._redaction.counts()
+            ex.redactions.update(counts)
         if not self.enforcing:
             return
         metric = self._factory.services.metrics.redactions
-        for (direction, detector), count in self._redaction.counts().items():
+        for (direction, detector), count in counts.items():
             metric.labels(detector, self._factory.route_label, direction).inc(count)
 
 
