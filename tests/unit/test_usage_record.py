@@ -13,14 +13,9 @@ from proxy.policy.compile import compile_policy
 from proxy.policy.load import policy_from_text
 from proxy.protocols.base import Usage
 from proxy.stages.usage import UsageStage
+from tests.fixtures.policies import OPENAI_NO_AUTH
 
-POLICY = """\
-version: 1
-upstreams:
-  up: {url: "http://127.0.0.1:9", protocol: openai}
-routes:
-  - {name: chat, prefix: /v1/, upstream: up, auth: none}
-"""
+POLICY = OPENAI_NO_AUTH
 
 
 def test_every_field_of_the_record_comes_from_its_own_source():
