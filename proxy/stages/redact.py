@@ -127,6 +127,12 @@ class RedactStage(Stage):
             metric.labels(detector, self._factory.route_label, direction).inc(count)
 
 
+class OutputRedactStage(RedactStage):
+    """No prompt redaction in the policy: the pass-through request-body hook, which the chain then skips."""
+
+    on_request_body = Stage.on_request_body  # type: ignore[assignment]
+
+
 class RedactFactory(StageFactory):
     stage = RedactStage
     observes_response: ClassVar[bool] = True
@@ -136,6 +142,12 @@ class RedactFactory(StageFactory):
         self.compiled = compiled
         self.route_label = route_label
         self.services = services
+
+
+class OutputOnlyFactory(RedactFactory):
+    """Responses redacted, prompts left as they are (the usual policy)."""
+
+    stage = OutputRedactStage
 
 
 class PromptOnlyFactory(RedactFactory):
@@ -154,4 +166,6 @@ def build(ctx: BuildContext, route: Route) -> StageFactory | None:
     compiled = ctx.shared(f"redaction:{id(config)}", lambda: CompiledRedaction.from_config(config))
     if not compiled.observes_response:
         return PromptOnlyFactory(config, compiled, route.label, ctx.services)
+    if compiled.input is None:
+        return OutputOnlyFactory(config, compiled, route.label, ctx.services)
     return RedactFactory(config, compiled, route.label, ctx.services)
