@@ -19,6 +19,7 @@ import logging.handlers
 import queue
 import re
 import sys
+import threading
 from typing import Any
 
 import orjson
@@ -48,10 +49,25 @@ MAX_QUEUED_RECORDS = 10_000
 EXIT_FLUSH_S = 2.0
 
 
+class _BoundedQueue(queue.SimpleQueue[logging.LogRecord]):
+    """`queue.Queue(maxsize)` as far as the log handler and listener use it, on the C SimpleQueue: a record's
+    way to the writer thread costs a small part of Queue's condition-variable handshake."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self._putting = threading.Lock()  # the bound holds with several threads logging
+
+    def put_nowait(self, item: logging.LogRecord) -> None:
+        with self._putting:
+            if self.qsize() >= self.maxsize:
+                raise queue.Full
+            self.put(item)
+
+
 class _QueueHandler(logging.handlers.QueueHandler):
     """Hands records to the writer thread; never blocks, and drops (and counts) when the queue is full."""
 
-    def __init__(self, records: queue.Queue[logging.LogRecord]):
+    def __init__(self, records: queue.Queue[logging.LogRecord] | _BoundedQueue):
         super().__init__(records)
         self.dropped = 0
 
@@ -99,7 +115,7 @@ def configure_logging(level: str = "info") -> None:
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     _stop_listener()
-    records: queue.Queue[logging.LogRecord] = queue.Queue(MAX_QUEUED_RECORDS)
+    records = _BoundedQueue(MAX_QUEUED_RECORDS)
     handler = _QueueHandler(records)
     writer = _StderrHandler(handler)
     writer.setFormatter(JsonFormatter())

@@ -88,6 +88,11 @@ SCHEMA = (
 )
 _ROW = attrgetter(*COLUMNS)  # a record's values in column order: dataclasses.astuple deep-copies every value
 INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+# sqlite3 binds None and bools (ten of a usual row's values) only after a search for an adapter that
+# costs more than the insert of the value itself (a failed attribute lookup with its exception, twice).
+# Registered adapters make that search one dict hit; what is stored is the same: NULL, and 0 or 1.
+sqlite3.register_adapter(type(None), {}.get)  # None -> None, bound as NULL
+sqlite3.register_adapter(bool, int)
 
 
 BUSY_TIMEOUT_S = 5.0  # how long opening waits for another process (a worker) holding the file
@@ -238,19 +243,26 @@ class Ledger:
 
     def _start_writer(self) -> threading.Thread:
         self._started_at = time.monotonic()
-        thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._writing = True
+        thread = threading.Thread(target=self._run_until_it_ends, name="ledger-writer", daemon=True)
         thread.start()
         return thread
 
     def _supervise(self, force: bool = False) -> None:
         """Start the writer again if it died (it catches everything it can; this is the last resort)."""
-        if self._thread.is_alive():
+        if self._writing or self._thread.is_alive():  # the flag first: is_alive() takes a lock, on every record
             return
         if not force and time.monotonic() - self._started_at < RESTART_PAUSE_S:
             return
         self._metrics.ledger_errors.labels("writer").inc()
         log.error("the ledger writer had stopped; started again")
         self._thread = self._start_writer()
+
+    def _run_until_it_ends(self) -> None:
+        try:
+            self._run()
+        finally:  # however the thread ends, `_supervise` then asks the thread itself
+            self._writing = False
 
     def _run(self) -> None:
         """Wake once per interval (or when asked), never per record: the event loop keeps the GIL."""

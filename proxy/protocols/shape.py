@@ -40,18 +40,22 @@ def _openai_messages(messages: Any) -> str | None:
     if not isinstance(messages, list) or not messages:
         return "`messages` must be a non-empty list"
     for i, message in enumerate(messages):
-        where = f"messages[{i}]"
+        # The message's place (`messages[i]`) is formatted only for a problem: a clean conversation is most.
         if not isinstance(message, dict):
-            return f"{where} must be an object"
+            return f"messages[{i}] must be an object"
         role = message.get("role")
         if role not in OPENAI_ROLES:
-            return f"{where}.role must be one of {', '.join(OPENAI_ROLES)} (got {_show(role)})"
-        if problem := _parts(message.get("content"), f"{where}.content", allow_null=role in ("assistant", "function")):
+            return f"messages[{i}].role must be one of {', '.join(OPENAI_ROLES)} (got {_show(role)})"
+        content = message.get("content")
+        if not isinstance(content, str) and (
+            problem := _parts(content, f"messages[{i}].content", allow_null=role in ("assistant", "function"))
+        ):
             return problem
         if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-            return f"{where}.tool_call_id must be a string for a tool message"
+            return f"messages[{i}].tool_call_id must be a string for a tool message"
         calls = message.get("tool_calls")
         if calls is not None:
+            where = f"messages[{i}]"
             if not isinstance(calls, list):
                 return f"{where}.tool_calls must be a list"
             for j, call in enumerate(calls):

@@ -102,13 +102,15 @@ def openai_request(body: Any) -> list[TextSlot]:
             slots.append(_MESSAGE_CONTENT[i])
         else:
             slots.extend(content_slots(content, ("messages", i, "content")))
-        for j, call in _items(message.get("tool_calls")):
-            function = _dict(call.get("function"))
+        if "tool_calls" in message:  # asked before the walk: most messages have neither
+            for j, call in _items(message["tool_calls"]):
+                function = _dict(call.get("function"))
+                if function is not None and isinstance(function.get("arguments"), str):
+                    slots.append(TextSlot(("messages", i, "tool_calls", j, "function", "arguments"), "json"))
+        if "function_call" in message:
+            function = _dict(message["function_call"])
             if function is not None and isinstance(function.get("arguments"), str):
-                slots.append(TextSlot(("messages", i, "tool_calls", j, "function", "arguments"), "json"))
-        function = _dict(message.get("function_call"))
-        if function is not None and isinstance(function.get("arguments"), str):
-            slots.append(TextSlot(("messages", i, "function_call", "arguments"), "json"))
+                slots.append(TextSlot(("messages", i, "function_call", "arguments"), "json"))
     for key in ("input", "prompt"):  # Responses input, legacy prompt, embeddings input
         value = body.get(key)
         if isinstance(value, str):
@@ -154,15 +156,18 @@ def openai_response(body: Any) -> list[TextSlot]:
         for key in ("content", "refusal"):
             if isinstance(message.get(key), str):
                 slots.append(_MESSAGE_SLOTS[i, key] if i < 8 else TextSlot(("choices", i, "message", key)))
-        for j, call in _items(message.get("tool_calls")):
-            function = _dict(call.get("function"))
+        if "tool_calls" in message:  # asked before the walk: most answers have neither
+            for j, call in _items(message["tool_calls"]):
+                function = _dict(call.get("function"))
+                if function is not None and isinstance(function.get("arguments"), str):
+                    slots.append(TextSlot(("choices", i, "message", "tool_calls", j, "function", "arguments"), "json"))
+        if "function_call" in message:
+            function = _dict(message["function_call"])
             if function is not None and isinstance(function.get("arguments"), str):
-                slots.append(TextSlot(("choices", i, "message", "tool_calls", j, "function", "arguments"), "json"))
-        function = _dict(message.get("function_call"))
-        if function is not None and isinstance(function.get("arguments"), str):
-            slots.append(TextSlot(("choices", i, "message", "function_call", "arguments"), "json"))
-    for k, item in _items(body.get("output")):  # Responses API
-        slots.extend(_openai_output_item(item, ("output", k)))
+                slots.append(TextSlot(("choices", i, "message", "function_call", "arguments"), "json"))
+    if "output" in body:  # Responses API
+        for k, item in _items(body["output"]):
+            slots.extend(_openai_output_item(item, ("output", k)))
     return slots
 
 

@@ -40,6 +40,13 @@ def has_big_number(data: bytes) -> bool:
 
 
 _RESTORE = Scanner([PLACEHOLDER], normalises=False)
+EXACT_COPY_FROM = 4096  # bytes of orjson output from which its buffer is 8 times the data or more
+
+
+def exact_size(data: bytes) -> bytes:
+    """orjson's output, copied to a bytes of its own size where orjson's buffer would hold much more (8.3 MB for
+    a 1 MB body, from orjson 3.12 on) while the body is written; a small one is kept (its buffer: 4 KiB)."""
+    return bytes(memoryview(data)) if len(data) >= EXACT_COPY_FROM else data
 
 
 def blocked_error(detector: str) -> Forbidden:
@@ -187,7 +194,7 @@ class ExchangeRedaction:
         except orjson.JSONDecodeError:
             return self._guard(lambda: self._odd_json(protocol, body))
         payload, changed = self._guard(lambda: self.rewrite_slots(payload, protocol.response_text_slots(payload)))
-        return orjson.dumps(payload) if changed else body
+        return exact_size(orjson.dumps(payload)) if changed else body
 
     def _odd_json(self, protocol: Protocol, body: bytes) -> bytes:
         """JSON orjson cannot keep (integers beyond 64 bits), or no JSON at all: never a way around redaction."""

@@ -39,6 +39,7 @@ class RedactStage(Stage):
         self._redaction: ExchangeRedaction | None = None
         self._stream: StreamRewriter | None = None
         self._done = False
+        self._counts: dict[tuple[str, str], int] = {}  # as `_finish` took them (nothing redacts after it)
         self._block_noted = False
 
     def _exchange(self, ex: Exchange) -> ExchangeRedaction:
@@ -106,7 +107,7 @@ class RedactStage(Stage):
         if self._done or self._redaction is None:
             return
         self._done = True
-        counts = self._redaction.counts()
+        counts = self._counts = self._redaction.counts()
         if any(direction == "output" for direction, _ in counts):
             self.decide(ex, "redacted")
         ex.redactions.update(counts)
@@ -114,13 +115,22 @@ class RedactStage(Stage):
     async def on_complete(self, ex: Exchange) -> None:
         if self._redaction is None:
             return
-        if not self._done:  # a stream that broke or a caller that left: count what was seen
-            ex.redactions.update(self._redaction.counts())
+        if self._done:
+            counts = self._counts
+        else:  # a stream that broke or a caller that left: count what was seen
+            counts = self._redaction.counts()
+            ex.redactions.update(counts)
         if not self.enforcing:
             return
         metric = self._factory.services.metrics.redactions
-        for (direction, detector), count in self._redaction.counts().items():
+        for (direction, detector), count in counts.items():
             metric.labels(detector, self._factory.route_label, direction).inc(count)
+
+
+class OutputRedactStage(RedactStage):
+    """No prompt redaction in the policy: the pass-through request-body hook, which the chain then skips."""
+
+    on_request_body = Stage.on_request_body  # type: ignore[assignment]
 
 
 class RedactFactory(StageFactory):
@@ -132,6 +142,12 @@ class RedactFactory(StageFactory):
         self.compiled = compiled
         self.route_label = route_label
         self.services = services
+
+
+class OutputOnlyFactory(RedactFactory):
+    """Responses redacted, prompts left as they are (the usual policy)."""
+
+    stage = OutputRedactStage
 
 
 class PromptOnlyFactory(RedactFactory):
@@ -150,4 +166,6 @@ def build(ctx: BuildContext, route: Route) -> StageFactory | None:
     compiled = ctx.shared(f"redaction:{id(config)}", lambda: CompiledRedaction.from_config(config))
     if not compiled.observes_response:
         return PromptOnlyFactory(config, compiled, route.label, ctx.services)
+    if compiled.input is None:
+        return OutputOnlyFactory(config, compiled, route.label, ctx.services)
     return RedactFactory(config, compiled, route.label, ctx.services)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
@@ -33,6 +33,7 @@ from proxy.accounting.tokens import count_request, count_tokens
 from proxy.errors import Forbidden, Unauthorized
 from proxy.exchange import Exchange, Outcome, Reply
 from proxy.logs import logged_model
+from proxy.metrics import Metrics
 from proxy.pipeline import Stage, StageFactory
 from proxy.policy.schema import Pricing, Route
 from proxy.protocols.base import Protocol, Usage
@@ -180,11 +181,12 @@ class UsageStage(Stage):
             metrics.child(metrics.usage_estimated, caller, upstream).inc()
         if ex.cache_hit or not usage.known:
             return
+        counters = self._factory.counters(caller, model_label)
         for kind, attr in TOKEN_KINDS:
             if value := getattr(usage, attr):
-                metrics.child(metrics.tokens, caller, model_label, kind).inc(value)
+                counters.tokens(kind).inc(value)
         if ex.cost_usd is not None:
-            metrics.child(metrics.cost_usd, caller, model_label).inc(ex.cost_usd)
+            counters.cost().inc(ex.cost_usd)
         elif usage.total_tokens:
             metrics.child(metrics.unpriced, caller, upstream).inc()
 
@@ -193,34 +195,36 @@ class UsageStage(Stage):
         caller, usage, tool = ex.caller, ex.usage, ex.tool_call
         session = ex.headers.get(SESSION_HEADER)
         ttfb = ex.ttfb_s
+        # Positional, in the order of Record's fields: a keyword call of a class builds a dict of them on the
+        # way to __init__, three times the cost of the record itself.
         return Record(
-            request_id=ex.request_id,
-            ts=time.time() - (time.perf_counter() - ex.started),
-            caller=caller.name if caller else None,
-            key_id=caller.key_id if caller else None,
-            profile=caller.profile if caller else None,
-            route=ex.route.label,
-            upstream=ex.upstream_name,
-            model_requested=logged_model(ex.model_requested),  # bounded, as in the log line
-            model_served=ex.model_served,
-            model_priced=model_priced,
-            status=ex.status,
-            outcome=ex.outcome.value if ex.outcome else None,
-            stream=ex.streaming,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cached_input_tokens=usage.cached_input_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            cost_usd=ex.cost_usd,
-            latency_ms=round(ex.elapsed_s * 1000, 3),
-            ttfb_ms=round(ttfb * 1000, 3) if ttfb is not None else None,
-            cache_hit=ex.cache_hit,
-            estimated=ex.usage_estimated,
-            session_id=session[:MAX_SESSION_ID] if session else None,
-            tool_server=tool.server if tool else None,
-            tool=tool.tool if tool else None,
-            tool_outcome=tool.settle(ex) if tool else None,
+            ex.request_id,
+            time.time() - (time.perf_counter() - ex.started),  # ts
+            caller.name if caller else None,
+            caller.key_id if caller else None,
+            caller.profile if caller else None,
+            ex.route.label,
+            ex.upstream_name,
+            logged_model(ex.model_requested),  # bounded, as in the log line
+            ex.model_served,
+            model_priced,
+            ex.status,
+            ex.outcome.value if ex.outcome else None,
+            ex.streaming,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_input_tokens,
+            usage.cache_write_tokens,
+            usage.reasoning_tokens,
+            ex.cost_usd,
+            round(ex.elapsed_s * 1000, 3),  # latency_ms
+            round(ttfb * 1000, 3) if ttfb is not None else None,  # ttfb_ms
+            ex.cache_hit,
+            ex.usage_estimated,  # estimated
+            session[:MAX_SESSION_ID] if session else None,
+            tool.server if tool else None,
+            tool.tool if tool else None,
+            tool.settle(ex) if tool else None,  # tool_outcome
         )
 
 
@@ -244,6 +248,30 @@ def _merge_estimate(usage: Usage, estimate: Usage, cut_short: bool) -> None:
         usage.output_tokens = max(usage.output_tokens, estimate.output_tokens or 0)
 
 
+class ModelCounters:
+    """A caller profile's and model's token and cost series, each looked up once it is first counted: one dict
+    hit per request rather than one labelled lookup per series (a series appears when first counted, as before)."""
+
+    __slots__ = ("_cost", "_labels", "_metrics", "_tokens")
+
+    def __init__(self, metrics: Metrics, caller: str, model: str):
+        self._metrics = metrics
+        self._labels = (caller, model)
+        self._tokens: dict[str, Any] = {}
+        self._cost: Any = None
+
+    def tokens(self, kind: str) -> Any:
+        found = self._tokens.get(kind)
+        if found is None:
+            found = self._tokens[kind] = self._metrics.child(self._metrics.tokens, *self._labels, kind)
+        return found
+
+    def cost(self) -> Any:
+        if self._cost is None:
+            self._cost = self._metrics.child(self._metrics.cost_usd, *self._labels)
+        return self._cost
+
+
 class UsageFactory(StageFactory):
     stage = UsageStage
     observes_response: ClassVar[bool] = True
@@ -253,6 +281,14 @@ class UsageFactory(StageFactory):
         self.config = config
         self.pricing = pricing
         self.services = services
+        # Bounded as the labels are: caller profiles and price-table names (or `other`) from the policy.
+        self._counters: dict[tuple[str, str], ModelCounters] = {}
+
+    def counters(self, caller: str, model: str) -> ModelCounters:
+        found = self._counters.get((caller, model))
+        if found is None:
+            found = self._counters[caller, model] = ModelCounters(self.services.metrics, caller, model)
+        return found
 
 
 class RecordOnlyFactory(UsageFactory):

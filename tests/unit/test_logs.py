@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 import logging
 import queue
+import threading
 
 import orjson
 
-from proxy.logs import JsonFormatter, _QueueHandler, _StderrHandler
+from proxy.logs import JsonFormatter, _BoundedQueue, _QueueHandler, _StderrHandler
 
 
 def test_a_full_queue_drops_records_and_the_next_line_says_how_many():
@@ -36,3 +37,22 @@ def test_a_full_queue_drops_records_and_the_next_line_says_how_many():
         "line 1",
     ]
     assert lines[0]["count"] == 3 and lines[0]["level"] == "warning" and lines[2]["n"] == 1
+
+
+def test_the_writers_queue_holds_at_most_its_bound_whichever_threads_log():
+    records = _BoundedQueue(50)
+    source = _QueueHandler(records)
+    logger = logging.getLogger("test.logs.bounded")
+    logger.propagate = False
+    logger.addHandler(source)
+    try:
+        threads = [threading.Thread(target=lambda: [logger.warning("x") for _ in range(40)]) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        logger.removeHandler(source)
+    assert records.qsize() == 50 and source.dropped == 4 * 40 - 50
+    assert all(records.get(True, 1).getMessage() == "x" for _ in range(50))  # as the writer thread reads it
+    assert records.empty()

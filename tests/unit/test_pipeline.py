@@ -16,14 +16,9 @@ from proxy.pipeline import Chain, Stage, StageFactory
 from proxy.policy.compile import compile_policy
 from proxy.policy.load import policy_from_text
 from proxy.protocols.sse import SSEEvent
+from tests.fixtures.policies import OPENAI_NO_AUTH
 
-POLICY = """\
-version: 1
-upstreams:
-  up: {url: "http://127.0.0.1:9", protocol: openai}
-routes:
-  - {name: chat, prefix: /v1/, upstream: up, auth: none}
-"""
+POLICY = OPENAI_NO_AUTH
 
 
 @pytest.fixture(scope="module")

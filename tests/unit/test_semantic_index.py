@@ -22,14 +22,9 @@ from proxy.embed.local import available
 from proxy.policy.context import BuildContext
 from proxy.policy.load import policy_from_text
 from proxy.services import Services
+from tests.fixtures.policies import OPENAI_NO_AUTH
 
-POLICY = """\
-version: 1
-upstreams:
-  up: {url: "http://127.0.0.1:9", protocol: openai}
-routes:
-  - {name: chat, prefix: /v1/, upstream: up, auth: none}
-"""
+POLICY = OPENAI_NO_AUTH
 
 needs_model = pytest.mark.skipif(available() is not None, reason="the `semantic` extra is not installed")
 

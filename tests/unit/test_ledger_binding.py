@@ -1,0 +1,81 @@
+"""What the ledger stores for None and booleans (NULL, the integers 0/1: as sqlite3 binds them), and a writer
+thread that ended started again."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from proxy.accounting.ledger import RESTART_PAUSE_S, Ledger, Record, connect
+from proxy.metrics import Metrics
+
+
+async def test_none_is_stored_as_null_and_booleans_as_integers(tmp_path):
+    path = tmp_path / "ledger.db"
+    ledger = Ledger.open(str(path), 60, Metrics())
+    ledger.record(_record("r-1"))
+    await ledger.flush()
+    await ledger.close()
+    conn = connect(path, readonly=True)
+    try:
+        names = [f.name for f in dataclasses.fields(Record)]
+        types = conn.execute(f"SELECT {', '.join(f'typeof({n})' for n in names)} FROM requests").fetchone()
+        values = conn.execute(f"SELECT {', '.join(names)} FROM requests").fetchone()
+    finally:
+        conn.close()
+    stored = dict(zip(names, zip(types, values, strict=True), strict=True))
+    assert stored["caller"] == ("null", None) and stored["cost_usd"] == ("null", None)
+    assert stored["tool_outcome"] == ("null", None)
+    assert stored["stream"] == ("integer", 1) and stored["cache_hit"] == ("integer", 0)
+    assert stored["estimated"] == ("integer", 1)
+
+
+def _record(request_id: str) -> Record:
+    return Record(
+        request_id=request_id, ts=1.0, caller=None, key_id=None, profile=None, route="openai", upstream=None,
+        model_requested=None, model_served=None, model_priced=None, status=None, outcome=None, stream=True,
+        input_tokens=None, output_tokens=None, cached_input_tokens=None, cache_write_tokens=None,
+        reasoning_tokens=None, cost_usd=None, latency_ms=0.5, ttfb_ms=None, cache_hit=False, estimated=True,
+        session_id=None,
+    )  # fmt: skip
+
+
+class _StopsOnce:
+    """A wake event whose first wait ends the writer thread the way nothing in its loop can catch."""
+
+    def __init__(self, event):
+        self.event, self.fired = event, False
+
+    def wait(self, timeout):
+        if not self.fired:
+            self.fired = True
+            raise SystemExit
+        return self.event.wait(timeout)
+
+    def __getattr__(self, name):
+        return getattr(self.event, name)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread's end, on purpose
+async def test_a_writer_that_ended_is_started_again_by_the_next_record(tmp_path):
+    path = tmp_path / "ledger.db"
+    metrics = Metrics()
+    ledger = Ledger.open(str(path), 60, metrics)
+    first, wake = ledger._thread, ledger._wake
+    ledger._wake = _StopsOnce(wake)
+    wake.set()  # the writer goes round once more and meets the failing wait
+    await asyncio.to_thread(first.join, 10)
+    assert not ledger.writer_alive
+    ledger._started_at -= RESTART_PAUSE_S  # not within the restart pause
+    ledger.record(_record("r-2"))
+    assert ledger._thread is not first and ledger.writer_alive
+    assert await ledger.flush() is True
+    await ledger.close()
+    assert metrics.registry.get_sample_value("agent_proxy_ledger_errors_total", {"op": "writer"}) == 1
+    conn = connect(path, readonly=True)
+    try:
+        assert conn.execute("SELECT request_id FROM requests").fetchall() == [("r-2",)]
+    finally:
+        conn.close()
