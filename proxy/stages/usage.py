@@ -29,6 +29,7 @@ import orjson
 from proxy.accounting.config import UsageConfig
 from proxy.accounting.ledger import Record
 from proxy.accounting.pricing import OTHER, price, resolve
+from proxy.accounting.rounding import round_to
 from proxy.accounting.tokens import count_request, count_tokens
 from proxy.errors import Forbidden, Unauthorized
 from proxy.exchange import Exchange, Outcome, Reply
@@ -217,8 +218,8 @@ class UsageStage(Stage):
             usage.cache_write_tokens,
             usage.reasoning_tokens,
             ex.cost_usd,
-            round(ex.elapsed_s * 1000, 3),  # latency_ms
-            round(ttfb * 1000, 3) if ttfb is not None else None,  # ttfb_ms
+            round_to(ex.elapsed_s * 1000, 3),  # latency_ms
+            round_to(ttfb * 1000, 3) if ttfb is not None else None,  # ttfb_ms
             ex.cache_hit,
             ex.usage_estimated,  # estimated
             session[:MAX_SESSION_ID] if session else None,
