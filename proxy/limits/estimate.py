@@ -58,15 +58,39 @@ def estimate(ex: Exchange, default_output: int, pricing: Mapping[str, Pricing]) 
     if found is None:
         return Estimate(model, prompt, output, 0.0)
     rates = found[1]
-    dearest = 0.0  # the largest of the three that is not None (a price is never negative)
-    for cost in (
-        price_tokens(rates, prompt, 0, 0, output),
-        price_tokens(rates, 0, prompt, 0, output),
-        price_tokens(rates, 0, 0, prompt, output),
-    ):
-        if cost is not None and cost > dearest:
-            dearest = cost
+    # Rates are finite and non-negative, so the dearest rate gives the dearest of the three prices; only a
+    # price too large to be finite (then None) needs the other two.
+    counts = [0, 0, 0]
+    counts[_dearest_slot(rates)] = prompt
+    dearest = price_tokens(rates, *counts, output)
+    if dearest is None:
+        dearest = 0.0  # the largest of the three that is not None (a price is never negative)
+        for cost in (
+            price_tokens(rates, prompt, 0, 0, output),
+            price_tokens(rates, 0, prompt, 0, output),
+            price_tokens(rates, 0, 0, prompt, output),
+        ):
+            if cost is not None and cost > dearest:
+                dearest = cost
     return Estimate(model, prompt, output, dearest)
+
+
+_DEAREST: dict[int, tuple[Pricing, int]] = {}  # id(rates) -> (rates, its dearest input-side slot)
+_DEAREST_ENTRIES = 1024  # price entries remembered (then it starts over: a reload brings new ones)
+
+
+def _dearest_slot(rates: Pricing) -> int:
+    """Which input-side count (uncached, cache read, cache write) `rates` prices highest: their rates
+    compared as `price_tokens` applies them (an unset cache rate is the input rate)."""
+    found = _DEAREST.get(id(rates))
+    if found is not None and found[0] is rates:
+        return found[1]
+    per_token = [rates.input if rate is None else rate for rate in (rates.input, rates.cached_input, rates.cache_write)]
+    slot = per_token.index(max(per_token))
+    if len(_DEAREST) >= _DEAREST_ENTRIES:
+        _DEAREST.clear()
+    _DEAREST[id(rates)] = (rates, slot)
+    return slot
 
 
 def actual_tokens(ex: Exchange, guess: int) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 
 Report = tuple[int, float, float]  # limit, remaining, seconds until full again
@@ -36,18 +37,41 @@ def rfc3339(seconds_from_now: float, now: float | None = None) -> str:
     return datetime.fromtimestamp(math.ceil(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def rate_headers(protocol: str, reports: dict[str, Report], now: float | None = None) -> dict[str, str]:
-    """`reports` by dimension (`requests`, `tokens`); protocols without a convention get none."""
-    headers: dict[str, str] = {}
+def _names(protocol: str, dimension: str) -> tuple[str, str, str]:
+    """A dimension's limit, remaining and reset header names in `protocol`'s convention."""
+    if protocol == "openai":
+        prefix = "x-ratelimit-"
+        return f"{prefix}limit-{dimension}", f"{prefix}remaining-{dimension}", f"{prefix}reset-{dimension}"
+    prefix = f"anthropic-ratelimit-{dimension}-"
+    return f"{prefix}limit", f"{prefix}remaining", f"{prefix}reset"
+
+
+# Header names per protocol and dimension, built once: a response only formats the numbers.
+_NAMES: dict[str, dict[str, tuple[str, str, str]]] = {
+    protocol: {dimension: _names(protocol, dimension) for dimension in ("requests", "tokens")}
+    for protocol in ("openai", "anthropic")
+}
+
+
+def put_rate_headers(
+    target: MutableMapping[str, str], protocol: str, reports: dict[str, Report], now: float | None = None
+) -> None:
+    """Sets `reports`' headers (by dimension) on `target`; protocols without a convention get none."""
+    names = _NAMES.get(protocol)
+    if names is None:
+        return
+    openai = protocol == "openai"
     for dimension, (limit, remaining, reset_s) in reports.items():
-        if protocol == "openai":
-            headers[f"x-ratelimit-limit-{dimension}"] = str(limit)
-            headers[f"x-ratelimit-remaining-{dimension}"] = str(int(remaining))
-            headers[f"x-ratelimit-reset-{dimension}"] = openai_duration(reset_s)
-        elif protocol == "anthropic":
-            headers[f"anthropic-ratelimit-{dimension}-limit"] = str(limit)
-            headers[f"anthropic-ratelimit-{dimension}-remaining"] = str(int(remaining))
-            headers[f"anthropic-ratelimit-{dimension}-reset"] = rfc3339(reset_s, now)
+        limit_name, remaining_name, reset_name = names.get(dimension) or _names(protocol, dimension)
+        target[limit_name] = str(limit)
+        target[remaining_name] = str(int(remaining))
+        target[reset_name] = openai_duration(reset_s) if openai else rfc3339(reset_s, now)
+
+
+def rate_headers(protocol: str, reports: dict[str, Report], now: float | None = None) -> dict[str, str]:
+    """`reports` by dimension (`requests`, `tokens`) as headers; protocols without a convention get none."""
+    headers: dict[str, str] = {}
+    put_rate_headers(headers, protocol, reports, now)
     return headers
 
 

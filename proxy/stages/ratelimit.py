@@ -26,7 +26,7 @@ from proxy.exchange import Exchange, Reply
 from proxy.limits.config import Budget, Limits, RateLimitStageConfig
 from proxy.limits.context import ANONYMOUS, CallerPlan, LimitsContext, limits_context
 from proxy.limits.estimate import Estimate, actual_cost, actual_tokens, estimate
-from proxy.limits.headers import rate_headers, retry_headers, rfc3339
+from proxy.limits.headers import put_rate_headers, rate_headers, retry_headers, rfc3339
 from proxy.limits.keys import day_period, month_period, new_lease, part
 from proxy.limits.limiter import Decision, Limit
 from proxy.pipeline import Stage, StageFactory
@@ -187,8 +187,7 @@ class RateLimitStage(Stage):
         if self.enforcing and decision is not None and decision.admitted:
             reports = decision.reports()
             if reports:
-                for header, value in rate_headers(ex.protocol.name, reports).items():
-                    ex.response_headers[header] = value
+                put_rate_headers(ex.response_headers, ex.protocol.name, reports)
 
     async def on_complete(self, ex: Exchange) -> None:
         if self._settled:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.accounting import tokens
+from proxy.accounting.pricing import price_tokens
 from proxy.exchange import Exchange
 from proxy.limits.estimate import MEDIA_PART_TOKENS, estimate, output_cap
 from proxy.limits.headers import openai_duration, rate_headers, retry_headers, rfc3339
@@ -163,6 +164,27 @@ def test_the_estimate_is_the_body_bytes_plus_the_output_cap_priced_at_the_deares
     assert output_cap({"max_tokens": True}, 7) == 7 and output_cap({"max_output_tokens": 9}, 7) == 9
     assert output_cap({"max_tokens": 10, "n": 3}, 7) == 30 and output_cap({"n": 2}, 7) == 14
     assert estimate(exchange("/tools/search/q", {"q": 1}), 1024, {}).tokens == 0  # a tool call has no tokens
+
+
+_RATES = st.floats(min_value=0, max_value=1e300, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rates=st.tuples(_RATES, _RATES, st.none() | _RATES, st.none() | _RATES),
+    text=st.integers(min_value=0, max_value=3000),
+    cap=st.integers(min_value=0, max_value=2**63 - 1),  # what a JSON body can carry
+)
+def test_the_estimate_prices_the_prompt_exactly_as_the_dearest_of_its_three_prices(rates, text, cap):
+    pricing = {"house": Pricing(input=rates[0], output=rates[1], cached_input=rates[2], cache_write=rates[3])}
+    body = {"model": "house", "max_tokens": cap, "messages": [{"role": "user", "content": "x" * text}]}
+    guess = estimate(exchange("/v1/chat/completions", body), 1024, pricing)
+    prices = [price_tokens(pricing["house"], *counts, guess.output_tokens) for counts in _slots(guess.prompt_tokens)]
+    assert guess.cost_usd == max([0.0, *(price for price in prices if price is not None)])
+
+
+def _slots(prompt: int) -> list[tuple[int, int, int]]:
+    return [(prompt, 0, 0), (0, prompt, 0), (0, 0, prompt)]
 
 
 def test_a_media_part_counts_its_allowance_not_its_base64_bytes():
