@@ -29,7 +29,6 @@ import orjson
 from proxy.accounting.config import UsageConfig
 from proxy.accounting.ledger import Record
 from proxy.accounting.pricing import OTHER, price, resolve
-from proxy.accounting.rounding import round_to
 from proxy.accounting.tokens import count_request, count_tokens
 from proxy.errors import Forbidden, Unauthorized
 from proxy.exchange import Exchange, Outcome, Reply
@@ -39,6 +38,7 @@ from proxy.pipeline import Stage, StageFactory
 from proxy.policy.schema import Pricing, Route
 from proxy.protocols.base import Protocol, Usage
 from proxy.protocols.sse import SSEEvent
+from proxy.rounding import round_to
 from proxy.services import Services
 
 if TYPE_CHECKING:

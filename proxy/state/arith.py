@@ -18,20 +18,6 @@ from proxy.state.base import Verdict
 EPS = 1e-5
 UNIT_EPS = 1e-3
 SLOT_RETRY_S = 1.0  # a full concurrency cap cannot know when a slot frees; a hint for retry-after
-# `to_micro`'s fast range: x * 1e6 below 2**51 (epoch seconds until 2041), where its rounding error is at most 1/8.
-_MICRO_FAST_BELOW = 2.0**51 / 1e6
-_TO_INTEGER = 2.0**52  # added to and taken from 0 <= y < 2**52: y rounded to an integer, half to even
-
-
-def to_micro(x: float) -> float:
-    """`round(x, 6)`, as the Redis store keeps numbers ('%.6f'), exactly: without its decimal conversion
-    (about 6x the cost) whenever x * 1e6's own rounding error cannot move it across a half."""
-    if 0.0 < x < _MICRO_FAST_BELOW:
-        y = x * 1e6
-        whole = (y + _TO_INTEGER) - _TO_INTEGER
-        if -0.375 < y - whole < 0.375:  # 0.5 less the error bound: the exact x * 10**6 rounds to `whole` too
-            return whole / 1e6
-    return round(x, 6)
 
 
 def _remaining(tat: float, now: float, limit: int, period_s: float) -> float:

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from itertools import islice
 from typing import Any, ClassVar
 
-from proxy.state.arith import quota_check, rate_adjust, rate_check, slot_check, to_micro
+from proxy.rounding import round_to
+from proxy.state.arith import quota_check, rate_adjust, rate_check, slot_check
 from proxy.state.base import (
     Change,
     Check,
@@ -53,7 +54,7 @@ class _Leases(dict[str, float]):
         self.latest = max(self.values(), default=-math.inf)
 
     def put(self, lease: str, deadline: float) -> None:
-        deadline = self[lease] = to_micro(deadline)  # to the microsecond, as the Redis store keeps it
+        deadline = self[lease] = round_to(deadline, 6)  # to the microsecond, as the Redis store keeps it
         self.soonest = min(self.soonest, deadline)
         self.latest = max(self.latest, deadline)
 
@@ -84,7 +85,7 @@ class MemoryStore(Store):
         if expires <= now:
             return
         if isinstance(value, float):
-            value = to_micro(value)
+            value = round_to(value, 6)
         data[key] = (value, expires)
         if len(data) > self._max_keys:
             self._sweep(now)
@@ -147,7 +148,7 @@ class MemoryStore(Store):
             data.pop(key, None)
             if expires <= now:
                 continue
-            data[key] = (to_micro(value) if isinstance(value, float) else value, expires)
+            data[key] = (round_to(value, 6) if isinstance(value, float) else value, expires)
             if len(data) > self._max_keys:
                 self._sweep(now)
 

@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from proxy.errors import ServiceUnavailable
 from proxy.limits.limiter import Limit, Limiter
 from proxy.metrics import Metrics
+from proxy.rounding import round_to
 from proxy.state import MemoryStore, Quota, QuotaDelta, Rate, RateDelta, Release, Slot, Store
-from proxy.state.arith import EPS, to_micro
+from proxy.state.arith import EPS
 from proxy.state.redis import RedisStore
 from tests.fixtures.redis_server import REDIS_SERVER
 from tests.fixtures.servers import free_port
@@ -322,4 +323,4 @@ _NEAR_A_HALF = st.integers(0, 2**51).flatmap(
 @example(x=2.0**51 / 1e6)
 def test_the_memory_store_keeps_numbers_to_the_microsecond_exactly_as_round_does(x):
     """What the memory store keeps must be bit for bit round(x, 6) (the Redis store's '%.6f'), ties and all."""
-    assert _bits(to_micro(x)) == _bits(round(x, 6))
+    assert _bits(round_to(x, 6)) == _bits(round(x, 6))

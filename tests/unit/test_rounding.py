@@ -8,7 +8,7 @@ import struct
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from proxy.accounting.rounding import round_to
+from proxy.rounding import round_to
 
 
 def bits(x: float) -> bytes:

@@ -1,10 +1,12 @@
-"""`round(x, digits)` for the ledger's millisecond figures, exactly, without its decimal conversion.
+"""`round(x, digits)`, exactly, without its decimal conversion.
+
+The ledger keeps milliseconds to 3 digits; the memory store keeps numbers to the microsecond, as
+the Redis store does ('%.6f'). Several roundings run per request.
 
 `round(x, n)` goes through dtoa and back (about 2.7K instructions); scaling by 10**n and
 rounding to an integer in binary gives the same double whenever the scaled value's own
 rounding error cannot carry it across a half, which is all but a sliver of inputs. The
-rest, and negatives, zero and huge values, take `round` itself. (proxy.state.arith.to_micro is
-the same idea fixed at six digits, for the rate-limit store.)
+rest, and negatives, zero and huge values, take `round` itself.
 """
 
 from __future__ import annotations
