@@ -115,7 +115,7 @@ def reported(**raw: Any) -> Usage:
     for name, value in raw.items():
         if value is None:
             continue
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REPORTED_TOKENS:  # believable
+        if believable(value):
             setattr(usage, name, value)
         else:
             rejected.append(name)
