@@ -9,6 +9,8 @@ from typing import ClassVar
 
 from cachetools import TLRUCache
 
+from proxy.own_size import own_size
+
 ENTRY_OVERHEAD = 500
 """Bytes counted per entry on top of its value: its key, the tuple, and cachetools' bookkeeping (three
 dict slots, an item and a heap slot). Measured: 100,000 entries of 10-byte values take 483 B each."""
@@ -70,9 +72,7 @@ class MemoryCacheStore(CacheStore):
         return None if found is None else found[0]
 
     async def put(self, key: str, value: bytes, expires_at: float) -> None:
-        # A copy of its own size: a value fresh from orjson.dumps keeps orjson's whole buffer (4 KiB
-        # and up, orjson 3.12 on), which for a few hundred bytes of answer is ten times the entry.
-        item = (bytes(memoryview(value)), expires_at)
+        item = (own_size(value), expires_at)  # orjson's buffer would be ten times a small entry
         if _size(item) > self._cache.maxsize:
             return
         self._cache.pop(key, None)

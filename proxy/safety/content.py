@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from proxy.errors import Forbidden
+from proxy.own_size import own_size
 from proxy.protocols.base import Protocol
 from proxy.protocols.text_slots import SlotKind, TextSlot
 from proxy.safety.actions import PLACEHOLDER, Blocked, InputAction, OutputAction, OutputActions, Pseudonymiser
@@ -44,9 +45,8 @@ EXACT_COPY_FROM = 4096  # bytes of orjson output from which its buffer is 8 time
 
 
 def exact_size(data: bytes) -> bytes:
-    """orjson's output, copied to a bytes of its own size where orjson's buffer would hold much more (8.3 MB for
-    a 1 MB body, from orjson 3.12 on) while the body is written; a small one is kept (its buffer: 4 KiB)."""
-    return bytes(memoryview(data)) if len(data) >= EXACT_COPY_FROM else data
+    """Held only while written: copied to its own size where orjson's buffer is much larger; a small one is kept."""
+    return own_size(data) if len(data) >= EXACT_COPY_FROM else data
 
 
 def blocked_error(detector: str) -> Forbidden:

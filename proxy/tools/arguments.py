@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from cachetools import LRUCache
 
+from proxy.own_size import own_size
+
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
     from jsonschema.protocols import Validator
@@ -70,7 +72,7 @@ def compile_schema(schema: Any) -> Validator | None:
         cls = library().validators.validator_for(schema)
         validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
     with _lock:
-        _compiled[bytes(memoryview(key))] = validator  # kept: a copy of its size, not orjson's 4 KiB buffer
+        _compiled[own_size(key)] = validator
     return validator
 
 
