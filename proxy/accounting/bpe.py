@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import binascii
 import hashlib
-import io
 import lzma
 import sys
 from array import array
@@ -29,8 +28,6 @@ from bisect import bisect_left
 from heapq import heapify, heappop, heappush
 from importlib import resources
 from itertools import pairwise
-
-import regex
 
 NOT_A_TOKEN = 0xFFFF_FFFF  # above every rank, so min() over ranks finds the next merge
 SHORT_PIECE = 128  # bytes: pieces up to this long merge over plain lists, longer ones through a heap
@@ -44,10 +41,11 @@ class RankTable:
     __slots__ = ("pairs", "ranks", "size", "tokens")
 
     def __init__(self, tokens_by_rank: list[bytes]) -> None:
-        order = sorted(range(len(tokens_by_rank)), key=tokens_by_rank.__getitem__)
-        self.tokens = [tokens_by_rank[i] for i in order]
-        self.ranks = array("I", order)
-        self.size = len(order)
+        self.tokens = sorted(tokens_by_rank)  # the same bytes objects, no copies
+        self.size = len(self.tokens)
+        self.ranks = array("I", bytes(4 * self.size))
+        for rank, token in enumerate(tokens_by_rank):  # not a sort of ranks: no list of 200,000 ints at the peak
+            self.ranks[bisect_left(self.tokens, token)] = rank
         # Every merge starts from byte pairs: their ranks by (first << 8 | second), 256 KiB.
         self.pairs = array("I", [NOT_A_TOKEN]) * 65536
         for rank, token in enumerate(tokens_by_rank):
@@ -157,6 +155,8 @@ class Encoding:
     """One encoding: its split pattern and rank table. Thread-safe (the cache's dict operations are atomic)."""
 
     def __init__(self, name: str, pat_str: str, table: RankTable) -> None:
+        import regex  # here: a proxy that never counts does not import it
+
         self.name = name
         self._split = regex.compile(pat_str).findall
         self._table = table
@@ -210,16 +210,18 @@ class Encoding:
 
 def read_tokens(name: str, sha256: str) -> list[bytes]:
     """The tokens of proxy/data/<name>.tiktoken.xz in rank order, after checking the file's published hash."""
-    blob = lzma.decompress(resources.files("proxy").joinpath("data", f"{name}.tiktoken.xz").read_bytes())
-    if hashlib.sha256(blob).hexdigest() != sha256:
-        raise ValueError(f"{name}.tiktoken does not match the published hash")
+    digest = hashlib.sha256()
     tokens: list[bytes] = []
     decode = binascii.a2b_base64
-    for number, line in enumerate(io.BytesIO(blob)):  # line by line: no list of 200,000 lines at once
-        token, rank = line.split()
-        if int(rank) != number:  # the published files list ranks 0, 1, 2, ... in order
-            raise ValueError(f"{name}.tiktoken: rank {int(rank)} on line {number + 1}")
-        tokens.append(decode(token))
+    with lzma.open(resources.files("proxy").joinpath("data", f"{name}.tiktoken.xz").open("rb")) as lines:
+        for number, line in enumerate(lines):  # line by line: neither the file nor a list of lines at once
+            digest.update(line)
+            token, rank = line.split()
+            if int(rank) != number:  # the published files list ranks 0, 1, 2, ... in order
+                raise ValueError(f"{name}.tiktoken: rank {int(rank)} on line {number + 1}")
+            tokens.append(decode(token))
+    if digest.hexdigest() != sha256:
+        raise ValueError(f"{name}.tiktoken does not match the published hash")
     return tokens
 
 
