@@ -108,7 +108,7 @@ def get_encoding(name: str) -> Encoding | None:
 
 
 def ready(model: str | None) -> bool:
-    """True when counting for `model` will not load an encoding first (~0.2 s of blocking work)."""
+    """True when counting for `model` will not load an encoding first (~0.3 s of blocking work)."""
     return encoding_name(model) in _loaded
 
 
