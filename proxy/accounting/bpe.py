@@ -1,17 +1,21 @@
 """Exact byte-pair encoding for token counts, in a fraction of tiktoken's memory.
 
-tiktoken's core keeps three copies of an encoding's tokens in hash maps (about 46-51 MB for
+tiktoken's core keeps three copies of an encoding's tokens in hash maps (46-51 MB of RSS for
 o200k_base once built, 70 MB at the peak of building it): more than the rest of the proxy.
 This keeps one: the tokens as a byte-sorted list of `bytes` with an `array` of their ranks,
-looked up with `bisect` (about 11 MB for o200k_base, 5.5 MB for cl100k_base). Text is split
-into pieces with the encoding's own pattern (the `regex` module, which tiktoken's reference
-implementation uses too); a piece that is a token whole is one token (the common case, one
-lookup); any other piece is merged by tiktoken's rule: the adjacent pair whose concatenation
-has the lowest rank merges first, the leftmost of equals first, until no pair is a token
-(`_byte_pair_merge` in tiktoken's src/lib.rs). tiktoken rescans every pair after each merge
-(quadratic in the piece); here a heap ordered by (rank, start) picks the same pair (a part's
-start never moves when it merges with its right neighbour, and a stale entry is recognised by
-its rank), so a hostile piece (a 1 MiB "word") costs O(n log n), not O(n^2).
+looked up with `bisect` (10.2 MB of objects for o200k_base, 5.3 for cl100k_base; 14 and 8 MB of
+RSS once loaded, at the peak too). Text is split into pieces with the encoding's own pattern
+(the `regex` module, which tiktoken's reference implementation uses too); a piece that is a
+token whole is one token (the common case, one lookup); any other piece is merged by
+tiktoken's rule: the adjacent pair whose concatenation has the lowest rank merges first, the
+leftmost of equals first, until no pair is a token (`_byte_pair_merge` in tiktoken's
+src/lib.rs). Up to SHORT_PIECE bytes the merge runs over plain lists as tiktoken's does; it
+rescans every pair after each merge, quadratic in the piece, so a longer piece goes through a
+heap ordered by (rank, start), which picks the same pair (a part's start never moves when it
+merges with its right neighbour, and a stale entry is recognised by its rank): a hostile piece
+(a 1 Mi-character "word") costs O(n log n) and about 80 bytes of memory per byte while it is
+merged. Counting runs in Python and holds the GIL: 3-4 times tiktoken's CPU per KB of prose,
+more on CJK text (bench/tokens.py); the counts of recent short pieces are kept per encoding.
 
 The result is the same token ids as tiktoken's `encode_ordinary`: tests/unit/test_tokens_exact.py
 checks it on generated text and on the repository's files for both shipped encodings.
