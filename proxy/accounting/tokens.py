@@ -2,29 +2,26 @@
 
 Works offline: the o200k_base and cl100k_base encodings ship in proxy/data as
 xz-compressed copies of OpenAI's tiktoken files (checked against tiktoken's published
-SHA-256), loaded with `tiktoken.Encoding` once per process, each on the first count that
-needs it (callers on the event loop count in a thread until `ready`): an encoding holds
-about 48 MB (o200k_base) or 31 MB (cl100k_base), and most upstreams report usage, so
-neither is loaded before a count needs it. tiktoken's own loader would download them.
-If an encoding cannot be loaded, counts fall back to a characters/4 estimate, so
-accounting degrades but never fails a request.
+SHA-256), loaded once per process, each on the first count that needs it (callers on the
+event loop count in a thread until `ready`). Counts are exact (tiktoken's `encode_ordinary`)
+from a compact rank table (proxy/accounting/bpe.py): an encoding holds about 11 MB
+(o200k_base) or 6 MB (cl100k_base) where tiktoken's core holds 46-51 and 26-31, and most
+upstreams report usage, so neither is loaded before a count needs it. If an encoding cannot
+be loaded, counts fall back to a characters/4 estimate, so accounting degrades but never
+fails a request.
 """
 
 from __future__ import annotations
 
-import binascii
-import hashlib
-import io
 import logging
-import lzma
 import math
 import threading
 from collections.abc import Iterable, Mapping
-from importlib import resources
 from typing import Any
 
 import orjson
 
+from proxy.accounting.bpe import Encoding, load
 from proxy.protocols.base import Protocol
 
 log = logging.getLogger("agent_proxy.accounting.tokens")
@@ -74,7 +71,7 @@ GENERIC = Protocol()
 """Reads messages in any of the chat shapes (proxy/protocols/prompt_size.py), for callers that name no adapter."""
 
 _lock = threading.Lock()
-_loaded: dict[str, Any] = {}  # name -> tiktoken.Encoding, or None once loading failed
+_loaded: dict[str, Encoding | None] = {}  # None once loading failed
 
 
 def encoding_name(model: str | None) -> str:
@@ -91,33 +88,12 @@ def encoding_name(model: str | None) -> str:
     return "o200k_base"
 
 
-def _read_ranks(name: str) -> dict[bytes, int]:
-    blob = lzma.decompress(resources.files("proxy").joinpath("data", f"{name}.tiktoken.xz").read_bytes())
-    if hashlib.sha256(blob).hexdigest() != ENCODINGS[name]["sha256"]:
-        raise ValueError(f"{name}.tiktoken does not match the published hash")
-    ranks: dict[bytes, int] = {}
-    decode = binascii.a2b_base64
-    for line in io.BytesIO(blob):  # line by line: no list of 200,000 lines at once
-        if line.strip():
-            token, rank = line.split()
-            ranks[decode(token)] = int(rank)
-    return ranks
-
-
-def _build(name: str) -> Any:
-    import tiktoken
-
+def _build(name: str) -> Encoding:
     spec = ENCODINGS[name]
-    ranks = _read_ranks(name)
-    encoding = tiktoken.Encoding(
-        name, pat_str=spec["pat_str"], mergeable_ranks=ranks, special_tokens=spec["special_tokens"]
-    )
-    # The Rust core holds its own copy; the Encoding keeps this dict only to be pickled, which nothing here does.
-    ranks.clear()  # 29 MB for o200k_base
-    return encoding
+    return load(name, spec["pat_str"], spec["sha256"])
 
 
-def get_encoding(name: str) -> Any:
+def get_encoding(name: str) -> Encoding | None:
     """The encoding, loaded once per process; None if it cannot be loaded (counts fall back to chars/4)."""
     if name in _loaded:
         return _loaded[name]
@@ -147,7 +123,7 @@ def count_tokens(text: str, model: str | None = None) -> int:
     encoding = get_encoding(encoding_name(model))
     if encoding is None:
         return chars_estimate(text)
-    return len(encoding.encode_ordinary(text))
+    return encoding.count(text)
 
 
 def count_message(message: Mapping[str, Any], model: str | None = None, protocol: Protocol = GENERIC) -> int:
