@@ -27,7 +27,7 @@ RUN groupadd --system --gid 10001 agent-proxy \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin agent-proxy \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/agent-proxy
-# The venv holds the package and its data (the tiktoken encodings in proxy/data, checked above).
+# The venv holds the package and its data (the token encodings in proxy/data, checked above).
 COPY --from=build /opt/agent-proxy /opt/agent-proxy
 COPY policies /etc/agent-proxy
 ENV PATH=/opt/agent-proxy/bin:$PATH \

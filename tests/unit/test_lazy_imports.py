@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OPTIONAL = ("jwt", "cryptography", "jsonschema", "redis", "tiktoken", "numpy", "onnxruntime", "opentelemetry")
+OPTIONAL = ("jwt", "cryptography", "jsonschema", "redis", "regex", "tiktoken", "numpy", "onnxruntime", "opentelemetry")
 COMPILE = """
 import json, sys
 from proxy.policy.compile import compile_policy
