@@ -20,6 +20,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
+from proxy.logs import log_event
+
 log = logging.getLogger("agent_proxy.policy")
 
 T = TypeVar("T")
@@ -38,7 +40,7 @@ class KeptRegistry:
             found = kept.get(settings)
             if found is None:
                 if kept:
-                    log.info("%s: settings differ from the %d kept, starting a fresh one", kind, len(kept))
+                    log_event(log, "settings changed: starting a fresh one", kind=kind, kept=len(kept))
                 found = kept[settings] = make()
                 while len(kept) > limit:
                     kept.popitem(last=False)
