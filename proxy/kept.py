@@ -14,6 +14,7 @@ Policies compile in a thread while requests run on the loop: every method takes 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections import OrderedDict
@@ -58,5 +59,5 @@ class KeptRegistry:
             self._kinds.clear()
         for value in kept:
             close = getattr(value, "close", None)
-            if close is not None:
+            if close is not None and inspect.iscoroutinefunction(close):
                 await close()
