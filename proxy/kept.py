@@ -27,6 +27,7 @@ log = logging.getLogger("agent_proxy.policy")
 
 T = TypeVar("T")
 MAX_KEPT = 8  # objects kept per kind unless the kind says otherwise
+FRESH = "settings differ from every kept one: starting a fresh one"
 
 
 class KeptRegistry:
@@ -41,7 +42,7 @@ class KeptRegistry:
             found = kept.get(settings)
             if found is None:
                 if kept:
-                    log_event(log, "settings changed: starting a fresh one", kind=kind, kept=len(kept))
+                    log_event(log, FRESH, kind=kind, kept=len(kept))
                 found = kept[settings] = make()
                 while len(kept) > limit:
                     kept.popitem(last=False)

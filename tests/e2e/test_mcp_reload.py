@@ -18,6 +18,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from proxy.kept import FRESH
 from tests.fixtures.logs import captured_log_lines
 from tests.fixtures.mcp_server import McpServerThread
 from tests.fixtures.proxy_server import DEMO_KEY, DEMO_KEY_SHA256, ProxyServer
@@ -25,7 +26,6 @@ from tests.fixtures.waiting import wait_for
 
 MODES = ["legacy", "auto"]
 READ_ALLOWED = '["files:read_*", "files:whoami"]'
-FRESH = "settings changed: starting a fresh one"
 UNCHECKED = {"stage": "toolgov", "decision": "unchecked_arguments", "mode": "enforce"}
 
 
