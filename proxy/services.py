@@ -15,6 +15,7 @@ from proxy.accounting.ledger import Ledger
 from proxy.auth.jwks_registry import JwksRegistry
 from proxy.cache.registry import CacheRegistry
 from proxy.forward.registry import EndpointRegistry
+from proxy.kept import KeptRegistry
 from proxy.metrics import Metrics
 from proxy.state.base import Store
 
@@ -32,7 +33,12 @@ class Services:
     jwks: JwksRegistry = field(default_factory=JwksRegistry)
     # Counters of rate limits, budgets and agent runs (proxy/state/): opened at startup from `state:`, closed last.
     state: Store | None = None
-    # Response cache stores and in-flight misses (proxy/cache/), kept across reloads; closed at shutdown.
-    caches: CacheRegistry = field(default_factory=CacheRegistry)
+    # What stages build that a reload must not forget (tool schemas, the semantic index, ...: proxy/kept.py).
+    kept: KeptRegistry = field(default_factory=KeptRegistry)
+    # Response cache stores (kept in `kept`) and in-flight misses (proxy/cache/); `caches.close()` closes `kept`.
+    caches: CacheRegistry = field(init=False)
     # The upstream connection pool, for a stage that calls an upstream itself (the semantic cache's embedder).
     transport: Transport | None = None
+
+    def __post_init__(self) -> None:
+        self.caches = CacheRegistry(self.kept)

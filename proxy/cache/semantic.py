@@ -4,7 +4,11 @@ The cache stage calls only `SemanticIndex`: `find` on an exact miss, `add` once 
 stored under its exact key, `discard` when that entry expires or is evicted. Entries are per
 process, in memory, grouped by the stage's partition (a hash over scope, model, system prompt,
 tools and sampling), so nothing ever matches across callers or settings. One index serves every
-route of a policy with the same settings; the built-in model stays loaded across reloads.
+route of a policy with the same settings. What it has indexed outlives a policy reload while the
+embedder (and, for an upstream, its model and address) and `max_entries` stay the same
+(proxy/kept.py): the exact entries it points to survive reloads too. The lookup settings
+(threshold, guard, candidates, timeout, text bound) are the new policy's at once; the built-in
+model stays loaded across reloads.
 """
 
 from __future__ import annotations
@@ -37,14 +41,25 @@ def _warn_once(message: str) -> None:
         log.warning(message)
 
 
-class SemanticIndex:
-    def __init__(self, config: SemanticConfig, embedder: Embedder) -> None:
+class Indexed:
+    """What the index has learnt, kept across reloads: the vectors, and the prompts just embedded."""
+
+    __slots__ = ("index", "recent")
+
+    def __init__(self, max_entries: int) -> None:
         from proxy.cache.semantic_index import VectorIndex  # numpy: the `semantic` extra, checked by `build`
 
+        self.index = VectorIndex(max_entries)
+        self.recent: LRUCache[str, Vector] = LRUCache(RECENT_VECTORS)
+
+
+class SemanticIndex:
+    def __init__(self, config: SemanticConfig, embedder: Embedder, indexed: Indexed | None = None) -> None:
         self.config = config
         self.embedder = embedder
-        self.index = VectorIndex(config.max_entries)
-        self._recent: LRUCache[str, Vector] = LRUCache(RECENT_VECTORS)
+        indexed = indexed if indexed is not None else Indexed(config.max_entries)
+        self.index = indexed.index
+        self._recent = indexed.recent
 
     @classmethod
     def build(cls, config: SemanticConfig, ctx: BuildContext) -> SemanticIndex | None:
@@ -62,7 +77,12 @@ class SemanticIndex:
                     f"stages.cache.semantic.embedder: '{config.embedder}' is neither 'builtin' "
                     "nor an upstream of protocol openai"
                 )
-        return ctx.shared(f"semantic-index:{config.model_dump_json()}", lambda: cls(config, _embedder(config, ctx)))
+        indexed = ctx.services.kept.get(
+            "semantic index", (_vectors_from(config, ctx), config.max_entries), lambda: Indexed(config.max_entries)
+        )
+        return ctx.shared(
+            f"semantic-index:{config.model_dump_json()}", lambda: cls(config, _embedder(config, ctx), indexed)
+        )
 
     async def warm(self) -> bool:
         """Load the embedder's model now (in a thread), so the first requests find it: call when a policy loads.
@@ -118,6 +138,14 @@ async def _agrees(text: str, other: str) -> bool:
     if len(text) + len(other) <= INLINE_GUARD_CHARS:
         return agree(text, other)
     return await asyncio.to_thread(agree, text, other)
+
+
+def _vectors_from(config: SemanticConfig, ctx: BuildContext) -> tuple[str | None, ...]:
+    """What decides the vectors an index holds: vectors of another model are not comparable."""
+    if config.embedder == "builtin":
+        return ("builtin",)
+    upstream = ctx.policy.upstreams[config.embedder]
+    return (config.embedder, config.model, upstream.url, *(upstream.endpoints or ()))
 
 
 def _embedder(config: SemanticConfig, ctx: BuildContext) -> Embedder:

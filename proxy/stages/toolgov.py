@@ -7,7 +7,8 @@ whose routing headers disagree with its body, whose arguments break the tool's
 `inputSchema`, whose tool is over its rate limit or has its breaker open, is answered by
 the proxy with a JSON-RPC error and never reaches the server; a batch with one refused
 call is refused whole. `tools/list` answers (JSON or SSE) lose the tools the caller may
-not call, and their schemas are remembered for the session. Everything else (other
+not call, and their schemas are remembered for the session, across policy reloads (what the
+caller may call is always the serving policy's). Everything else (other
 methods, notifications, GET streams, DELETE) passes through untouched. Results are
 redacted by the redaction stage, which runs after this one on the way back.
 
@@ -354,11 +355,13 @@ def build(ctx: BuildContext, route: Route) -> StageFactory | None:
     if config.mode == "off" or route.tool is None or protocol not in ("mcp", "http"):
         return None
     library()  # jsonschema, imported now (the policy loads in a thread), not by the first tool call
-    key = f"toolgov:{id(config)}"
-    schemas = ctx.shared(
-        f"{key}:schemas", lambda: SchemaCache(config.max_sessions, config.max_tools_per_session, config.schema_ttl_s)
+    # Kept across reloads while their bounds stay the same: a session lists its tools once, and a
+    # fresh label set would give a new set of tool names their own metric series after each reload.
+    bounds = (config.max_sessions, config.max_tools_per_session, config.schema_ttl_s)
+    schemas = ctx.services.kept.get("tool schemas", bounds, lambda: SchemaCache(*bounds))
+    labels = ctx.services.kept.get(
+        "tool labels", config.max_tool_labels, lambda: guards.ToolLabels(config.max_tool_labels)
     )
-    labels = ctx.shared(f"{key}:labels", lambda: guards.ToolLabels(config.max_tool_labels))
     permissions = ctx.shared(
         "toolgov:permissions", lambda: {name: Permissions(profile) for name, profile in ctx.policy.callers.items()}
     )

@@ -6,6 +6,11 @@ recently used go first, each forgotten after `schema_ttl_s`) and `max_tools_per_
 tools each; a tool past the bound, or never listed, is not checked by the proxy (its
 server still checks). Under the 2026-07-28 revision there is no session: the key's
 session part is empty and the schemas are shared by that caller's calls to the server.
+
+One cache serves every tool route with the same three bounds, and outlives a policy reload
+while they stay the same (proxy/kept.py): agents list their tools once per session, so a
+fresh cache would leave every session listed before the reload unchecked. It holds schemas
+only; whether a caller may call a tool is decided by the serving policy at each call.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from proxy.cache.semantic_config import SemanticConfig
 from proxy.cache.semantic_index import SKETCH_FROM_ROWS, VectorIndex, max_distance, sketch
 from proxy.embed import local
 from proxy.embed.local import available
+from proxy.policy.compile import compile_policy
 from proxy.policy.context import BuildContext
 from proxy.policy.load import policy_from_text
 from proxy.services import Services
@@ -138,6 +139,25 @@ def test_routes_of_one_policy_share_one_index():
     if available() is not None:
         pytest.skip("the `semantic` extra is not installed")
     assert SemanticIndex.build(config, context) is SemanticIndex.build(config, context)
+
+
+@needs_model
+def test_what_is_indexed_outlives_a_reload_unless_the_vectors_or_the_bound_change():
+    services = Services()  # the process's: each BuildContext below is one policy compile
+    policy = ctx().policy
+    upstreams = compile_policy(policy, services=services).upstreams
+
+    def indexed(**settings) -> VectorIndex:
+        built = SemanticIndex.build(SemanticConfig(enabled=True, **settings), BuildContext(policy, services, upstreams))
+        assert built is not None
+        return built.index
+
+    first = indexed()
+    assert indexed(threshold=0.9, guard=False, candidates=8, max_text_chars=500, threads=2) is first  # lookup only
+    assert indexed(max_entries=10) is not first  # another bound
+    upstream = indexed(embedder="up")
+    assert upstream is not first and indexed(embedder="up", timeout_s=5) is upstream
+    assert indexed(embedder="up", model="text-embedding-3-large") is not upstream  # other vectors
 
 
 async def warmed(**settings) -> SemanticIndex:
