@@ -32,6 +32,7 @@ from proxy.protocols.stream_text import FIELD, field_continuation, field_slots
 from proxy.protocols.text_slots import Channel, TextSlot
 from proxy.safety.actions import Blocked
 from proxy.safety.content import BIG_NUMBER, ExchangeRedaction, blocked_error
+from proxy.safety.event_shape import LEARNS, EventShape, learn
 from proxy.safety.held_events import Entry, Lane
 from proxy.safety.jsontext import JsonTextRedactor
 from proxy.safety.stream_redactor import TextPipeline
@@ -62,8 +63,8 @@ def _ended(channel: Channel, closes: tuple[Channel, ...]) -> bool:
 
 class StreamRewriter:
     __slots__ = (
-        "_channels", "_fields", "_hold_bytes", "_hold_events", "_protocol", "_queue", "_queued_bytes", "_redaction",
-        "_sent", "blocked",
+        "_channels", "_fields", "_hold_bytes", "_hold_events", "_learns", "_protocol", "_queue", "_queued_bytes",
+        "_redaction", "_sent", "_shape", "blocked",
     )  # fmt: skip
 
     def __init__(self, protocol: Protocol, redaction: ExchangeRedaction):
@@ -78,6 +79,8 @@ class StreamRewriter:
         self._queue: deque[Entry] = deque()
         self._queued_bytes = 0
         self._sent = False  # the first event is never held, so the first byte does not wait
+        self._shape: EventShape | None = None  # the usual delta's bytes around its text (event_shape.py)
+        self._learns = LEARNS if protocol.parses_json else 0
         self.blocked: Forbidden | None = None
 
     @property
@@ -130,6 +133,11 @@ class StreamRewriter:
 
     def _event(self, event: SSEEvent) -> SSEEvent | None:
         """Queues the event, or returns it when it can go out at once, as it is, with nothing held before it."""
+        shape = self._shape
+        if shape is not None and (value := shape.text(event.raw)) is not None:
+            opened = self._channels.get(shape.slot.channel)
+            if opened is not None:
+                return self._delta(event, opened, shape.slot, value)
         protocol, redaction = self._protocol, self._redaction
         if not protocol.parses_json and event.data and (not _document(event.json()) or BIG_NUMBER.search(event.raw)):
             self._push(Entry(self._odd_event(event)))
@@ -142,16 +150,12 @@ class StreamRewriter:
         if not self._queue and not closes and len(slots) == 1 and (channel := slots[0].channel) is not None:
             opened = self._channels.get(channel)
             if opened is not None:  # the usual delta: one channel's text, nothing waiting
-                slot = opened.slot = slots[0]
-                opened.template, value = event, slot.get(payload)
-                released = opened.pipe.feed(value)
-                if opened.lane.direct(value, released):
-                    return event
-                entry = Entry(event)
-                opened.lane.add(entry, slot, value, released)
-                self._queue.append(entry)
-                self._queued_bytes += len(event.raw)
-                return None
+                slot = slots[0]
+                value = slot.get(payload)
+                if self._learns:  # no shape yet, or this event has not the one learned
+                    self._learns -= 1
+                    self._shape = learn(protocol, event, slot, value) or shape
+                return self._delta(event, opened, slot, value)
         entry = Entry(event)
         for slot in slots:
             value = slot.get(payload)
@@ -169,6 +173,20 @@ class StreamRewriter:
         if closes:
             self._close(closes)
         self._push(entry)
+        return None
+
+    def _delta(self, event: SSEEvent, opened: _Open, slot: TextSlot, value: str) -> SSEEvent | None:
+        """One channel's text, the event's only slot, closing nothing: out at once as it is when nothing waits and
+        the text is released as it came, else held."""
+        opened.template, opened.slot = event, slot
+        released = opened.pipe.feed(value)
+        queue = self._queue
+        if not queue and opened.lane.direct(value, released):
+            return event
+        entry = Entry(event)
+        opened.lane.add(entry, slot, value, released)
+        queue.append(entry)
+        self._queued_bytes += len(event.raw)
         return None
 
     def _push(self, entry: Entry) -> None:
