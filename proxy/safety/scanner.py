@@ -224,7 +224,8 @@ class Scanner:
                 if found is not None and found.start() < start:
                     start = found.start()
             for run, least, most in runs:
-                if (cut := max(low, length - most)) < start:
+                # The last character first (one step, no copy): a text ending in a space or a stop ends no run.
+                if (cut := max(low, length - most)) < start and run.match(text, length - 1).end() == length:  # type: ignore[union-attr]
                     size = run.match(text[cut:][::-1]).end()  # type: ignore[union-attr]
                     if size >= least and length - size < start:
                         start = length - size

@@ -76,10 +76,11 @@ class _Union:
             source += f"|{'|'.join(settled_parts)}"
         return cls(re.compile(source), tuple(d for d in detectors if d.settled is not None), _first_chars(detectors))
 
-    def first(self, text: str, pos: int, length: int) -> int:
+    def first(self, text: str, pos: int, length: int, limit: int) -> int:
+        """`limit`: a start at or past it is of no use to the caller (it has one there already)."""
         if self._first is not None:
-            if (candidate := self._first(text, pos)) is None:
-                return length  # the union could match only at the end of the text, which is no open start
+            if (candidate := self._first(text, pos, limit)) is None:
+                return length  # nothing before `limit` (the end of the text is no open start)
             pos = candidate.start()
         while (found := self._search(text, pos)) is not None:
             at = found.start()
@@ -123,11 +124,14 @@ class ShortHold:
         return cls(unions[0], unions[1], min((d.ahead for d in detectors), default=0))
 
     def first(self, text: str, base: int, length: int) -> int:
-        hold = length if self._rest is None else self._rest.first(text, base, length)
-        if self._word is not None:
+        """The last word first: in prose its start is open (a word may go on), and nothing after it then counts."""
+        hold = length
+        if self._word is not None and base < length and not text[-1].isspace():  # `isspace` is the regex's `\s`
             word = length - _WORD.match(text[base:][::-1]).end()  # type: ignore[union-attr]
-            if word < hold:
-                found = self._word.first(text, word, length)
-                if found < hold:
-                    hold = found
+            if word < length:
+                hold = self._word.first(text, word, length, length)
+        if self._rest is not None and base < hold:
+            found = self._rest.first(text, base, length, hold)
+            if found < hold:
+                hold = found
         return hold
