@@ -219,13 +219,14 @@ class Scanner:
             hinted = hints is None or hints.search(text, low) is not None
             found = heads.search(text, low) if heads is not None and hinted else None
             start = length if found is None else found.start()
-            if tails is not None and (tail_from := max(low, length - reach)) < start:
-                found = tails.search(text, tail_from)
-                if found is not None and found.start() < start:
+            if tails is not None:
+                tail_from = length - reach if length - reach > low else low
+                if tail_from < start and (found := tails.search(text, tail_from)) is not None and found.start() < start:
                     start = found.start()
             for run, least, most in runs:
+                cut = length - most if length - most > low else low
                 # The last character first (one step, no copy): a text ending in a space or a stop ends no run.
-                if (cut := max(low, length - most)) < start and run.match(text, length - 1).end() == length:  # type: ignore[union-attr]
+                if cut < start and run.match(text, length - 1).end() == length:  # type: ignore[union-attr]
                     size = run.match(text[cut:][::-1]).end()  # type: ignore[union-attr]
                     if size >= least and length - size < start:
                         start = length - size
