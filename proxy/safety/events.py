@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,12 +45,14 @@ class _Open:
     template: SSEEvent  # the channel's last delta event, the model for a flush event
     slot: TextSlot
     lane: Lane
+    feed: Callable[[str], str]  # the pipe's
 
 
 def _open(pipe: TextPipeline | JsonTextRedactor, event: SSEEvent, slot: TextSlot) -> _Open:
     """A channel; its lane can find its place again after a mask where the redactor says what it holds."""
-    pending = (lambda: pipe.pending) if isinstance(pipe, TextPipeline) else None
-    return _Open(pipe, event, slot, Lane(pending))
+    if isinstance(pipe, TextPipeline):
+        return _Open(pipe, event, slot, Lane(lambda: pipe.pending), pipe.feeder)
+    return _Open(pipe, event, slot, Lane(None), pipe.feed)
 
 
 def _document(value: Any) -> bool:
@@ -169,7 +172,7 @@ class StreamRewriter:
             if opened is None:
                 opened = self._channels[channel] = _open(redaction.channel(slot.kind), event, slot)
             opened.template, opened.slot = event, slot
-            opened.lane.add(entry, slot, value, opened.pipe.feed(value))
+            opened.lane.add(entry, slot, value, opened.feed(value))
         if closes:
             self._close(closes)
         self._push(entry)
@@ -179,7 +182,7 @@ class StreamRewriter:
         """One channel's text, the event's only slot, closing nothing: out at once as it is when nothing waits and
         the text is released as it came, else held."""
         opened.template, opened.slot = event, slot
-        released = opened.pipe.feed(value)
+        released = opened.feed(value)
         queue = self._queue
         if not queue and opened.lane.direct(value, released):
             return event
@@ -263,5 +266,5 @@ class StreamRewriter:
         if opened is None:
             opened = self._channels[channel] = _open(self._redaction.channel("text"), event, slot)
         opened.template = event
-        new = opened.pipe.feed(data)
+        new = opened.feed(data)
         return event if new == data else event.with_data(new)

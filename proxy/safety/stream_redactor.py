@@ -121,18 +121,21 @@ def redact_whole(scanner: Scanner, replace: Replace, text: str) -> str:
 class TextPipeline:
     """Redactors in series, each fed what the one before released (redact, then restore placeholders)."""
 
-    __slots__ = ("_one", "_steps")
+    __slots__ = ("_steps",)
 
     def __init__(self, steps: Sequence[StreamRedactor]):
         self._steps = tuple(steps)
-        self._one = steps[0] if len(steps) == 1 else None  # the usual pipeline: redaction, no placeholders
 
     def feed(self, text: str) -> str:
-        if self._one is not None:
-            return self._one.feed(text)
         for step in self._steps:
             text = step.feed(text)
         return text
+
+    @property
+    def feeder(self) -> Callable[[str], str]:
+        """`feed`, or the one redactor's own when there is one (the usual pipeline: no placeholders to put back),
+        which a stream calls once per event."""
+        return self._steps[0].feed if len(self._steps) == 1 else self.feed
 
     def flush(self) -> str:
         return self.close("")
