@@ -15,7 +15,8 @@ MCP routes, plain-text `data:` is a channel per event name; the adapter names th
 text that continues across messages (MCP log and progress messages) and the policy the
 fields of a tool's JSON events that do (`stream_text`); other JSON payloads are redacted
 whole, event by event. A `block` hit ends the stream with the protocol's error
-event; nothing after it is sent.
+event; nothing after it is sent. The usual delta of an LLM stream, once one has been parsed,
+is read from its bytes without a parse (event_shape.py).
 """
 
 from __future__ import annotations
