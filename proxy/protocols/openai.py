@@ -206,10 +206,11 @@ class OpenAIProtocol(Protocol):
 
     def stream_usage(self, event: SSEEvent, strip: bool) -> tuple[Usage | None, SSEEvent | None]:
         """The common case, a chunk with no usage or `"usage":null`, is settled on the raw bytes."""
-        if (cut := _without_null_usage(event.raw)) is not None:
-            return None, SSEEvent(cut) if strip else event
-        if _USAGE_KEY not in event.raw:
+        raw = event.raw
+        if _USAGE_KEY not in raw:  # one scan: no usage member at all (the upstream was not asked to add it)
             return None, event
+        if (cut := _without_null_usage(raw)) is not None:
+            return None, SSEEvent(cut) if strip else event
         return super().stream_usage(event, strip)
 
     def is_terminal_event(self, event: SSEEvent) -> bool:

@@ -5,6 +5,8 @@ A `TextSlot` names one place in a parsed payload by its path, what it holds (`te
 input), and, for a streamed delta, the `channel` it continues: one per choice, tool
 call or content block, so text split over several events is read as one. The adapters
 (openai.py, anthropic.py) build these; stages read and rewrite payloads through them.
+An event's slots and the channels it closes follow from its structure and the types of its
+strings, never from a text slot's value: proxy/safety/event_shape.py relies on it.
 """
 
 from __future__ import annotations

@@ -15,13 +15,15 @@ MCP routes, plain-text `data:` is a channel per event name; the adapter names th
 text that continues across messages (MCP log and progress messages) and the policy the
 fields of a tool's JSON events that do (`stream_text`); other JSON payloads are redacted
 whole, event by event. A `block` hit ends the stream with the protocol's error
-event; nothing after it is sent.
+event; nothing after it is sent. The usual delta of an LLM stream, once one has been parsed,
+is read from its bytes without a parse (event_shape.py).
 """
 
 from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,7 @@ from proxy.protocols.stream_text import FIELD, field_continuation, field_slots
 from proxy.protocols.text_slots import Channel, TextSlot
 from proxy.safety.actions import Blocked
 from proxy.safety.content import BIG_NUMBER, ExchangeRedaction, blocked_error
+from proxy.safety.event_shape import LEARNS, EventShape, learn
 from proxy.safety.held_events import Entry, Lane
 from proxy.safety.jsontext import JsonTextRedactor
 from proxy.safety.stream_redactor import TextPipeline
@@ -43,12 +46,14 @@ class _Open:
     template: SSEEvent  # the channel's last delta event, the model for a flush event
     slot: TextSlot
     lane: Lane
+    feed: Callable[[str], str]  # the pipe's
 
 
 def _open(pipe: TextPipeline | JsonTextRedactor, event: SSEEvent, slot: TextSlot) -> _Open:
     """A channel; its lane can find its place again after a mask where the redactor says what it holds."""
-    pending = (lambda: pipe.pending) if isinstance(pipe, TextPipeline) else None
-    return _Open(pipe, event, slot, Lane(pending))
+    if isinstance(pipe, TextPipeline):
+        return _Open(pipe, event, slot, Lane(lambda: pipe.pending), pipe.feeder)
+    return _Open(pipe, event, slot, Lane(None), pipe.feed)
 
 
 def _document(value: Any) -> bool:
@@ -62,8 +67,8 @@ def _ended(channel: Channel, closes: tuple[Channel, ...]) -> bool:
 
 class StreamRewriter:
     __slots__ = (
-        "_channels", "_fields", "_hold_bytes", "_hold_events", "_protocol", "_queue", "_queued_bytes", "_redaction",
-        "_sent", "blocked",
+        "_channels", "_fields", "_hold_bytes", "_hold_events", "_learns", "_protocol", "_queue", "_queued_bytes",
+        "_redaction", "_sent", "_shape", "blocked",
     )  # fmt: skip
 
     def __init__(self, protocol: Protocol, redaction: ExchangeRedaction):
@@ -78,6 +83,8 @@ class StreamRewriter:
         self._queue: deque[Entry] = deque()
         self._queued_bytes = 0
         self._sent = False  # the first event is never held, so the first byte does not wait
+        self._shape: EventShape | None = None  # the usual delta's bytes around its text (event_shape.py)
+        self._learns = LEARNS if protocol.parses_json else 0
         self.blocked: Forbidden | None = None
 
     @property
@@ -130,6 +137,11 @@ class StreamRewriter:
 
     def _event(self, event: SSEEvent) -> SSEEvent | None:
         """Queues the event, or returns it when it can go out at once, as it is, with nothing held before it."""
+        shape = self._shape
+        if shape is not None and (value := shape.text(event.raw)) is not None:
+            opened = self._channels.get(shape.slot.channel)
+            if opened is not None:
+                return self._delta(event, opened, shape.slot, value)
         protocol, redaction = self._protocol, self._redaction
         if not protocol.parses_json and event.data and (not _document(event.json()) or BIG_NUMBER.search(event.raw)):
             self._push(Entry(self._odd_event(event)))
@@ -142,16 +154,12 @@ class StreamRewriter:
         if not self._queue and not closes and len(slots) == 1 and (channel := slots[0].channel) is not None:
             opened = self._channels.get(channel)
             if opened is not None:  # the usual delta: one channel's text, nothing waiting
-                slot = opened.slot = slots[0]
-                opened.template, value = event, slot.get(payload)
-                released = opened.pipe.feed(value)
-                if opened.lane.direct(value, released):
-                    return event
-                entry = Entry(event)
-                opened.lane.add(entry, slot, value, released)
-                self._queue.append(entry)
-                self._queued_bytes += len(event.raw)
-                return None
+                slot = slots[0]
+                value = slot.get(payload)
+                if self._learns:  # no shape yet, or this event has not the one learned
+                    self._learns -= 1
+                    self._shape = learn(protocol, event, slot, value) or shape
+                return self._delta(event, opened, slot, value)
         entry = Entry(event)
         for slot in slots:
             value = slot.get(payload)
@@ -165,10 +173,24 @@ class StreamRewriter:
             if opened is None:
                 opened = self._channels[channel] = _open(redaction.channel(slot.kind), event, slot)
             opened.template, opened.slot = event, slot
-            opened.lane.add(entry, slot, value, opened.pipe.feed(value))
+            opened.lane.add(entry, slot, value, opened.feed(value))
         if closes:
             self._close(closes)
         self._push(entry)
+        return None
+
+    def _delta(self, event: SSEEvent, opened: _Open, slot: TextSlot, value: str) -> SSEEvent | None:
+        """One channel's text, the event's only slot, closing nothing: out at once as it is when nothing waits and
+        the text is released as it came, else held."""
+        opened.template, opened.slot = event, slot
+        released = opened.feed(value)
+        queue = self._queue
+        if not queue and opened.lane.direct(value, released):
+            return event
+        entry = Entry(event)
+        opened.lane.add(entry, slot, value, released)
+        queue.append(entry)
+        self._queued_bytes += len(event.raw)
         return None
 
     def _push(self, entry: Entry) -> None:
@@ -245,5 +267,5 @@ class StreamRewriter:
         if opened is None:
             opened = self._channels[channel] = _open(self._redaction.channel("text"), event, slot)
         opened.template = event
-        new = opened.pipe.feed(data)
+        new = opened.feed(data)
         return event if new == data else event.with_data(new)

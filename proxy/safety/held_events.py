@@ -87,11 +87,14 @@ class Lane:
     def direct(self, value: str, released: str) -> bool:
         """An event that can go out at once as it is: nothing of this channel waits, and what the redactor
         released now (with what it released before) is the event's very text. Nothing changes otherwise."""
-        if self.pieces or self.ready + released != value:
+        ready = self.ready
+        if self.pieces or (ready + released if ready else released) != value:
             return False
-        self.fed += len(value)
-        self.carried += len(value)
-        self.unsent = (self.unsent + value)[len(value) :]
+        size = len(value)
+        self.fed += size
+        self.carried += size
+        if self.unsent:  # (nothing kept stays nothing)
+            self.unsent = (self.unsent + value)[size:]
         self.ready = ""
         return True
 

@@ -178,8 +178,14 @@ def _class_char(code: int) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
-def _first(items: Any, out: list[str]) -> bool:
-    """Adds what a match of `items` can start with to `out`; False if that is not one plain character."""
+def _first(items: Any, out: list[str], lookarounds: bool = False) -> bool:
+    """Adds what a match of `items` can start with to `out`; False if that is not one plain character.
+    `lookarounds`: assertions before the first character are passed over (a superset of the starts, not exact)."""
+    if lookarounds:
+        at = 0
+        while at < len(items) and items[at][0] in (sc.ASSERT, sc.ASSERT_NOT):
+            at += 1
+        items = items[at:]
     if not items:
         return False  # an empty match
     op, av = items[0]
@@ -198,12 +204,12 @@ def _first(items: Any, out: list[str]) -> bool:
                 return False
         return True
     if op is sc.BRANCH:
-        return all(_first(branch, out) for branch in av[1])
+        return all(_first(branch, out, lookarounds) for branch in av[1])
     if op is sc.SUBPATTERN:
         _, add_flags, del_flags, sub = av
-        return not add_flags and not del_flags and _first(sub, out)
+        return not add_flags and not del_flags and _first(sub, out, lookarounds)
     if op is sc.MAX_REPEAT or op is sc.MIN_REPEAT or op is sc.POSSESSIVE_REPEAT:
-        return av[0] >= 1 and _first(av[2], out)
+        return av[0] >= 1 and _first(av[2], out, lookarounds)
     return False  # an assertion or boundary first, any character, a back reference...
 
 
@@ -218,3 +224,13 @@ def first_char_search(pattern: str) -> re.Pattern[str] | None:
     if parsed.state.flags & ~sc.SRE_FLAG_UNICODE or not _first(parsed, first):
         return None
     return re.compile(f"[{''.join(dict.fromkeys(first))}](?<=(?={pattern})[\\s\\S])")
+
+
+def first_chars(pattern: re.Pattern[str]) -> re.Pattern[str] | None:
+    """One character class holding every character a non-empty match of `pattern` can start with (lookarounds
+    before it passed over): where it is absent, no such match starts. None when that is not known (an empty
+    match, a flag other than Unicode, a first item this does not read)."""
+    parsed, first = sp.parse(pattern.pattern, pattern.flags), []
+    if parsed.state.flags & ~sc.SRE_FLAG_UNICODE or not _first(parsed, first, lookarounds=True):
+        return None
+    return re.compile(f"[{''.join(dict.fromkeys(first))}]")

@@ -176,7 +176,7 @@ class Scanner:
         hold = quiet = short.first(text, quiet if quiet > base else base, length)
         for detector, parts in self._hinted:
             if base < hold:
-                found = self._open_start(detector, parts, text, base, length)
+                found = self._open_start(detector, parts, text, base, length, hold)
                 if found < hold:
                     hold = found
         return hold, quiet
@@ -203,32 +203,37 @@ class Scanner:
                     if low >= hold:
                         continue
             if start is not None:
-                low = self._open_start(detector, start, text, low, length)
+                low = self._open_start(detector, start, text, low, length, hold)
             if low < hold:
                 hold = low
         return hold
 
     @staticmethod
-    def _open_start(detector: Detector, start_parts: _StartParts, text: str, low: int, length: int) -> int:
+    def _open_start(detector: Detector, start_parts: _StartParts, text: str, low: int, length: int, limit: int) -> int:
         """The first start at or after `low`: the leftmost of the `start` regex's full heads (none where none of
         the hints is) and of its partial heads at the end of the text (in the last `reach` characters, or, for a
-        run of one class, where the run that ends the text starts)."""
+        run of one class, where the run that ends the text starts). Exact below `limit` (the caller's hold so far);
+        at or past it, only known to be there too."""
         heads, tails, reach, runs, hints = start_parts
         settled = detector.settled
-        while low < length:
+        while low < limit:
             hinted = hints is None or hints.search(text, low) is not None
             found = heads.search(text, low) if heads is not None and hinted else None
             start = length if found is None else found.start()
-            if tails is not None and (tail_from := max(low, length - reach)) < start:
-                found = tails.search(text, tail_from)
-                if found is not None and found.start() < start:
+            if tails is not None:
+                tail_from = length - reach if length - reach > low else low
+                if tail_from < start and (found := tails.search(text, tail_from)) is not None and found.start() < start:
                     start = found.start()
             for run, least, most in runs:
-                if (cut := max(low, length - most)) < start:
+                cut = length - most if length - most > low else low
+                bound = start if start < limit else limit
+                # A run starts before `bound` only if it holds the character before it: one step, no copy (in
+                # prose the text's last word is the hold already, and the space before it ends every run).
+                if cut < bound and run.match(text, bound - 1).end() == length:  # type: ignore[union-attr]
                     size = run.match(text[cut:][::-1]).end()  # type: ignore[union-attr]
                     if size >= least and length - size < start:
                         start = length - size
-            if start >= length:
+            if start >= limit:
                 return length
             if settled is not None:
                 match = detector.pattern.match(text, start)

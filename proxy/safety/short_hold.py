@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 
 from proxy.safety.detector import Detector
+from proxy.safety.regexbounds import first_chars
 
 _SPACES = tuple(chr(code) for code in range(0x3001) if re.match(r"\s", chr(code)))  # every \s is below U+3001
 _WORD = re.compile(r"\S*")
@@ -33,14 +34,29 @@ def _part(pattern: re.Pattern[str], suffix: str = "") -> str | None:
     return f"(?=(?i:{source}){suffix})" if pattern.flags & re.IGNORECASE else f"(?=(?:{source}){suffix})"
 
 
+def _first_chars(detectors: Sequence[Detector]) -> re.Pattern[str] | None:
+    """Where the union can match before the end of the text: at a character a `start` (or, without one, a run)
+    can begin with; None if some detector's is not known."""
+    classes = []
+    for detector in detectors:
+        rule = detector.start if detector.start is not None else detector.run
+        found = first_chars(rule) if rule is not None else None
+        if found is None:
+            return None
+        classes.append(found.pattern[1:-1])
+    return re.compile(f"[{''.join(classes)}]")
+
+
 class _Union:
     """The first position at or after `pos` where one of `detectors` could still start a match."""
 
-    __slots__ = ("_search", "_settled")
+    __slots__ = ("_first", "_search", "_settled")
 
-    def __init__(self, search: re.Pattern[str], settled: tuple[Detector, ...]):
+    def __init__(self, search: re.Pattern[str], settled: tuple[Detector, ...], first: re.Pattern[str] | None):
         self._search = search.search
         self._settled = settled
+        # The union's lookaheads are tried at every position; one class search skips to where one can match.
+        self._first = first.search if first is not None else None
 
     @classmethod
     def build(cls, detectors: Sequence[Detector]) -> _Union | None:
@@ -58,9 +74,14 @@ class _Union:
         source = f"(?:{'|'.join(open_parts) if open_parts else '(?!)'})()"
         if settled_parts:
             source += f"|{'|'.join(settled_parts)}"
-        return cls(re.compile(source), tuple(d for d in detectors if d.settled is not None))
+        return cls(re.compile(source), tuple(d for d in detectors if d.settled is not None), _first_chars(detectors))
 
-    def first(self, text: str, pos: int, length: int) -> int:
+    def first(self, text: str, pos: int, length: int, limit: int) -> int:
+        """`limit`: a start at or past it is of no use to the caller (it has one there already)."""
+        if self._first is not None:
+            if (candidate := self._first(text, pos, limit)) is None:
+                return length  # nothing before `limit` (the end of the text is no open start)
+            pos = candidate.start()
         while (found := self._search(text, pos)) is not None:
             at = found.start()
             if at >= length or found.start(1) >= 0:
@@ -103,11 +124,14 @@ class ShortHold:
         return cls(unions[0], unions[1], min((d.ahead for d in detectors), default=0))
 
     def first(self, text: str, base: int, length: int) -> int:
-        hold = length if self._rest is None else self._rest.first(text, base, length)
-        if self._word is not None:
+        """The last word first: in prose its start is open (a word may go on), and nothing after it then counts."""
+        hold = length
+        if self._word is not None and base < length and not text[-1].isspace():  # `isspace` is the regex's `\s`
             word = length - _WORD.match(text[base:][::-1]).end()  # type: ignore[union-attr]
-            if word < hold:
-                found = self._word.first(text, word, length)
-                if found < hold:
-                    hold = found
+            if word < length:
+                hold = self._word.first(text, word, length, length)
+        if self._rest is not None and base < hold:
+            found = self._rest.first(text, base, length, hold)
+            if found < hold:
+                hold = found
         return hold

@@ -53,29 +53,36 @@ class StreamRedactor:
         return len(self._buf) - self._base
 
     def _drain(self, final: bool) -> str:
-        if self._scanner.normalises:
-            text, where = normalise(self._buf)
-            if where is not None:
-                return self._drain_mapped(final, text, where)
         buf, pos = self._buf, self._base
         scanner = self._scanner
+        if scanner.normalises and not buf.isascii():  # ASCII is its own normal form
+            text, where = normalise(buf)
+            if where is not None:
+                return self._drain_mapped(final, text, where)
         hold, quiet = (len(buf), len(buf)) if final else scanner.hold(buf, pos, self._quiet)
-        out: list[str] = []
+        released = ""
         if hold > pos:
             cache = scanner.new_cache(buf, pos)
-            while cache is not None and (hit := scanner.next_hit(buf, pos, cache)) is not None and hit.start < hold:
-                out.append(buf[pos : hit.value_start])
-                out.append(self._replace(hit.detector, buf[hit.value_start : hit.value_end]))
-                out.append(buf[hit.value_end : hit.end])
-                pos = hit.end
-            if hold > pos:
-                out.append(buf[pos:hold])
-                pos = hold
-        keep = max(0, pos - scanner.behind)
+            if cache is None:  # no anchor, so no hit: the usual event
+                released, pos = buf[pos:hold], hold
+            else:
+                out: list[str] = []
+                while (hit := scanner.next_hit(buf, pos, cache)) is not None and hit.start < hold:
+                    out.append(buf[pos : hit.value_start])
+                    out.append(self._replace(hit.detector, buf[hit.value_start : hit.value_end]))
+                    out.append(buf[hit.value_end : hit.end])
+                    pos = hit.end
+                if hold > pos:
+                    out.append(buf[pos:hold])
+                    pos = hold
+                released = "".join(out)
+        keep = pos - scanner.behind
+        if keep < 0:
+            keep = 0
         self._buf = buf[keep:]
         self._base = pos - keep
         self._quiet = quiet - keep
-        return "".join(out)
+        return released
 
     def _drain_mapped(self, final: bool, text: str, where: list[int]) -> str:
         """The same on the normal form `text` of the buffer; `where` maps its characters back to the buffer's,
@@ -123,6 +130,12 @@ class TextPipeline:
         for step in self._steps:
             text = step.feed(text)
         return text
+
+    @property
+    def feeder(self) -> Callable[[str], str]:
+        """`feed`, or the one redactor's own when there is one (the usual pipeline: no placeholders to put back),
+        which a stream calls once per event."""
+        return self._steps[0].feed if len(self._steps) == 1 else self.feed
 
     def flush(self) -> str:
         return self.close("")

@@ -63,7 +63,8 @@ class RedactStage(Stage):
         if self._stream is None:
             self._stream = StreamRewriter(ex.protocol, self._exchange(ex))
         out = self._stream.event(event)
-        self._note_block(ex)
+        if self._stream.blocked is not None:
+            self._note_block(ex)
         return out
 
     def on_response_end(self, ex: Exchange) -> list[SSEEvent]:

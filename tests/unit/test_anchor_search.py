@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from proxy.safety.catalogue import BUILTIN, BY_NAME, custom_detector
 from proxy.safety.content import CompiledRedaction, ExchangeRedaction, transform
-from proxy.safety.regexbounds import first_char_search
+from proxy.safety.regexbounds import first_char_search, first_chars
 from proxy.safety.scanner import Scanner
 from tests.data import redaction_corpus as corpus
 
@@ -94,3 +94,27 @@ def test_only_ascii_text_without_any_anchor_is_known_clean():
     assert scanner.finds_nothing_in("token " * 24)
     assert not scanner.finds_nothing_in("mail jane@acme.io")
     assert not scanner.finds_nothing_in("token\uff20acme")  # a fullwidth @ is an @ once normalised
+
+
+STARTS = [d.start for d in BUILTIN if d.start is not None]
+
+
+@pytest.mark.parametrize("start", STARTS, ids=[d.name for d in BUILTIN if d.start is not None])
+@settings(max_examples=200)
+@given(text=TEXTS)
+def test_a_start_begins_only_at_a_character_of_its_first_class(start, text):
+    """The short hold skips to where a `start` can begin (lookbehinds passed over): no non-empty match elsewhere."""
+    first = first_chars(start)
+    if first is None:
+        return
+    for at in range(len(text)):
+        found = start.match(text, at)
+        if found is not None and found.end() > at:
+            assert first.match(text, at), (at, text)
+
+
+def test_first_chars_pass_over_lookarounds_but_not_flags_or_empty_matches():
+    assert first_chars(re.compile(r"(?<![\w-])-p|(?<!\w)a\Z")).pattern == r"[\u002d\u0061]"
+    assert first_chars(re.compile(r"(?=[cs])(?:cat|sun)")) is not None
+    assert first_chars(re.compile(r"a?b")) is None
+    assert first_chars(re.compile(r"abc", re.IGNORECASE)) is None

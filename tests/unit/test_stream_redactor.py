@@ -263,8 +263,12 @@ def _starts_agree(text: str) -> None:
         for end in range(len(text) + 1):
             prefix = text[:end]
             for low in range(0, end, 3):
-                found = Scanner._open_start(detector, split, prefix, low, end)
-                assert found == Scanner._open_start(detector, whole, prefix, low, end), (detector.name, prefix, low)
+                found = Scanner._open_start(detector, split, prefix, low, end, end)
+                expected = Scanner._open_start(detector, whole, prefix, low, end, end)
+                assert found == expected, (detector.name, prefix, low)
+                for limit in range(low + 1, end, 2):  # below the caller's hold so far it is exact, else past it
+                    bounded = Scanner._open_start(detector, split, prefix, low, end, limit)
+                    assert bounded == found if found < limit else bounded >= limit, (detector.name, prefix, limit)
 
 
 @settings(max_examples=100, deadline=None)
