@@ -16,31 +16,27 @@ rate-limit headers (which successful responses carry too); a spent budget is 429
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from proxy.errors import ProxyError, QuotaExceeded, RateLimited, ServiceUnavailable
 from proxy.exchange import Exchange, Reply
-from proxy.limits.config import Budget, Limits, RateLimitStageConfig
+from proxy.limits.admission import MINUTE, CallerAdmission, QuotaRow, Variant, budget_texts, rate_texts
+from proxy.limits.config import RateLimitStageConfig
 from proxy.limits.context import ANONYMOUS, CallerPlan, LimitsContext, limits_context
 from proxy.limits.estimate import Estimate, actual_cost, actual_tokens, estimate
 from proxy.limits.headers import put_rate_headers, rate_headers, retry_headers, rfc3339
-from proxy.limits.keys import day_period, month_period, new_lease, part
-from proxy.limits.limiter import Decision, Limit
+from proxy.limits.keys import new_lease, part
+from proxy.limits.limiter import Decision
 from proxy.pipeline import Stage, StageFactory
 from proxy.policy.schema import Route
-from proxy.state import Quota, QuotaDelta, Rate, RateDelta, Release, Slot
+from proxy.state import Quota, QuotaDelta, Rate, RateDelta, Release
+from proxy.state.base import FIGURES
 
 if TYPE_CHECKING:
     from proxy.policy.context import BuildContext
 
-MINUTE = 60.0
 MEMO_ENTRIES = 4096  # callers whose compiled admission a route's factory remembers (then it starts over)
-# A key, reason, refusal text and limit of one limited dimension.
-_RateText = tuple[str, str, str, int]
-_RateTexts = tuple[Limit | None, _RateText | None, _RateText | None]
 # Without leases (the memory store), a slot outlives the route's deadline by this much if its release never came.
 LEASE_MARGIN_S = 60.0
 
@@ -56,9 +52,8 @@ class RateLimitStage(Stage):
         self._deferred = False
         self._decision: Decision | None = None
         self._estimate: Estimate | None = None
-        self._releases: list[Release] = []  # slots this request may hold: released once, in on_complete
-        self._token_rates: list[Rate] = []  # the admission's token rates and budget quotas, corrected in on_complete
-        self._quotas: list[tuple[Quota, str]] = []  # with the period each is for (day, month)
+        self._admission: CallerAdmission | None = None
+        self._variant: Variant | None = None  # what the admission checked: its slots are released in on_complete
         self._id = ""  # the admission's own id: its leases and the key that makes its settlement apply once
         self._once_key = ""  # that key
         self._settled = False
@@ -87,72 +82,61 @@ class RateLimitStage(Stage):
 
     async def _admit(self, ex: Exchange, guess: Estimate | None) -> None:
         f = self._f
-        limits = self._limits(ex, guess)
-        if not limits:
+        variant, amounts = self._limits(ex, guess)
+        if variant is None:
             return
-        metrics = f.shared.metrics
         wait_s = f.config.wait_ms / 1000 if self.enforcing else 0.0
         try:
-            decision = await f.shared.limiter.admit(limits, wait_s, self._once_key)
+            decision = await f.shared.limiter.admit_plan(variant.limits, amounts, wait_s, self._once_key)
         except ServiceUnavailable:  # the slot may have been taken by a call that then timed out: still released
+            metrics = f.shared.metrics
             metrics.limit_refusals.labels(self._profile, "backend_unavailable", self.mode).inc()
             raise
-        if not decision.admitted:
-            self._releases = []  # the store refused: it took nothing
         self._decision = decision
         if decision.admitted:
             f.shared.limiter.hold(decision)
-            metrics.child(metrics.limit_admissions, self._profile, decision.how).inc()
+            admission = self._admission
+            if decision.how == "direct" and admission is not None:
+                admission.admitted()
+            else:
+                metrics = f.shared.metrics
+                metrics.child(metrics.limit_admissions, self._profile, decision.how).inc()
             if decision.how != "direct":
                 self.decide(ex, f"admitted:{decision.how}")
             self._estimate = guess
-            self._budget_gauge_from(decision)
+            if variant.quotas and decision.figures:
+                self._budget_gauges(variant, decision.figures)
             return
+        self._variant = None  # the store refused: it took nothing
         limit, _ = decision.binding()
-        metrics.limit_refusals.labels(self._profile, limit.reason, self.mode).inc()
+        f.shared.metrics.limit_refusals.labels(self._profile, limit.reason, self.mode).inc()
         raise self._refusal(ex, decision)
 
-    def _limits(self, ex: Exchange, guess: Estimate | None) -> list[Limit]:
+    def _limits(self, ex: Exchange, guess: Estimate | None) -> tuple[Variant | None, list[Any]]:
+        """This request's compiled limits and its amounts (see `Variant.amounts`)."""
         f, plan = self._f, self._plan
         tokens = guess.tokens if guess is not None else 0
-        lease = self._id = new_lease()
-        self._once_key = f"{f.shared.prefix}once:{lease}"
-        limits: list[Limit] = []
-        caller = None
+        model_at = -1
         if plan is not None:
-            caller = f.admission(plan, ex.caller.name if ex.caller is not None else ANONYMOUS)
-            if caller.own is not None:
-                self._rates(caller.own, tokens, lease, limits)
+            name = ex.caller.name if ex.caller is not None else ANONYMOUS
+            admission = self._admission = f.admission(plan, name, self._profile)
             model = guess.model if guess is not None else None
             if model is not None:
-                for pattern, texts in caller.per_model:
+                for at, (pattern, _) in enumerate(admission.per_model):
                     if fnmatchcase(model, pattern):
-                        self._rates(texts, tokens, lease, limits)
+                        model_at = at
                         break
-        if f.route_texts is not None:
-            self._rates(f.route_texts, tokens, lease, limits)
-        if caller is not None and caller.budget and guess is not None:
-            cost, now = guess.cost_usd, f.shared.limiter.clock()
-            for usd, key, reason, text, period, period_name in caller.budget:
-                label, end = period(now)
-                quota = Quota(key + label, usd, cost, end)
-                self._quotas.append((quota, period_name))
-                limits.append(Limit(quota, reason, text))
-        return limits
-
-    def _rates(self, texts: _RateTexts, tokens: int, lease: str, out: list[Limit]) -> None:
-        """Appends one set of limits' checks: the requests limit is built once, tokens and the slot per request."""
-        rpm, tpm, conc = texts
-        if rpm is not None:
-            out.append(rpm)
-        if tpm is not None and tokens > 0:
-            rate = Rate(tpm[0], tpm[3], MINUTE, tokens)
-            self._token_rates.append(rate)
-            out.append(Limit(rate, tpm[1], tpm[2], "tokens"))
-        if conc is not None:
-            slot = Slot(conc[0], conc[3], lease, self._f.shared.limiter.lease_s or self._f.lease_ttl_s)
-            self._releases.append(Release(slot.key, lease))  # before the store call: a cancelled call may have taken it
-            out.append(Limit(slot, conc[1], conc[2]))
+        else:
+            admission = f.route_only
+        budget = bool(admission.budget) and guess is not None
+        now = f.shared.limiter.clock() if budget else 0.0
+        variant = admission.variant(model_at, tokens > 0, budget, now)
+        if not variant.limits.plan.rows:
+            return None, []
+        lease = self._id = new_lease()
+        self._once_key = f"{f.shared.prefix}once:{lease}"
+        self._variant = variant  # before the store call: a cancelled call may have taken its slots
+        return variant, variant.amounts(tokens, lease, guess.cost_usd if guess is not None else 0.0)
 
     def _refusal(self, ex: Exchange, decision: Decision) -> ProxyError:
         limit, verdict = decision.binding()
@@ -193,84 +177,50 @@ class RateLimitStage(Stage):
         if self._settled:
             return
         self._settled = True
-        changes: list[Release | RateDelta | QuotaDelta] = list(self._releases)
-        self._releases = []
+        variant, lease = self._variant, self._id
+        self._variant = None
+        changes: list[Release | RateDelta | QuotaDelta] = (
+            [] if variant is None else [Release(key, lease) for key in variant.slots]
+        )
         decision, guess = self._decision, self._estimate
-        quotas: list[tuple[int, Quota, str]] = []
-        # `results` is empty when admitted without the store (fail_open): then nothing was charged to correct.
-        if decision is not None and decision.admitted and decision.results and guess is not None:
+        quotas: tuple[QuotaRow, ...] = ()
+        at = len(changes)
+        # `figures` is empty when admitted without the store (fail_open): then nothing was charged to correct.
+        if (
+            variant is not None
+            and decision is not None
+            and decision.admitted
+            and decision.figures
+            and guess is not None
+        ):
             f = self._f
             token_delta = actual_tokens(ex, guess.tokens) - guess.tokens
             cost_delta = actual_cost(ex, guess, f.shared.pricing) - guess.cost_usd
             if token_delta:
-                for rate in self._token_rates:
-                    changes.append(RateDelta(rate.key, rate.limit, rate.period_s, token_delta))
-            for quota, period in self._quotas:
-                quotas.append((len(changes), quota, period))
-                changes.append(QuotaDelta(quota.key, cost_delta, quota.expires_at))
+                for key, limit in variant.token_rates:
+                    changes.append(RateDelta(key, limit, MINUTE, token_delta))
+            at = len(changes)
+            quotas = variant.quotas
+            for _, key, _, expires_at, _ in quotas:
+                changes.append(QuotaDelta(key, cost_delta, expires_at))
         shared = self._f.shared
         results = await shared.limiter.settle(changes, self._once_key)
-        if results:
-            metrics = shared.metrics
-            for index, quota, period in quotas:
+        if results and quotas:
+            for index, (_, _, usd, _, period) in enumerate(quotas, at):
                 if math.isnan(results[index]):
                     continue  # applied by an earlier attempt
-                metrics.child(metrics.budget_remaining_usd, self._profile, period).set(
-                    max(0.0, quota.limit - results[index])
-                )
+                self._gauge(period).set(max(0.0, usd - results[index]))
 
-    def _budget_gauge_from(self, decision: Decision) -> None:
-        """The budget quotas are the admission's last checks (see `_limits`)."""
-        if self._quotas:
-            metrics = self._f.shared.metrics
-            for (_, period), (_, verdict) in zip(self._quotas, decision.results[-len(self._quotas) :], strict=False):
-                metrics.child(metrics.budget_remaining_usd, self._profile, period).set(verdict.remaining)
+    def _budget_gauges(self, variant: Variant, figures: list[float]) -> None:
+        for row, _, _, _, period in variant.quotas:
+            self._gauge(period).set(figures[row * FIGURES + 1])
 
-
-# A budget's USD, key (less the period's label), reason, refusal text, period and its name, per period it limits.
-_BudgetTexts = tuple[tuple[float, str, str, str, Callable[[float], tuple[str, float]], str], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CallerAdmission:
-    """One caller's limits, compiled: its own, per model pattern (first match applies), its budget."""
-
-    own: _RateTexts | None
-    per_model: tuple[tuple[str, _RateTexts], ...]
-    budget: _BudgetTexts
-
-
-def rate_texts(limits: Limits, key: str, scope: str, kind: str) -> _RateTexts:
-    """What a set of limits checks for one key: the requests limit whole, the others' keys, reasons, texts."""
-    rpm, tpm, conc = limits.requests_per_minute, limits.tokens_per_minute, limits.concurrent
-    return (
-        None
-        if rpm is None
-        else Limit(
-            Rate(f"{key}:rpm", rpm, MINUTE, 1), f"{kind}requests", f"{scope}: {rpm} requests per minute", "requests"
-        ),
-        None if tpm is None else (f"{key}:tpm", f"{kind}tokens", f"{scope}: {tpm} tokens per minute", tpm),
-        None if conc is None else (f"{key}:conc", f"{kind}concurrent", f"{scope}: {conc} requests in flight", conc),
-    )
-
-
-def budget_texts(budget: Budget, caller_key: str, name: str) -> _BudgetTexts:
-    """What a caller's budget checks, per period it limits."""
-    return tuple(
-        (
-            usd,
-            f"{caller_key}:usd:{period[0]}:",
-            reason,
-            f"the budget of ${usd:.2f} per {period} of caller '{name}'",
-            when,
-            period,
-        )
-        for usd, period, reason, when in (
-            (budget.usd_per_day, "day", "budget_day", day_period),
-            (budget.usd_per_month, "month", "budget_month", month_period),
-        )
-        if usd is not None
-    )
+    def _gauge(self, period: str) -> Any:
+        admission = self._admission
+        if admission is not None:
+            return admission.gauge(period)
+        metrics = self._f.shared.metrics
+        return metrics.child(metrics.budget_remaining_usd, self._profile, period)
 
 
 class RateLimitFactory(StageFactory):
@@ -291,10 +241,13 @@ class RateLimitFactory(StageFactory):
             else rate_texts(self.route_limit, self.route_key, f"route '{self.label}'", "route_")
         )
         self._admissions: dict[tuple[int, str], CallerAdmission] = {}
+        self.slot_ttl_s = shared.limiter.lease_s or lease_ttl_s  # a store with leases renews them
+        # Callers whose profile limits nothing: the route's limits.
+        self.route_only = CallerAdmission(None, (), (), self.route_texts, self.slot_ttl_s)
 
-    def admission(self, plan: CallerPlan, name: str) -> CallerAdmission:
-        """What one caller's admission checks, compiled once per caller (up to `MEMO_ENTRIES`): keys,
-        reasons, refusal texts, the requests limits whole. A reload builds a new factory, so it starts over."""
+    def admission(self, plan: CallerPlan, name: str, profile: str = "default") -> CallerAdmission:
+        """What one caller (of `profile`, whose plan `plan` is) checks, compiled once per caller (up to
+        `MEMO_ENTRIES`): keys, reasons, refusal texts, limits. A reload builds a new factory, so it starts over."""
         memo = (id(plan), name)  # `plan` lives in the policy this factory was built from
         found = self._admissions.get(memo)
         if found is None:
@@ -311,6 +264,10 @@ class RateLimitFactory(StageFactory):
                     for pattern, limits in plan.per_model
                 ),
                 () if plan.budget is None else budget_texts(plan.budget, key, name),
+                self.route_texts,
+                self.slot_ttl_s,
+                self.shared.metrics,
+                profile,
             )
         return found
 

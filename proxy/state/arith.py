@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 
-from proxy.state.base import Verdict
+# A check's answer: allowed, the units `remaining` after this request, `reset_s` until full again (or until
+# the period ends), `retry_after_s` until it would pass (0 when it did). A tuple: several per request.
+Figures = tuple[bool, float, float, float]
 
 # Float slack: times are epoch seconds (about 2e-7 s of precision) kept to the microsecond, so a request
 # arriving exactly on time is admitted, and a count that is whole is not shown as one less.
@@ -25,15 +27,17 @@ def _remaining(tat: float, now: float, limit: int, period_s: float) -> float:
     return max(0.0, float(math.floor((now + period_s - tat) / interval + UNIT_EPS)))
 
 
-def rate_check(tat: float | None, now: float, limit: int, period_s: float, cost: float) -> tuple[Verdict, float]:
-    """The verdict and the TAT to store if admitted (the old one otherwise)."""
+def rate_check(
+    tat: float | None, now: float, limit: int, period_s: float, cost: float
+) -> tuple[bool, float, float, float, float]:
+    """The figures, then the TAT to store if admitted (the old one otherwise)."""
     interval = period_s / limit
     base = now if tat is None or tat < now else tat
     new_tat = base + cost * interval
     allow_at = new_tat - period_s
     if allow_at > now + EPS:
-        return Verdict(False, _remaining(base, now, limit, period_s), base - now, allow_at - now), base
-    return Verdict(True, _remaining(new_tat, now, limit, period_s), new_tat - now), new_tat
+        return False, _remaining(base, now, limit, period_s), base - now, allow_at - now, base
+    return True, _remaining(new_tat, now, limit, period_s), new_tat - now, 0.0, new_tat
 
 
 def rate_adjust(tat: float | None, now: float, limit: int, period_s: float, delta: float) -> tuple[float, float]:
@@ -43,16 +47,16 @@ def rate_adjust(tat: float | None, now: float, limit: int, period_s: float, delt
     return new_tat, _remaining(new_tat, now, limit, period_s)
 
 
-def slot_check(leases: dict[str, float], now: float, limit: int, lease: str, ttl_s: float) -> Verdict:
+def slot_check(leases: dict[str, float], now: float, limit: int, lease: str, ttl_s: float) -> Figures:
     """`leases` holds live leases only; mutated: `lease` is added if admitted."""
     if lease not in leases and len(leases) >= limit:
-        return Verdict(False, 0.0, SLOT_RETRY_S, SLOT_RETRY_S)
+        return False, 0.0, SLOT_RETRY_S, SLOT_RETRY_S
     leases[lease] = now + ttl_s
-    return Verdict(True, float(limit - len(leases)), 0.0)
+    return True, float(limit - len(leases)), 0.0, 0.0
 
 
-def quota_check(used: float, now: float, limit: float, cost: float, expires_at: float, strict: bool) -> Verdict:
+def quota_check(used: float, now: float, limit: float, cost: float, expires_at: float, strict: bool) -> Figures:
     allowed = used + cost <= limit + EPS if strict else used < limit
     after = used + cost if allowed else used
     reset_s = max(0.0, expires_at - now)
-    return Verdict(allowed, max(0.0, limit - after), reset_s, 0.0 if allowed else reset_s)
+    return allowed, max(0.0, limit - after), reset_s, 0.0 if allowed else reset_s

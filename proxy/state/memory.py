@@ -18,8 +18,10 @@ from typing import Any, ClassVar
 from proxy.rounding import round_to
 from proxy.state.arith import quota_check, rate_adjust, rate_check, slot_check
 from proxy.state.base import (
+    RATE,
+    SLOT,
     Change,
-    Check,
+    Plan,
     Quota,
     QuotaDelta,
     Rate,
@@ -28,7 +30,6 @@ from proxy.state.base import (
     Renew,
     Slot,
     Store,
-    Verdict,
 )
 
 DEFAULT_MAX_KEYS = 200_000
@@ -61,6 +62,7 @@ class _Leases(dict[str, float]):
 
 class MemoryStore(Store):
     backend: ClassVar[str] = "memory"
+    immediate: ClassVar[bool] = True
 
     def __init__(self, max_keys: int = DEFAULT_MAX_KEYS):
         self._data: dict[str, tuple[Any, float]] = {}  # key -> (value, expires at)
@@ -98,14 +100,17 @@ class MemoryStore(Store):
         for key in list(islice(data, max(0, excess))):
             del data[key]
 
-    async def acquire(self, checks: Sequence[Check], now: float, once_key: str | None = None) -> list[Verdict]:
-        verdicts: list[Verdict] = []
+    async def admit(self, plan: Plan, amounts: Sequence[Any], now: float, once_key: str | None = None) -> list[float]:
+        return self.admit_now(plan, amounts, now)
+
+    def admit_now(self, plan: Plan, amounts: Sequence[Any], now: float) -> list[float]:
+        """`admit` without a coroutine: nothing here waits."""
+        figures: list[float] = []
         writes: list[tuple[str, Any, float]] = []
-        taken: list[tuple[_Leases, str, float | None]] = []  # slots changed in place: undone if refused
+        taken: list[tuple[_Leases, str, float | None]] | None = None  # slots changed in place: undone if refused
         allowed = True
         data = self._data
-        for check in checks:
-            key = check.key
+        for (kind, key, limit, window, strict), amount in zip(plan.rows, amounts, strict=True):
             held = None  # `_get`, inlined: the key's live value
             entry = data.get(key)
             if entry is not None:
@@ -113,33 +118,40 @@ class MemoryStore(Store):
                     del data[key]
                 else:
                     held = entry[0]
-            if isinstance(check, Rate):
-                verdict, tat = rate_check(held, now, check.limit, check.period_s, check.cost)
+            if kind == RATE:
+                ok, remaining, reset_s, retry_s, tat = rate_check(held, now, limit, window, amount)
+                figures += (ok, remaining, reset_s, retry_s)
                 writes.append((key, tat, tat))
-            elif isinstance(check, Slot):
+            elif kind == SLOT:
                 leases = held or _Leases()
                 leases.expire(now)
-                before = leases.get(check.lease)
-                verdict = slot_check(leases, now, check.limit, check.lease, check.ttl_s)
-                if verdict.allowed:
-                    leases.put(check.lease, leases[check.lease])
-                    taken.append((leases, check.lease, before))
+                before = leases.get(amount)
+                answer = slot_check(leases, now, limit, amount, window)
+                figures += answer
+                ok = answer[0]
+                if ok:
+                    leases.put(amount, leases[amount])
+                    if taken is None:
+                        taken = []
+                    taken.append((leases, amount, before))
                 writes.append((key, leases, leases.latest))
             else:
                 used = held or 0.0
-                verdict = quota_check(used, now, check.limit, check.cost, check.expires_at, check.strict)
-                writes.append((key, used + check.cost, check.expires_at))
-            verdicts.append(verdict)
-            allowed = allowed and verdict.allowed
+                answer = quota_check(used, now, limit, amount, window, strict)
+                figures += answer
+                ok = answer[0]
+                writes.append((key, used + amount, window))
+            if not ok:
+                allowed = False
         if allowed:
             self._put_all(writes, now)
-        else:
+        elif taken is not None:
             for leases, lease, before in taken:
                 if before is None:
                     del leases[lease]
                 else:
                     leases[lease] = before
-        return verdicts
+        return figures
 
     def _put_all(self, writes: list[tuple[str, Any, float]], now: float) -> None:
         """`_put` of each write, in order, inlined: an admission writes every check it made."""
