@@ -15,6 +15,7 @@ from collections.abc import MutableMapping
 from datetime import UTC, datetime
 
 Report = tuple[int, float, float]  # limit, remaining, seconds until full again
+_ceil = math.ceil
 
 
 def openai_duration(seconds: float) -> str:
@@ -65,7 +66,12 @@ def put_rate_headers(
         limit_name, remaining_name, reset_name = names.get(dimension) or _names(protocol, dimension)
         target[limit_name] = str(limit)
         target[remaining_name] = str(int(remaining))
-        target[reset_name] = openai_duration(reset_s) if openai else rfc3339(reset_s, now)
+        if not openai:
+            target[reset_name] = rfc3339(reset_s, now)
+        elif 0.0 <= reset_s < 1.0:  # `openai_duration`'s first case, the usual one, without the call
+            target[reset_name] = f"{_ceil(reset_s * 1000)}ms"
+        else:
+            target[reset_name] = openai_duration(reset_s)
 
 
 def rate_headers(protocol: str, reports: dict[str, Report], now: float | None = None) -> dict[str, str]:
