@@ -10,7 +10,9 @@ so a variant with a budget is compiled again when its period ends.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from operator import itemgetter
+from time import time as _now
 from typing import Any
 
 from proxy.limits.config import Budget, Limits
@@ -38,7 +40,7 @@ class Variant:
     the completion settles (slots released, token rates and budget quotas corrected). Budget keys hold the
     period's label, so a variant with quotas serves only within the periods it was compiled in."""
 
-    __slots__ = ("limits", "quotas", "since", "slots", "sources", "token_rates", "until")
+    __slots__ = ("_pick", "limits", "quotas", "since", "slots", "sources", "token_rates", "until")
 
     def __init__(self) -> None:
         self.sources: list[int] = []
@@ -47,11 +49,20 @@ class Variant:
         self.quotas: tuple[QuotaRow, ...] = ()
         self.since, self.until = -math.inf, math.inf
         self.limits = LimitPlan(Plan(()), ())
+        self._pick: Callable[[tuple[Any, ...]], Sequence[Any]] = tuple
 
-    def amounts(self, tokens: int, lease: str, cost_usd: float) -> list[Any]:
+    def amounts(self, tokens: int, lease: str, cost_usd: float) -> Sequence[Any]:
         """One amount per row: a requests rate's 1, a token rate's estimate, the slot's lease, the estimated cost."""
-        values = (1, tokens, lease, cost_usd)
-        return [values[source] for source in self.sources]
+        return self._pick((1, tokens, lease, cost_usd))
+
+    def compiled(self, rows: list[Row], meanings: list[Meaning]) -> Variant:
+        self.limits = LimitPlan(Plan(rows), meanings)
+        sources = self.sources
+        if len(sources) > 1:
+            self._pick = itemgetter(*sources)  # a tuple of those items, taken in C
+        else:
+            self._pick = lambda values: tuple(values[source] for source in sources)
+        return self
 
 
 class CallerAdmission:
@@ -139,26 +150,45 @@ class CallerAdmission:
                 add((QUOTA, key + label, usd, end, False), (reason, text, None), _COST)
                 variant.until = min(variant.until, end)
             variant.quotas = tuple(quotas)
-        variant.limits = LimitPlan(Plan(rows), meanings)
-        return variant
+        return variant.compiled(rows, meanings)
 
     def admitted(self) -> None:
         """Counts a direct admission."""
-        inc = self._admitted
-        if inc is None:
+        add = self._admitted
+        if add is None:
             metrics = self.metrics
             assert metrics is not None
-            inc = self._admitted = metrics.child(metrics.limit_admissions, self.profile, "direct").inc
-        inc()
+            add = self._admitted = _adder(metrics.child(metrics.limit_admissions, self.profile, "direct"))
+        add(1)
 
-    def gauge(self, period: str) -> Any:
-        """The budget gauge of this caller's profile for `period`."""
+    def gauge(self, period: str) -> Callable[[float], None]:
+        """Sets the budget gauge of this caller's profile for `period`."""
         found = self._gauges.get(period)
         if found is None:
             metrics = self.metrics
             assert metrics is not None
-            found = self._gauges[period] = metrics.child(metrics.budget_remaining_usd, self.profile, period)
+            found = self._gauges[period] = _setter(metrics.child(metrics.budget_remaining_usd, self.profile, period))
         return found
+
+
+# A labelled child's value, set or added to directly: what `Gauge.set` and `Counter.inc` add before that
+# (prometheus-client's private `_value`, as proxy/stages/usage.py uses it) is a check that the child is
+# observable, which a labelled child always is, a counter's check that the amount is not negative (it adds 1),
+# and a gauge's time for its `mostrecent` multiprocess modes, which is passed here too.
+
+
+def _adder(child: Any) -> Callable[[float], None]:
+    value = getattr(child, "_value", None)
+    return child.inc if value is None else value.inc
+
+
+def _setter(child: Any) -> Callable[[float], None]:
+    value = getattr(child, "_value", None)
+    if value is None:
+        return child.set  # type: ignore[no-any-return]
+    if getattr(child, "_is_most_recent", False):
+        return lambda amount: value.set(float(amount), _now())
+    return lambda amount: value.set(float(amount))
 
 
 def rate_texts(limits: Limits, key: str, scope: str, kind: str) -> RateTexts:

@@ -248,6 +248,8 @@ class Limiter:
         if not changes:
             return []
         store = self._store()
+        if store.immediate:
+            return store.adjust_now(changes, self.clock())
         if store.lease_s is not None:  # stop renewing what is released
             for change in changes:
                 if isinstance(change, Release):

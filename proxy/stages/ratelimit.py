@@ -16,6 +16,7 @@ rate-limit headers (which successful responses carry too); a spent budget is 429
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -44,19 +45,21 @@ LEASE_MARGIN_S = 60.0
 class RateLimitStage(Stage):
     name: ClassVar[str] = "ratelimit"
 
+    # A request's state: these class-level values stand until the request sets its own (a stage per request).
+    _plan: CallerPlan | None = None
+    _profile = "default"
+    _deferred = False
+    _decision: Decision | None = None
+    _estimate: Estimate | None = None
+    _admission: CallerAdmission | None = None
+    _variant: Variant | None = None  # what the admission checked: its slots are released in on_complete
+    _id = ""  # the admission's own id: its leases and the key that makes its settlement apply once
+    _once_key = ""  # that key
+    _settled = False
+
     def __init__(self, factory: RateLimitFactory):
         super().__init__(factory.mode)
         self._f = factory
-        self._plan: CallerPlan | None = None
-        self._profile = "default"
-        self._deferred = False
-        self._decision: Decision | None = None
-        self._estimate: Estimate | None = None
-        self._admission: CallerAdmission | None = None
-        self._variant: Variant | None = None  # what the admission checked: its slots are released in on_complete
-        self._id = ""  # the admission's own id: its leases and the key that makes its settlement apply once
-        self._once_key = ""  # that key
-        self._settled = False
 
     # ---- admission
 
@@ -94,7 +97,8 @@ class RateLimitStage(Stage):
             raise
         self._decision = decision
         if decision.admitted:
-            f.shared.limiter.hold(decision)
+            if f.holds:
+                f.shared.limiter.hold(decision)
             admission = self._admission
             if decision.how == "direct" and admission is not None:
                 admission.admitted()
@@ -112,7 +116,7 @@ class RateLimitStage(Stage):
         f.shared.metrics.limit_refusals.labels(self._profile, limit.reason, self.mode).inc()
         raise self._refusal(ex, decision)
 
-    def _limits(self, ex: Exchange, guess: Estimate | None) -> tuple[Variant | None, list[Any]]:
+    def _limits(self, ex: Exchange, guess: Estimate | None) -> tuple[Variant | None, Sequence[Any]]:
         """This request's compiled limits and its amounts (see `Variant.amounts`)."""
         f, plan = self._f, self._plan
         tokens = guess.tokens if guess is not None else 0
@@ -132,7 +136,7 @@ class RateLimitStage(Stage):
         now = f.shared.limiter.clock() if budget else 0.0
         variant = admission.variant(model_at, tokens > 0, budget, now)
         if not variant.limits.plan.rows:
-            return None, []
+            return None, ()
         lease = self._id = new_lease()
         self._once_key = f"{f.shared.prefix}once:{lease}"
         self._variant = variant  # before the store call: a cancelled call may have taken its slots
@@ -209,18 +213,19 @@ class RateLimitStage(Stage):
             for index, (_, _, usd, _, period) in enumerate(quotas, at):
                 if math.isnan(results[index]):
                     continue  # applied by an earlier attempt
-                self._gauge(period).set(max(0.0, usd - results[index]))
+                self._gauge(period)(max(0.0, usd - results[index]))
 
     def _budget_gauges(self, variant: Variant, figures: list[float]) -> None:
         for row, _, _, _, period in variant.quotas:
-            self._gauge(period).set(figures[row * FIGURES + 1])
+            self._gauge(period)(figures[row * FIGURES + 1])
 
-    def _gauge(self, period: str) -> Any:
+    def _gauge(self, period: str) -> Callable[[float], None]:
+        """Sets the budget gauge of this request's caller profile for `period`."""
         admission = self._admission
         if admission is not None:
             return admission.gauge(period)
         metrics = self._f.shared.metrics
-        return metrics.child(metrics.budget_remaining_usd, self._profile, period)
+        return metrics.child(metrics.budget_remaining_usd, self._profile, period).set  # type: ignore[no-any-return]
 
 
 class RateLimitFactory(StageFactory):
@@ -241,7 +246,8 @@ class RateLimitFactory(StageFactory):
             else rate_texts(self.route_limit, self.route_key, f"route '{self.label}'", "route_")
         )
         self._admissions: dict[tuple[int, str], CallerAdmission] = {}
-        self.slot_ttl_s = shared.limiter.lease_s or lease_ttl_s  # a store with leases renews them
+        self.holds = shared.limiter.lease_s is not None  # a store with leases renews them while a response lives
+        self.slot_ttl_s = shared.limiter.lease_s or lease_ttl_s
         # Callers whose profile limits nothing: the route's limits.
         self.route_only = CallerAdmission(None, (), (), self.route_texts, self.slot_ttl_s)
 

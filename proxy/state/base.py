@@ -208,6 +208,10 @@ class Store(ABC):
         """`admit`, for stores that are `immediate`."""
         raise NotImplementedError
 
+    def adjust_now(self, changes: Sequence[Change], now: float) -> list[float]:
+        """`adjust` (and `settle`, which cannot fail then), for stores that are `immediate`."""
+        raise NotImplementedError
+
     @abstractmethod
     async def admit(self, plan: Plan, amounts: Sequence[Any], now: float, once_key: str | None = None) -> list[float]:
         """All rows or none: every row allowed means every row was applied; `FIGURES` figures per row. With

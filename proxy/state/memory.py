@@ -56,8 +56,10 @@ class _Leases(dict[str, float]):
 
     def put(self, lease: str, deadline: float) -> None:
         deadline = self[lease] = round_to(deadline, 6)  # to the microsecond, as the Redis store keeps it
-        self.soonest = min(self.soonest, deadline)
-        self.latest = max(self.latest, deadline)
+        if deadline < self.soonest:  # min() and max(), without their calls
+            self.soonest = deadline
+        if deadline > self.latest:
+            self.latest = deadline
 
 
 class MemoryStore(Store):
@@ -165,13 +167,13 @@ class MemoryStore(Store):
                 self._sweep(now)
 
     async def adjust(self, changes: Sequence[Change], now: float) -> list[float]:
-        return self._adjust(changes, now)
+        return self.adjust_now(changes, now)
 
     async def settle(self, changes: Sequence[Change], now: float, once_key: str) -> list[float] | None:
         """Never fails here, so never kept for later: `adjust` (one coroutine less per request)."""
-        return self._adjust(changes, now)
+        return self.adjust_now(changes, now)
 
-    def _adjust(self, changes: Sequence[Change], now: float) -> list[float]:
+    def adjust_now(self, changes: Sequence[Change], now: float) -> list[float]:
         results: list[float] = []
         for change in changes:
             if isinstance(change, RateDelta):

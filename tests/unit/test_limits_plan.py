@@ -114,16 +114,15 @@ def test_a_callers_compiled_limits_keep_admissions_order_and_amounts():
         "budget_day",
         "budget_month",
     ]
-    assert variant.amounts(700, "lease-1", 0.25) == [1, 700, "lease-1", 1, "lease-1", 1, 700, 0.25, 0.25]
+    assert variant.amounts(700, "lease-1", 0.25) == (1, 700, "lease-1", 1, "lease-1", 1, 700, 0.25, 0.25)
     assert variant.slots == [rows[2][1], rows[4][1]]
     assert variant.token_rates == [(rows[1][1], 1000), (rows[6][1], 9000)]
     assert [(row, key) for row, key, *_ in variant.quotas] == [(7, rows[7][1]), (8, rows[8][1])]
     # Without an estimate of tokens, or of the budget, those rows are not there.
-    assert [key for _, key, *_ in admission.variant(-1, False, False, now).limits.plan.rows] == [
-        rows[0][1],
-        rows[2][1],
-        rows[5][1],
-    ]
+    fewer = admission.variant(-1, False, False, now)
+    assert [key for _, key, *_ in fewer.limits.plan.rows] == [rows[0][1], rows[2][1], rows[5][1]]
+    assert fewer.amounts(700, "lease-1", 0.25) == (1, "lease-1", 1)
+    assert f.route_only.variant(-1, False, False, now).amounts(700, "lease-1", 0.25) == (1,)  # one row: a tuple too
 
 
 def test_a_budget_variant_serves_within_its_periods_and_is_compiled_again_after():
