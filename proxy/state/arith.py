@@ -27,17 +27,15 @@ def _remaining(tat: float, now: float, limit: int, period_s: float) -> float:
     return max(0.0, float(math.floor((now + period_s - tat) / interval + UNIT_EPS)))
 
 
-def rate_check(
-    tat: float | None, now: float, limit: int, period_s: float, cost: float
-) -> tuple[bool, float, float, float, float]:
-    """The figures, then the TAT to store if admitted (the old one otherwise)."""
+def rate_check(tat: float | None, now: float, limit: int, period_s: float, cost: float) -> tuple[Figures, float]:
+    """The figures, and the TAT to store if admitted (the old one otherwise)."""
     interval = period_s / limit
     base = now if tat is None or tat < now else tat
     new_tat = base + cost * interval
     allow_at = new_tat - period_s
     if allow_at > now + EPS:
-        return False, _remaining(base, now, limit, period_s), base - now, allow_at - now, base
-    return True, _remaining(new_tat, now, limit, period_s), new_tat - now, 0.0, new_tat
+        return (False, _remaining(base, now, limit, period_s), base - now, allow_at - now), base
+    return (True, _remaining(new_tat, now, limit, period_s), new_tat - now, 0.0), new_tat
 
 
 def rate_adjust(tat: float | None, now: float, limit: int, period_s: float, delta: float) -> tuple[float, float]:

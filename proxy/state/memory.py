@@ -73,15 +73,6 @@ class MemoryStore(Store):
     def __len__(self) -> int:
         return len(self._data)
 
-    def _get(self, key: str, now: float) -> Any:
-        entry = self._data.get(key)
-        if entry is None:
-            return None
-        if entry[1] <= now:
-            del self._data[key]
-            return None
-        return entry[0]
-
     def _put(self, key: str, value: Any, expires: float, now: float) -> None:
         """Times and totals are kept to the microsecond, as the Redis store keeps them."""
         data = self._data
@@ -113,7 +104,7 @@ class MemoryStore(Store):
         allowed = True
         data = self._data
         for (kind, key, limit, window, strict), amount in zip(plan.rows, amounts, strict=True):
-            held = None  # `_get`, inlined: the key's live value
+            held = None  # the key's live value (an expired entry goes), read inline: a call per key costs
             entry = data.get(key)
             if entry is not None:
                 if entry[1] <= now:
@@ -121,16 +112,17 @@ class MemoryStore(Store):
                 else:
                     held = entry[0]
             if kind == RATE:
-                ok, remaining, reset_s, retry_s, tat = rate_check(held, now, limit, window, amount)
-                figures += (ok, remaining, reset_s, retry_s)
-                writes.append((key, tat, tat))
+                verdict, tat = rate_check(held, now, limit, window, amount)
+                figures += verdict
+                ok = verdict[0]
+                writes.append((key, round_to(tat, 6), tat))
             elif kind == SLOT:
                 leases = held or _Leases()
                 leases.expire(now)
                 before = leases.get(amount)
-                answer = slot_check(leases, now, limit, amount, window)
-                figures += answer
-                ok = answer[0]
+                verdict = slot_check(leases, now, limit, amount, window)
+                figures += verdict
+                ok = verdict[0]
                 if ok:
                     leases.put(amount, leases[amount])
                     if taken is None:
@@ -139,14 +131,21 @@ class MemoryStore(Store):
                 writes.append((key, leases, leases.latest))
             else:
                 used = held or 0.0
-                answer = quota_check(used, now, limit, amount, window, strict)
-                figures += answer
-                ok = answer[0]
-                writes.append((key, used + amount, window))
+                verdict = quota_check(used, now, limit, amount, window, strict)
+                figures += verdict
+                ok = verdict[0]
+                total = used + amount
+                writes.append((key, round_to(total, 6) if isinstance(total, float) else total, window))
             if not ok:
                 allowed = False
-        if allowed:
-            self._put_all(writes, now)
+        if allowed:  # `_put` of each write, in order (their numbers rounded above)
+            for key, value, expires in writes:
+                data.pop(key, None)
+                if expires <= now:
+                    continue
+                data[key] = (value, expires)
+                if len(data) > self._max_keys:
+                    self._sweep(now)
         elif taken is not None:
             for leases, lease, before in taken:
                 if before is None:
@@ -154,17 +153,6 @@ class MemoryStore(Store):
                 else:
                     leases[lease] = before
         return figures
-
-    def _put_all(self, writes: list[tuple[str, Any, float]], now: float) -> None:
-        """`_put` of each write, in order, inlined: an admission writes every check it made."""
-        data = self._data
-        for key, value, expires in writes:
-            data.pop(key, None)
-            if expires <= now:
-                continue
-            data[key] = (round_to(value, 6) if isinstance(value, float) else value, expires)
-            if len(data) > self._max_keys:
-                self._sweep(now)
 
     async def adjust(self, changes: Sequence[Change], now: float) -> list[float]:
         return self.adjust_now(changes, now)
@@ -175,27 +163,33 @@ class MemoryStore(Store):
 
     def adjust_now(self, changes: Sequence[Change], now: float) -> list[float]:
         results: list[float] = []
+        data = self._data
         for change in changes:
-            if isinstance(change, RateDelta):
-                tat = self._get(change.key, now)
-                tat, remaining = rate_adjust(tat, now, change.limit, change.period_s, change.delta)
-                self._put(change.key, tat, tat, now)
-                results.append(remaining)
-            elif isinstance(change, Release):
-                leases = self._get(change.key, now)
-                if leases is not None and leases.pop(change.lease, None) is not None and not leases:
-                    del self._data[change.key]
+            key = change.key
+            held = None  # the key's live value, as in `admit_now`
+            entry = data.get(key)
+            if entry is not None:
+                if entry[1] <= now:
+                    del data[key]
+                else:
+                    held = entry[0]
+            if isinstance(change, Release):
+                if held is not None and held.pop(change.lease, None) is not None and not held:
+                    del data[key]
                 results.append(0.0)
+            elif isinstance(change, RateDelta):
+                tat, remaining = rate_adjust(held, now, change.limit, change.period_s, change.delta)
+                self._put(key, tat, tat, now)
+                results.append(remaining)
             elif isinstance(change, QuotaDelta):
-                used = max(0.0, (self._get(change.key, now) or 0.0) + change.delta)
-                self._put(change.key, used, change.expires_at, now)
+                used = max(0.0, (held or 0.0) + change.delta)
+                self._put(key, used, change.expires_at, now)
                 results.append(used)
             elif isinstance(change, Renew):
-                leases = self._get(change.key, now)
-                renewed = leases is not None and leases.get(change.lease, 0.0) > now
+                renewed = held is not None and held.get(change.lease, 0.0) > now
                 if renewed:
-                    leases.put(change.lease, now + change.ttl_s)
-                    self._put(change.key, leases, leases.latest, now)
+                    held.put(change.lease, now + change.ttl_s)
+                    self._put(key, held, held.latest, now)
                 results.append(1.0 if renewed else 0.0)
             else:  # Once, Undo: nothing here is ever lost or retried, so there is nothing to apply twice
                 results.append(0.0)
