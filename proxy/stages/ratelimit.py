@@ -64,13 +64,10 @@ class RateLimitStage(Stage):
     # ---- admission
 
     async def on_request_headers(self, ex: Exchange) -> Reply | None:
-        f = self._f
-        self._profile = ex.caller.profile if ex.caller is not None else "default"
-        self._plan = f.shared.plans.get(self._profile)
-        if self._plan is None and f.route_limit is None:
+        if not self._caller(ex):
             return None
-        needs_body = (self._plan is not None and self._plan.needs_body) or f.route_needs_body
-        if needs_body and ex.protocol.parses_json:
+        plan = self._plan
+        if ((plan is not None and plan.needs_body) or self._f.route_needs_body) and ex.protocol.parses_json:
             self._deferred = True  # one admission, once the body is here
             return None
         await self._admit(ex, None)
@@ -82,6 +79,12 @@ class RateLimitStage(Stage):
             f = self._f
             await self._admit(ex, estimate(ex, f.config.default_max_tokens, f.shared.pricing))
         return None
+
+    def _caller(self, ex: Exchange) -> bool:
+        """Finds the caller's profile and plan; False when nothing limits its requests here."""
+        self._profile = ex.caller.profile if ex.caller is not None else "default"
+        self._plan = self._f.shared.plans.get(self._profile)
+        return self._plan is not None or self._f.route_limit is not None
 
     async def _admit(self, ex: Exchange, guess: Estimate | None) -> None:
         f = self._f
@@ -228,10 +231,30 @@ class RateLimitStage(Stage):
         return metrics.child(metrics.budget_remaining_usd, self._profile, period).set  # type: ignore[no-any-return]
 
 
+class BodyRateLimitStage(RateLimitStage):
+    """On a route where every admission waits for the body (see `RateLimitFactory.waits_for_body`): no
+    request-header hook, which the chain then skips; the caller is looked up with the body."""
+
+    on_request_headers = Stage.on_request_headers
+
+    async def on_request_body(self, ex: Exchange) -> Reply | None:
+        if self._caller(ex):
+            f = self._f
+            await self._admit(ex, estimate(ex, f.config.default_max_tokens, f.shared.pricing))
+        return None
+
+
 class RateLimitFactory(StageFactory):
     stage = RateLimitStage
 
-    def __init__(self, config: RateLimitStageConfig, route: Route, shared: LimitsContext, lease_ttl_s: float):
+    def __init__(
+        self,
+        config: RateLimitStageConfig,
+        route: Route,
+        shared: LimitsContext,
+        lease_ttl_s: float,
+        speaks_llm: bool = False,
+    ):
         super().__init__(config.mode)
         self.config = config
         self.shared = shared
@@ -250,6 +273,18 @@ class RateLimitFactory(StageFactory):
         self.slot_ttl_s = shared.limiter.lease_s or lease_ttl_s
         # Callers whose profile limits nothing: the route's limits.
         self.route_only = CallerAdmission(None, (), (), self.route_texts, self.slot_ttl_s)
+        if self.waits_for_body(speaks_llm):
+            self.stage = BodyRateLimitStage
+
+    def waits_for_body(self, speaks_llm: bool) -> bool:
+        """Every admission on this route is made once the body is here: its protocol parses the body (an LLM
+        protocol), and the route's limits, if any, count tokens, or else every caller profile with limits
+        needs the body."""
+        if not speaks_llm:
+            return False
+        if self.route_limit is not None:
+            return self.route_needs_body
+        return all(plan.needs_body for plan in self.shared.plans.values())
 
     def admission(self, plan: CallerPlan, name: str, profile: str = "default") -> CallerAdmission:
         """What one caller (of `profile`, whose plan `plan` is) checks, compiled once per caller (up to
@@ -286,4 +321,5 @@ def build(ctx: BuildContext, route: Route) -> StageFactory | None:
     if not shared.plans and (config.route_limit is None or config.route_limit.empty):
         return None  # nothing limited anywhere: no stage, no cost
     deadline = ctx.policy.upstreams[route.upstream].timeouts.total_s
-    return RateLimitFactory(config, route, shared, deadline + config.wait_ms / 1000 + LEASE_MARGIN_S)
+    lease_ttl_s = deadline + config.wait_ms / 1000 + LEASE_MARGIN_S
+    return RateLimitFactory(config, route, shared, lease_ttl_s, ctx.speaks_llm(route))

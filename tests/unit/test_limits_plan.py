@@ -12,6 +12,7 @@ from proxy.limits.keys import day_period, month_period, part
 from proxy.limits.limiter import Decision, Limit, LimitPlan
 from proxy.policy.compile import compile_policy
 from proxy.policy.load import policy_from_text
+from proxy.stages.ratelimit import BodyRateLimitStage, RateLimitStage
 from proxy.state import Quota, Rate, Slot
 from proxy.state.base import FIGURES, QUOTA, RATE, SLOT, Plan
 
@@ -141,3 +142,25 @@ def test_a_budget_variant_serves_within_its_periods_and_is_compiled_again_after(
         assert quotas["day"][0].endswith(":usd:d:" + day) and quotas["day"][1] == day_end
         assert quotas["month"][0].endswith(":usd:m:" + month) and quotas["month"][1] == month_end
     assert admission.variant(-1, True, True, before) is not second  # a clock that went back: compiled again
+
+
+def chain_of(policy: str):
+    route = compile_policy(policy_from_text(policy, env={})).routes[0]
+    run = route.chain.start()
+    (stage,) = [stage for stage in run.stages if stage.name == "ratelimit"]
+    return stage, [stage.name for stage in run.admitting]
+
+
+def test_a_route_whose_every_admission_waits_for_the_body_skips_the_header_hook():
+    stage, admitting = chain_of(POLICY)  # route tokens, and a profile with tokens, a budget, model limits
+    assert type(stage) is BodyRateLimitStage and "ratelimit" not in admitting
+    # Admitted before the body is read: callers without limits through a route's limit on requests only, a
+    # profile that limits requests only, any caller of a route whose protocol does not parse the body.
+    rpm_only = POLICY.replace("{requests_per_minute: 50, tokens_per_minute: 9000}", "{requests_per_minute: 50}")
+    for policy in (
+        rpm_only,
+        POLICY.replace("callers:\n", "callers:\n  alice: {rate_limit: {requests_per_minute: 5}}\n").split("stages:")[0],
+        POLICY.replace("protocol: openai", "protocol: http"),
+    ):
+        stage, admitting = chain_of(policy)
+        assert type(stage) is RateLimitStage and "ratelimit" in admitting
