@@ -37,10 +37,23 @@ QuotaRow = tuple[int, str, float, float, str]  # a budget quota's row, key, USD,
 class Variant:
     """A caller's limits for one kind of request (the model pattern it matched, tokens estimated or not, the
     budget checked or not), compiled once: the limiter's plan, where each row's amount comes from, and what
-    the completion settles (slots released, token rates and budget quotas corrected). Budget keys hold the
-    period's label, so a variant with quotas serves only within the periods it was compiled in."""
+    the completion settles (slots released, token rates and budget quotas corrected: plans of their own, see
+    `settlement`). Budget keys hold the period's label, so a variant with quotas serves only within the
+    periods it was compiled in."""
 
-    __slots__ = ("_pick", "limits", "quotas", "since", "slots", "sources", "token_rates", "until")
+    __slots__ = (
+        "_pick",
+        "_releases",
+        "_with_quotas",
+        "_with_rates",
+        "limits",
+        "quotas",
+        "since",
+        "slots",
+        "sources",
+        "token_rates",
+        "until",
+    )
 
     def __init__(self) -> None:
         self.sources: list[int] = []
@@ -50,10 +63,25 @@ class Variant:
         self.since, self.until = -math.inf, math.inf
         self.limits = LimitPlan(Plan(()), ())
         self._pick: Callable[[tuple[Any, ...]], Sequence[Any]] = tuple
+        self._releases = self._with_quotas = self._with_rates = Plan(())
 
     def amounts(self, tokens: int, lease: str, cost_usd: float) -> Sequence[Any]:
         """One amount per row: a requests rate's 1, a token rate's estimate, the slot's lease, the estimated cost."""
         return self._pick((1, tokens, lease, cost_usd))
+
+    def settlement(
+        self, lease: str, corrected: bool, token_delta: float = 0, cost_delta: float = 0.0
+    ) -> tuple[Plan, tuple[Any, ...]]:
+        """What the completion settles, as a plan of changes (`Plan.changes`) and its amounts: the slots'
+        releases, then, if `corrected`, the token rates' corrections (unless `token_delta` is 0) and the budget
+        quotas' (last, so the quotas' new totals are the results' last)."""
+        leases = (lease,) * len(self.slots)
+        if not corrected:
+            return self._releases, leases
+        quotas = (cost_delta,) * len(self.quotas)
+        if not token_delta:
+            return self._with_quotas, leases + quotas
+        return self._with_rates, leases + (token_delta,) * len(self.token_rates) + quotas
 
     def compiled(self, rows: list[Row], meanings: list[Meaning]) -> Variant:
         self.limits = LimitPlan(Plan(rows), meanings)
@@ -62,6 +90,12 @@ class Variant:
             self._pick = itemgetter(*sources)  # a tuple of those items, taken in C
         else:
             self._pick = lambda values: tuple(values[source] for source in sources)
+        slots = [row for row, source in zip(rows, sources, strict=True) if source == _LEASE]
+        rates = [row for row, source in zip(rows, sources, strict=True) if source == _TOKENS]
+        quotas = [row for row, source in zip(rows, sources, strict=True) if source == _COST]
+        self._releases = Plan(slots)
+        self._with_quotas = Plan(slots + quotas)
+        self._with_rates = Plan(slots + rates + quotas)
         return self
 
 

@@ -242,6 +242,15 @@ class Limiter:
             if row[0] == SLOT:
                 store.hold(plan.check(index, amounts[index]))  # type: ignore[arg-type]
 
+    async def settle_plan(self, plan: Plan, amounts: Sequence[Any], once_key: str) -> list[float] | None:
+        """`settle` of `plan.changes(amounts)`; an immediate store applies them without their being made."""
+        if not plan.rows:
+            return []
+        store = self._store()
+        if store.immediate:
+            return store.settle_now(plan, amounts, self.clock())
+        return await self.settle(plan.changes(amounts), once_key)
+
     async def settle(self, changes: Sequence[Change], once_key: str) -> list[float] | None:
         """Corrections after the response, never refused and never lost: None when the store could not
         apply them yet (it keeps them and retries, applying them once per `once_key`)."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from proxy.errors import ProxyError, QuotaExceeded, RateLimited, ServiceUnavailable
 from proxy.exchange import Exchange, Reply
-from proxy.limits.admission import MINUTE, CallerAdmission, QuotaRow, Variant, budget_texts, rate_texts
+from proxy.limits.admission import CallerAdmission, Variant, budget_texts, rate_texts
 from proxy.limits.config import RateLimitStageConfig
 from proxy.limits.context import ANONYMOUS, CallerPlan, LimitsContext, limits_context
 from proxy.limits.estimate import Estimate, actual_cost, actual_tokens, estimate
@@ -31,7 +31,7 @@ from proxy.limits.keys import new_lease, part
 from proxy.limits.limiter import Decision
 from proxy.pipeline import Stage, StageFactory
 from proxy.policy.schema import Route
-from proxy.state import Quota, QuotaDelta, Rate, RateDelta, Release
+from proxy.state import Quota, Rate
 from proxy.state.base import FIGURES
 
 if TYPE_CHECKING:
@@ -184,36 +184,24 @@ class RateLimitStage(Stage):
         if self._settled:
             return
         self._settled = True
-        variant, lease = self._variant, self._id
+        variant = self._variant
+        if variant is None:  # nothing taken
+            return
         self._variant = None
-        changes: list[Release | RateDelta | QuotaDelta] = (
-            [] if variant is None else [Release(key, lease) for key in variant.slots]
-        )
         decision, guess = self._decision, self._estimate
-        quotas: tuple[QuotaRow, ...] = ()
-        at = len(changes)
+        f = self._f
         # `figures` is empty when admitted without the store (fail_open): then nothing was charged to correct.
-        if (
-            variant is not None
-            and decision is not None
-            and decision.admitted
-            and decision.figures
-            and guess is not None
-        ):
-            f = self._f
+        corrected = decision is not None and decision.admitted and bool(decision.figures) and guess is not None
+        if corrected:
+            assert guess is not None
             token_delta = actual_tokens(ex, guess.tokens) - guess.tokens
             cost_delta = actual_cost(ex, guess, f.shared.pricing) - guess.cost_usd
-            if token_delta:
-                for key, limit in variant.token_rates:
-                    changes.append(RateDelta(key, limit, MINUTE, token_delta))
-            at = len(changes)
-            quotas = variant.quotas
-            for _, key, _, expires_at, _ in quotas:
-                changes.append(QuotaDelta(key, cost_delta, expires_at))
-        shared = self._f.shared
-        results = await shared.limiter.settle(changes, self._once_key)
-        if results and quotas:
-            for index, (_, _, usd, _, period) in enumerate(quotas, at):
+            plan, amounts = variant.settlement(self._id, True, token_delta, cost_delta)
+        else:
+            plan, amounts = variant.settlement(self._id, False)
+        results = await f.shared.limiter.settle_plan(plan, amounts, self._once_key)
+        if results and corrected and variant.quotas:
+            for index, (_, _, usd, _, period) in enumerate(variant.quotas, len(results) - len(variant.quotas)):
                 if math.isnan(results[index]):
                     continue  # applied by an earlier attempt
                 self._gauge(period)(max(0.0, usd - results[index]))

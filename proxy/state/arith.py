@@ -9,7 +9,7 @@ back continuously (no fixed window whose edge lets twice the limit through).
 
 from __future__ import annotations
 
-import math
+from math import floor as _floor
 
 # A check's answer: allowed, the units `remaining` after this request, `reset_s` until full again (or until
 # the period ends), `retry_after_s` until it would pass (0 when it did). A tuple: several per request.
@@ -22,9 +22,10 @@ UNIT_EPS = 1e-3
 SLOT_RETRY_S = 1.0  # a full concurrency cap cannot know when a slot frees; a hint for retry-after
 
 
-def _remaining(tat: float, now: float, limit: int, period_s: float) -> float:
-    interval = period_s / limit
-    return max(0.0, float(math.floor((now + period_s - tat) / interval + UNIT_EPS)))
+def _remaining(tat: float, now: float, period_s: float, interval: float) -> float:
+    """Whole units left at `tat` (`interval`: a unit's seconds); max(0, floor(...)), without the max() call."""
+    left = (now + period_s - tat) / interval + UNIT_EPS
+    return float(_floor(left)) if left >= 1.0 else 0.0
 
 
 def rate_check(tat: float | None, now: float, limit: int, period_s: float, cost: float) -> tuple[Figures, float]:
@@ -34,15 +35,17 @@ def rate_check(tat: float | None, now: float, limit: int, period_s: float, cost:
     new_tat = base + cost * interval
     allow_at = new_tat - period_s
     if allow_at > now + EPS:
-        return (False, _remaining(base, now, limit, period_s), base - now, allow_at - now), base
-    return (True, _remaining(new_tat, now, limit, period_s), new_tat - now, 0.0), new_tat
+        return (False, _remaining(base, now, period_s, interval), base - now, allow_at - now), base
+    return (True, _remaining(new_tat, now, period_s, interval), new_tat - now, 0.0), new_tat
 
 
 def rate_adjust(tat: float | None, now: float, limit: int, period_s: float, delta: float) -> tuple[float, float]:
     """(new TAT, remaining): a refund never takes the bucket above full, a charge may run it into debt."""
     base = now if tat is None or tat < now else tat
-    new_tat = max(now, base + delta * period_s / limit)
-    return new_tat, _remaining(new_tat, now, limit, period_s)
+    new_tat = base + delta * period_s / limit
+    if not new_tat > now:  # max(now, new_tat)
+        new_tat = now
+    return new_tat, _remaining(new_tat, now, period_s, period_s / limit)
 
 
 def slot_check(leases: dict[str, float], now: float, limit: int, lease: str, ttl_s: float) -> Figures:

@@ -174,6 +174,19 @@ class Plan:
                 amounts.append(check.cost)
         return Plan(rows), amounts
 
+    def changes(self, amounts: Sequence[Any]) -> list[Change]:
+        """The rows as a settlement, with their amounts: a slot's release (of the lease), a rate's or a quota's
+        correction (by the amount)."""
+        changes: list[Change] = []
+        for (kind, key, limit, window, _), amount in zip(self.rows, amounts, strict=True):
+            if kind == SLOT:
+                changes.append(Release(key, amount))
+            elif kind == RATE:
+                changes.append(RateDelta(key, limit, window, amount))
+            else:
+                changes.append(QuotaDelta(key, amount, window))
+        return changes
+
     def checks(self, amounts: Sequence[Any]) -> list[Check]:
         """The rows with their amounts as check objects (for what is off the usual path: a lost call, leases)."""
         return [self.check(index, amounts[index]) for index in range(len(self.rows))]
@@ -210,6 +223,10 @@ class Store(ABC):
 
     def adjust_now(self, changes: Sequence[Change], now: float) -> list[float]:
         """`adjust` (and `settle`, which cannot fail then), for stores that are `immediate`."""
+        raise NotImplementedError
+
+    def settle_now(self, plan: Plan, amounts: Sequence[Any], now: float) -> list[float]:
+        """`adjust_now` of `plan.changes(amounts)`, without making them."""
         raise NotImplementedError
 
     @abstractmethod

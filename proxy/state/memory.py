@@ -11,13 +11,14 @@ than cachetools' TLRUCache: admission is on every request's path, and this is ~5
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import islice
 from typing import Any, ClassVar
 
 from proxy.rounding import round_to
 from proxy.state.arith import quota_check, rate_adjust, rate_check, slot_check
 from proxy.state.base import (
+    QUOTA,
     RATE,
     SLOT,
     Change,
@@ -28,6 +29,7 @@ from proxy.state.base import (
     RateDelta,
     Release,
     Renew,
+    Row,
     Slot,
     Store,
 )
@@ -162,10 +164,16 @@ class MemoryStore(Store):
         return self.adjust_now(changes, now)
 
     def adjust_now(self, changes: Sequence[Change], now: float) -> list[float]:
+        return self._apply([_row(change) for change in changes], now)
+
+    def settle_now(self, plan: Plan, amounts: Sequence[Any], now: float) -> list[float]:
+        return self._apply(zip(plan.rows, amounts, strict=True), now)
+
+    def _apply(self, changes: Iterable[tuple[Row, Any]], now: float) -> list[float]:
+        """Changes as rows and amounts (see `Plan.changes`; RENEW and MARK rows for the other two kinds)."""
         results: list[float] = []
         data = self._data
-        for change in changes:
-            key = change.key
+        for (kind, key, limit, window, _), amount in changes:
             held = None  # the key's live value, as in `admit_now`
             entry = data.get(key)
             if entry is not None:
@@ -173,22 +181,22 @@ class MemoryStore(Store):
                     del data[key]
                 else:
                     held = entry[0]
-            if isinstance(change, Release):
-                if held is not None and held.pop(change.lease, None) is not None and not held:
+            if kind == SLOT:  # a release
+                if held is not None and held.pop(amount, None) is not None and not held:
                     del data[key]
                 results.append(0.0)
-            elif isinstance(change, RateDelta):
-                tat, remaining = rate_adjust(held, now, change.limit, change.period_s, change.delta)
+            elif kind == RATE:
+                tat, remaining = rate_adjust(held, now, limit, window, amount)
                 self._put(key, tat, tat, now)
                 results.append(remaining)
-            elif isinstance(change, QuotaDelta):
-                used = max(0.0, (held or 0.0) + change.delta)
-                self._put(key, used, change.expires_at, now)
+            elif kind == QUOTA:
+                used = max(0.0, (held or 0.0) + amount)
+                self._put(key, used, window, now)
                 results.append(used)
-            elif isinstance(change, Renew):
-                renewed = held is not None and held.get(change.lease, 0.0) > now
+            elif kind == RENEW:
+                renewed = held is not None and held.get(amount, 0.0) > now
                 if renewed:
-                    held.put(change.lease, now + change.ttl_s)
+                    held.put(amount, now + window)
                     self._put(key, held, held.latest, now)
                 results.append(1.0 if renewed else 0.0)
             else:  # Once, Undo: nothing here is ever lost or retried, so there is nothing to apply twice
@@ -197,6 +205,22 @@ class MemoryStore(Store):
 
     async def ping(self) -> bool:
         return True
+
+
+RENEW, MARK = "l", "o"  # `_apply`'s rows for a renewal, and for a marker (Once, Undo)
+
+
+def _row(change: Change) -> tuple[Row, Any]:
+    """A change as the row and amount `_apply` takes."""
+    if isinstance(change, Release):
+        return (SLOT, change.key, 0, 0.0, False), change.lease
+    if isinstance(change, RateDelta):
+        return (RATE, change.key, change.limit, change.period_s, False), change.delta
+    if isinstance(change, QuotaDelta):
+        return (QUOTA, change.key, 0.0, change.expires_at, False), change.delta
+    if isinstance(change, Renew):
+        return (RENEW, change.key, 0, change.ttl_s, False), change.lease
+    return (MARK, change.key, 0, 0.0, False), None
 
 
 __all__ = ["MemoryStore", "Quota", "Rate", "Slot"]

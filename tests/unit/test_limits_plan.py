@@ -3,6 +3,8 @@ limits keep admission's order and follow the budget's period."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from hypothesis import given
@@ -13,7 +15,8 @@ from proxy.limits.limiter import Decision, Limit, LimitPlan
 from proxy.policy.compile import compile_policy
 from proxy.policy.load import policy_from_text
 from proxy.stages.ratelimit import BodyRateLimitStage, RateLimitStage
-from proxy.state import Quota, Rate, Slot
+from proxy.state import MemoryStore, Quota, QuotaDelta, Rate, RateDelta, Release, Slot, arith
+from proxy.state.arith import UNIT_EPS
 from proxy.state.base import FIGURES, QUOTA, RATE, SLOT, Plan
 
 KEYS = st.sampled_from(["a", "b", "c"])
@@ -54,6 +57,33 @@ def test_a_decisions_reports_from_its_figures_are_those_of_its_limits_and_verdic
     assert [limit for limit, _ in fast.results] == limits
     assert [verdict.remaining for _, verdict in fast.results] == figures[1::FIGURES]
     assert fast.reports() == Decision(True, "direct", fast.results).reports()
+
+
+@given(st.lists(CHECKS, max_size=6), st.lists(st.floats(-1e6, 1e6), min_size=6, max_size=6), st.floats(0, 1e9))
+def test_a_plans_settlement_applied_at_once_is_its_changes_applied(checks, deltas, now):
+    """`settle_now` walks the rows; `adjust_now` takes the changes they stand for: same totals, same results."""
+    checks = [replace(check, key=f"{type(check).__name__}:{check.key}") for check in checks]  # a key, one kind
+    plan, amounts = Plan.of(checks)
+    amounts = [lease if isinstance(lease, str) else delta for lease, delta in zip(amounts, deltas, strict=False)]
+    changes = plan.changes(amounts)
+    assert [type(change) for change in changes] == [
+        {Rate: RateDelta, Slot: Release, Quota: QuotaDelta}[type(check)] for check in checks
+    ]
+    stores = MemoryStore(), MemoryStore()
+    for store in stores:  # the same state first: every check admitted once (or refused alike)
+        store.admit_now(plan, Plan.of(checks)[1], now)
+    assert stores[0].settle_now(plan, amounts, now + 1) == stores[1].adjust_now(changes, now + 1)
+    assert stores[0]._data == stores[1]._data
+
+
+@given(st.floats(0, 2e9), st.floats(-1e4, 1e4), st.integers(1, 10**10), st.sampled_from([1.0, 60.0, 86400.0]))
+def test_the_units_left_are_max_of_zero_and_the_floor_as_they_always_were(now, ahead, limit, period_s):
+    tat = now + ahead
+    interval = period_s / limit
+    expected = max(0.0, float(math.floor((now + period_s - tat) / interval + UNIT_EPS)))
+    assert arith._remaining(tat, now, period_s, interval) == expected
+    new_tat, _ = arith.rate_adjust(tat, now, limit, period_s, -abs(ahead) * 10)
+    assert new_tat == max(now, max(now, tat) - abs(ahead) * 10 * period_s / limit)
 
 
 POLICY = """
