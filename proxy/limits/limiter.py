@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from proxy.errors import ServiceUnavailable
-from proxy.limits.headers import Report
+from proxy.limits.headers import Report, header_names, put_rate_header, put_rate_headers
 from proxy.state import BackendUnavailable, Change, Check, Quota, Rate, Release, Slot, Store, Verdict
 from proxy.state.base import FIGURES, QUOTA, SLOT, Plan, verdicts
 
@@ -61,13 +61,15 @@ class Limit:
 
 
 Meaning = tuple[str, str, str | None]  # a limit's reason, text and dimension
+# Per dimension: its header names, and its rows as (where their figures start, their limit as a header value).
+HeaderRows = tuple[tuple[tuple[str, str, str], tuple[tuple[int, str], ...]], ...]
 
 
 class LimitPlan:
     """Limits compiled once (per caller and route): the store's `Plan` and, per row, what it means. A request
     passes only its amounts (see `Plan`); check and verdict objects are made only for a refusal."""
 
-    __slots__ = ("meanings", "plan", "reported")
+    __slots__ = ("_headers", "meanings", "plan", "reported")
 
     def __init__(self, plan: Plan, meanings: Sequence[Meaning]):
         self.plan = plan
@@ -78,6 +80,22 @@ class LimitPlan:
             for index, (_, _, dimension) in enumerate(self.meanings)
             if dimension is not None and plan.rows[index][0] != QUOTA
         )
+        self._headers: dict[str, HeaderRows] = {}
+
+    def headers(self, protocol: str) -> HeaderRows:
+        """Per dimension, in `reports`' order: its header names in `protocol`'s convention, and its rows (where
+        their figures start, and their limit as a header value); empty for a protocol without a convention."""
+        found = self._headers.get(protocol)
+        if found is None:
+            groups: dict[str, list[tuple[int, str]]] = {}
+            for dimension, index, limit in self.reported:
+                groups.setdefault(dimension, []).append((index * FIGURES, str(limit)))
+            found = self._headers[protocol] = tuple(
+                (names, tuple(rows))
+                for dimension, rows in groups.items()
+                if (names := header_names(protocol, dimension)) is not None
+            )
+        return found
 
     @staticmethod
     def of(limits: Sequence[Limit]) -> tuple[LimitPlan, list[Any]]:
@@ -127,6 +145,24 @@ class Decision:
     def binding(self) -> tuple[Limit, Verdict]:
         """The refusal that lasts longest: the request passes only once it has lifted."""
         return max(self.denied, key=lambda item: item[1].retry_after_s)
+
+    def put_headers(self, target: MutableMapping[str, str], protocol: str, now: float | None = None) -> None:
+        """`put_rate_headers` of `reports()`, straight from the figures (an admission's usual path)."""
+        limits = self.limits
+        if limits is None or self._results is not None:
+            put_rate_headers(target, protocol, self.reports(), now)
+            return
+        groups = limits.headers(protocol)
+        if not groups:
+            return
+        figures, openai = self.figures, protocol == "openai"
+        for names, rows in groups:
+            at, limit = rows[0]
+            remaining = figures[at + 1]
+            for other, other_limit in rows[1:]:  # the tightest: the first with the fewest units left
+                if figures[other + 1] < remaining:
+                    at, limit, remaining = other, other_limit, figures[other + 1]
+            put_rate_header(target, openai, names, limit, remaining, figures[at + 2], now)
 
     def reports(self) -> dict[str, Report]:
         """Per dimension, the tightest limit: the one with the fewest units left."""

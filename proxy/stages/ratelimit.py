@@ -26,7 +26,7 @@ from proxy.limits.admission import CallerAdmission, Variant, budget_texts, rate_
 from proxy.limits.config import RateLimitStageConfig
 from proxy.limits.context import ANONYMOUS, CallerPlan, LimitsContext, limits_context
 from proxy.limits.estimate import Estimate, actual_cost, actual_tokens, estimate
-from proxy.limits.headers import put_rate_headers, rate_headers, retry_headers, rfc3339
+from proxy.limits.headers import rate_headers, retry_headers, rfc3339
 from proxy.limits.keys import new_lease, part
 from proxy.limits.limiter import Decision
 from proxy.pipeline import Stage, StageFactory
@@ -176,9 +176,7 @@ class RateLimitStage(Stage):
     def on_response_headers(self, ex: Exchange) -> None:
         decision = self._decision
         if self.enforcing and decision is not None and decision.admitted:
-            reports = decision.reports()
-            if reports:
-                put_rate_headers(ex.response_headers, ex.protocol.name, reports)
+            decision.put_headers(ex.response_headers, ex.protocol.name)
 
     async def on_complete(self, ex: Exchange) -> None:
         if self._settled:

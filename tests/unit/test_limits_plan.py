@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.limits.headers import rate_headers
 from proxy.limits.keys import day_period, month_period, part
 from proxy.limits.limiter import Decision, Limit, LimitPlan
 from proxy.policy.compile import compile_policy
@@ -57,6 +58,10 @@ def test_a_decisions_reports_from_its_figures_are_those_of_its_limits_and_verdic
     assert [limit for limit, _ in fast.results] == limits
     assert [verdict.remaining for _, verdict in fast.results] == figures[1::FIGURES]
     assert fast.reports() == Decision(True, "direct", fast.results).reports()
+    for protocol in ("openai", "anthropic", "http"):
+        put: dict[str, str] = {}
+        fast.put_headers(put, protocol, now=1.8e9)
+        assert list(put.items()) == list(rate_headers(protocol, fast.reports(), now=1.8e9).items())
 
 
 @given(st.lists(CHECKS, max_size=6), st.lists(st.floats(-1e6, 1e6), min_size=6, max_size=6), st.floats(0, 1e9))
