@@ -106,13 +106,8 @@ class MemoryStore(Store):
         allowed = True
         data = self._data
         for (kind, key, limit, window, strict), amount in zip(plan.rows, amounts, strict=True):
-            held = None  # the key's live value (an expired entry goes), read inline: a call per key costs
-            entry = data.get(key)
-            if entry is not None:
-                if entry[1] <= now:
-                    del data[key]
-                else:
-                    held = entry[0]
+            entry = data.get(key)  # the key's live value, read inline (a call per key costs): an expired one goes
+            held = None if entry is None else entry[0] if entry[1] > now else _gone(data, key)
             if kind == RATE:
                 verdict, tat = rate_check(held, now, limit, window, amount)
                 figures += verdict
@@ -174,13 +169,8 @@ class MemoryStore(Store):
         results: list[float] = []
         data = self._data
         for (kind, key, limit, window, _), amount in changes:
-            held = None  # the key's live value, as in `admit_now`
-            entry = data.get(key)
-            if entry is not None:
-                if entry[1] <= now:
-                    del data[key]
-                else:
-                    held = entry[0]
+            entry = data.get(key)  # the key's live value, as in `admit_now`
+            held = None if entry is None else entry[0] if entry[1] > now else _gone(data, key)
             if kind == SLOT:  # a release
                 if held is not None and held.pop(amount, None) is not None and not held:
                     del data[key]
@@ -205,6 +195,11 @@ class MemoryStore(Store):
 
     async def ping(self) -> bool:
         return True
+
+
+def _gone(data: dict[str, tuple[Any, float]], key: str) -> None:
+    """Deletes an expired entry; it reads as no value."""
+    del data[key]
 
 
 RENEW, MARK = "l", "o"  # `_apply`'s rows for a renewal, and for a marker (Once, Undo)
