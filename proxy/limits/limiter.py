@@ -1,7 +1,8 @@
 """Admission: every limit of a request checked in one store call, waiting if the policy allows.
 
 The stages say what to check (`Limit`s: a store check, the reason it refuses for, the
-header dimension it reports); this module makes the call, waits for capacity within
+header dimension it reports), or hand over limits compiled once (`LimitPlan`, its rows the
+store walks) with a request's amounts; this module makes the call, waits for capacity within
 `wait_s` when every refusal is of a kind that frees up (rates, concurrency: never
 quotas), and applies `state.on_backend_error` when the store is unreachable: admit
 (`fail_open`, counted) or 503 (`fail_closed`). Refusal reasons and admission kinds are

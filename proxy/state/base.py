@@ -10,9 +10,11 @@ Time is passed in (`now`, epoch seconds) rather than read by the store, so the
 arithmetic is tested with an injected clock and replicas share one notion of time
 (their clocks must be NTP-synchronised; a skew of d seconds lets d x rate extra through).
 
-The checks, verdicts and changes are plain slotted dataclasses, never changed once built
-(not `frozen`: several are built per request, and a frozen one costs about three times as
-much to construct).
+A call passes a `Plan` (the checks' rows, compiled once per caller and route) and the
+request's amounts, and an admission answers in flat figures, so the usual request builds no
+check or verdict objects. Those are plain slotted dataclasses, never changed once built (not
+`frozen`: a frozen one costs about three times as much to construct), for the calls still
+made of them (`acquire`, `adjust`, a lost call's undo, lease renewals, tests).
 """
 
 from __future__ import annotations
