@@ -42,9 +42,7 @@ def output_cap(body: Any, fields: tuple[str, ...], default: int, choices: bool) 
 def may_hold_media(raw: bytes) -> bool:
     """False when the body cannot hold a media part: none has a type without one of these words. (`find`,
     not `in`: a bytes `in` first tries its operand as an integer, and builds and drops a TypeError.)"""
-    return (
-        raw.find(b"image") >= 0 or raw.find(b"audio") >= 0 or raw.find(b"file") >= 0 or raw.find(b"document") >= 0
-    )
+    return raw.find(b"image") >= 0 or raw.find(b"audio") >= 0 or raw.find(b"file") >= 0 or raw.find(b"document") >= 0
 
 
 def media_bound(raw: bytes, messages: Iterable[Mapping[str, Any]], media_part_tokens: int) -> int:
