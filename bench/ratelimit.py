@@ -38,8 +38,9 @@ from support import ROOT, compare, free_port, start, stop, wait_ready
 
 sys.path.insert(0, str(ROOT))
 
-from proxy.limits.limiter import Limit, Limiter
-from proxy.state import MemoryStore, Quota, QuotaDelta, Rate, RateDelta, Release, Slot, Store
+from proxy.limits.limiter import Limit, Limiter, LimitPlan
+from proxy.state import MemoryStore, Quota, Rate, Slot, Store
+from proxy.state.base import Plan
 from proxy.state.redis import RedisStore
 
 KEY = "bench-key"
@@ -64,46 +65,49 @@ callers:
 # ---- 1. the limiter alone
 
 
-def one_request(prefix: str, n: int) -> tuple[list[Limit], list]:
+def compiled(prefix: str) -> tuple[LimitPlan, Plan]:
+    """A caller's admission and settlement as the rate-limit stage compiles them once (proxy/limits/admission.py)."""
     now = time.time()
-    key, lease = f"{prefix}c:bench", uuid.uuid4().hex
-    limits = [
-        Limit(Rate(f"{key}:rpm", 10_000_000, 60, 1), "requests", "", "requests"),
-        Limit(Rate(f"{key}:tpm", 10**10, 60, 1500), "tokens", "", "tokens"),
-        Limit(Slot(f"{key}:conc", 100_000, lease, 660), "concurrent", ""),
-        Limit(Quota(f"{key}:usd:d", 1e9, 0.002, now + 86_400), "budget_day", ""),
-        Limit(Quota(f"{key}:usd:m", 1e9, 0.002, now + 86_400 * 31), "budget_month", ""),
-    ]
-    settle = [
-        Release(f"{key}:conc", lease),
-        RateDelta(f"{key}:tpm", 10**10, 60, -1200),
-        QuotaDelta(f"{key}:usd:d", -0.001, now + 86_400),
-        QuotaDelta(f"{key}:usd:m", -0.001, now + 86_400 * 31),
-    ]
-    return limits, settle
+    key = f"{prefix}c:bench"
+    limits, _ = LimitPlan.of(
+        [
+            Limit(Rate(f"{key}:rpm", 10_000_000, 60, 1), "requests", "", "requests"),
+            Limit(Rate(f"{key}:tpm", 10**10, 60, 1500), "tokens", "", "tokens"),
+            Limit(Slot(f"{key}:conc", 100_000, "", 660), "concurrent", ""),
+            Limit(Quota(f"{key}:usd:d", 1e9, 0.002, now + 86_400), "budget_day", ""),
+            Limit(Quota(f"{key}:usd:m", 1e9, 0.002, now + 86_400 * 31), "budget_month", ""),
+        ]
+    )
+    rows = limits.plan.rows
+    return limits, Plan([rows[2], rows[1], rows[3], rows[4]])  # release, then the corrections
 
 
 async def limiter_bench(store: Store, total: int, concurrency: int) -> dict[str, float]:
+    """One request's admission (five checks) and settlement (a release, three corrections), as the stage makes
+    them: compiled once, with this request's amounts."""
     limiter = Limiter(lambda: store, fail_closed=True)
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    limits, settlement = compiled(prefix)
     latencies: list[float] = []
     remaining = total
+
+    async def one(once_key: str) -> bool:
+        lease = uuid.uuid4().hex
+        decision = await limiter.admit_plan(limits, (1, 1500, lease, 0.002, 0.002), 0.0, once_key)
+        await limiter.settle_plan(settlement, (lease, -1200, -0.001, -0.001), once_key)
+        return decision.admitted
 
     async def worker() -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            limits, settle = one_request(prefix, remaining)
             start = time.perf_counter()
-            decision = await limiter.admit(limits)
-            await limiter.settle(settle, f"{prefix}once:{remaining}")
+            admitted = await one(f"{prefix}once:{remaining}")
             latencies.append(time.perf_counter() - start)
-            assert decision.admitted
+            assert admitted
 
     for _ in range(200):  # warm up: script load, connections
-        limits, settle = one_request(prefix, 0)
-        await limiter.admit(limits)
-        await limiter.settle(settle, f"{prefix}once:warm")
+        await one(f"{prefix}once:warm")
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start

@@ -15,6 +15,7 @@ from collections.abc import MutableMapping
 from datetime import UTC, datetime
 
 Report = tuple[int, float, float]  # limit, remaining, seconds until full again
+_ceil = math.ceil
 
 
 def openai_duration(seconds: float) -> str:
@@ -53,6 +54,35 @@ _NAMES: dict[str, dict[str, tuple[str, str, str]]] = {
 }
 
 
+def header_names(protocol: str, dimension: str) -> tuple[str, str, str] | None:
+    """A dimension's header names in `protocol`'s convention; None for a protocol without one."""
+    names = _NAMES.get(protocol)
+    if names is None:
+        return None
+    return names.get(dimension) or _names(protocol, dimension)
+
+
+def put_rate_header(
+    target: MutableMapping[str, str],
+    openai: bool,
+    names: tuple[str, str, str],
+    limit: str,
+    remaining: float,
+    reset_s: float,
+    now: float | None = None,
+) -> None:
+    """Sets one dimension's limit, remaining and reset headers (`names`), in OpenAI's convention or Anthropic's."""
+    limit_name, remaining_name, reset_name = names
+    target[limit_name] = limit
+    target[remaining_name] = str(int(remaining))
+    if not openai:
+        target[reset_name] = rfc3339(reset_s, now)
+    elif 0.0 <= reset_s < 1.0:  # `openai_duration`'s first case, the usual one, without the call
+        target[reset_name] = f"{_ceil(reset_s * 1000)}ms"
+    else:
+        target[reset_name] = openai_duration(reset_s)
+
+
 def put_rate_headers(
     target: MutableMapping[str, str], protocol: str, reports: dict[str, Report], now: float | None = None
 ) -> None:
@@ -62,10 +92,8 @@ def put_rate_headers(
         return
     openai = protocol == "openai"
     for dimension, (limit, remaining, reset_s) in reports.items():
-        limit_name, remaining_name, reset_name = names.get(dimension) or _names(protocol, dimension)
-        target[limit_name] = str(limit)
-        target[remaining_name] = str(int(remaining))
-        target[reset_name] = openai_duration(reset_s) if openai else rfc3339(reset_s, now)
+        dimension_names = names.get(dimension) or _names(protocol, dimension)
+        put_rate_header(target, openai, dimension_names, str(limit), remaining, reset_s, now)
 
 
 def rate_headers(protocol: str, reports: dict[str, Report], now: float | None = None) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Admission: every limit of a request checked in one store call, waiting if the policy allows.
 
 The stages say what to check (`Limit`s: a store check, the reason it refuses for, the
-header dimension it reports); this module makes the call, waits for capacity within
+header dimension it reports), or hand over limits compiled once (`LimitPlan`, its rows the
+store walks) with a request's amounts; this module makes the call, waits for capacity within
 `wait_s` when every refusal is of a kind that frees up (rates, concurrency: never
 quotas), and applies `state.on_backend_error` when the store is unreachable: admit
 (`fail_open`, counted) or 503 (`fail_closed`). Refusal reasons and admission kinds are
@@ -13,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from proxy.errors import ServiceUnavailable
-from proxy.limits.headers import Report
+from proxy.limits.headers import Report, header_names, put_rate_header, put_rate_headers
 from proxy.state import BackendUnavailable, Change, Check, Quota, Rate, Release, Slot, Store, Verdict
+from proxy.state.base import FIGURES, QUOTA, SLOT, Plan, verdicts
 
 POLL_S = 0.02  # how often a waiting request asks again for a concurrency slot
 REASONS = frozenset(
@@ -44,7 +47,7 @@ REASONS = frozenset(
     }
 )
 ADMITTED_HOW = ("direct", "waited", "fail_open")
-_COUNTED = (Rate, Slot)  # the checks the rate headers report (a tuple: `Rate | Slot` is a new object per use)
+TOO_LARGE = Verdict(False, 0.0, 0.0, math.inf)  # a rate no request of this size can ever pass
 
 
 @dataclass(slots=True)  # several per request: not frozen (see proxy/state/base.py)
@@ -58,11 +61,83 @@ class Limit:
     dimension: str | None = None
 
 
-@dataclass(slots=True)
+Meaning = tuple[str, str, str | None]  # a limit's reason, text and dimension
+# Per dimension: its header names, and its rows as (where their figures start, their limit as a header value).
+HeaderRows = tuple[tuple[tuple[str, str, str], tuple[tuple[int, str], ...]], ...]
+
+
+class LimitPlan:
+    """Limits compiled once (per caller and route): the store's `Plan` and, per row, what it means. A request
+    passes only its amounts (see `Plan`); check and verdict objects are made only for a refusal."""
+
+    __slots__ = ("_headers", "meanings", "plan", "reported")
+
+    def __init__(self, plan: Plan, meanings: Sequence[Meaning]):
+        self.plan = plan
+        self.meanings = tuple(meanings)
+        # The rows the rate headers report: rates and slots with a dimension (dimension, row, limit).
+        self.reported = tuple(
+            (dimension, index, plan.rows[index][2])
+            for index, (_, _, dimension) in enumerate(self.meanings)
+            if dimension is not None and plan.rows[index][0] != QUOTA
+        )
+        self._headers: dict[str, HeaderRows] = {}
+
+    def headers(self, protocol: str) -> HeaderRows:
+        """Per dimension, in `reports`' order: its header names in `protocol`'s convention, and its rows (where
+        their figures start, and their limit as a header value); empty for a protocol without a convention."""
+        found = self._headers.get(protocol)
+        if found is None:
+            groups: dict[str, list[tuple[int, str]]] = {}
+            for dimension, index, limit in self.reported:
+                groups.setdefault(dimension, []).append((index * FIGURES, str(limit)))
+            found = self._headers[protocol] = tuple(
+                (names, tuple(rows))
+                for dimension, rows in groups.items()
+                if (names := header_names(protocol, dimension)) is not None
+            )
+        return found
+
+    @staticmethod
+    def of(limits: Sequence[Limit]) -> tuple[LimitPlan, list[Any]]:
+        """A plan made for one call, and its amounts."""
+        plan, amounts = Plan.of([limit.check for limit in limits])
+        return LimitPlan(plan, [(limit.reason, limit.text, limit.dimension) for limit in limits]), amounts
+
+    def limit(self, index: int, amount: Any) -> Limit:
+        return Limit(self.plan.check(index, amount), *self.meanings[index])
+
+
 class Decision:
-    admitted: bool
-    how: str  # one of ADMITTED_HOW, or "refused"
-    results: list[tuple[Limit, Verdict]] = field(default_factory=list)
+    """An admission's outcome: the plan it checked, its amounts and the store's figures (`FIGURES` per row);
+    `results` pairs them as limits and verdicts (made when asked: a refusal)."""
+
+    __slots__ = ("_results", "admitted", "amounts", "figures", "how", "limits")
+
+    def __init__(
+        self,
+        admitted: bool,
+        how: str,  # one of ADMITTED_HOW, or "refused"
+        results: list[tuple[Limit, Verdict]] | None = None,
+        limits: LimitPlan | None = None,
+        amounts: Sequence[Any] = (),
+        figures: list[float] | None = None,
+    ):
+        self.admitted = admitted
+        self.how = how
+        self._results = results
+        self.limits = limits
+        self.amounts = amounts
+        self.figures = figures if figures is not None else []
+
+    @property
+    def results(self) -> list[tuple[Limit, Verdict]]:
+        if self._results is not None:
+            return self._results
+        plan, amounts = self.limits, self.amounts
+        if plan is None:
+            return []
+        return [(plan.limit(index, amounts[index]), verdict) for index, verdict in enumerate(verdicts(self.figures))]
 
     @property
     def denied(self) -> list[tuple[Limit, Verdict]]:
@@ -72,16 +147,44 @@ class Decision:
         """The refusal that lasts longest: the request passes only once it has lifted."""
         return max(self.denied, key=lambda item: item[1].retry_after_s)
 
+    def put_headers(self, target: MutableMapping[str, str], protocol: str, now: float | None = None) -> None:
+        """`put_rate_headers` of `reports()`, straight from the figures (an admission's usual path)."""
+        limits = self.limits
+        if limits is None or self._results is not None:
+            put_rate_headers(target, protocol, self.reports(), now)
+            return
+        groups = limits.headers(protocol)
+        if not groups:
+            return
+        figures, openai = self.figures, protocol == "openai"
+        for names, rows in groups:
+            at, limit = rows[0]
+            remaining = figures[at + 1]
+            for other, other_limit in rows[1:]:  # the tightest: the first with the fewest units left
+                if figures[other + 1] < remaining:
+                    at, limit, remaining = other, other_limit, figures[other + 1]
+            put_rate_header(target, openai, names, limit, remaining, figures[at + 2], now)
+
     def reports(self) -> dict[str, Report]:
         """Per dimension, the tightest limit: the one with the fewest units left."""
         reports: dict[str, Report] = {}
-        for limit, verdict in self.results:
-            dimension, check = limit.dimension, limit.check
-            if dimension is None or not isinstance(check, _COUNTED):
-                continue
-            current = reports.get(dimension)
-            if current is None or verdict.remaining < current[1]:
-                reports[dimension] = (check.limit, verdict.remaining, verdict.reset_s)
+        if self._results is not None:  # limits that were never sent to the store
+            for limit, verdict in self._results:
+                dimension, check = limit.dimension, limit.check
+                if dimension is None or isinstance(check, Quota):
+                    continue
+                current = reports.get(dimension)
+                if current is None or verdict.remaining < current[1]:
+                    reports[dimension] = (check.limit, verdict.remaining, verdict.reset_s)
+            return reports
+        if self.limits is not None:
+            figures = self.figures
+            for dimension, index, limit in self.limits.reported:
+                at = index * FIGURES
+                remaining = figures[at + 1]
+                current = reports.get(dimension)
+                if current is None or remaining < current[1]:
+                    reports[dimension] = (limit, remaining, figures[at + 2])
         return reports
 
 
@@ -109,24 +212,31 @@ class Limiter:
         fails without an answer is undone in the background should the store apply it after all."""
         if not limits:
             return Decision(True, "direct")
-        checks: list[Check] = []
-        oversized = False
-        for limit in limits:  # one pass: the checks, and whether any is too large (`too_large`, inlined)
-            check = limit.check
-            checks.append(check)
-            if isinstance(check, Rate) and check.cost > check.limit:
-                oversized = True
-        if oversized:
-            refused = [(limit, Verdict(False, 0.0, 0.0, math.inf)) for limit in limits if too_large(limit)]
-            return Decision(False, "refused", refused)
+        plan, amounts = LimitPlan.of(limits)
+        return await self.admit_plan(plan, amounts, wait_s, once_key)
+
+    async def admit_plan(
+        self, limits: LimitPlan, amounts: Sequence[Any], wait_s: float = 0.0, once_key: str | None = None
+    ) -> Decision:
+        """`admit` of compiled limits, with this request's amounts (one per row, see `Plan`)."""
+        plan = limits.plan
+        if not plan.rows:
+            return Decision(True, "direct")
+        for index, most in plan.rates:
+            if amounts[index] > most:  # `too_large`
+                refused = [(limits.limit(at, amounts[at]), TOO_LARGE) for at, most in plan.rates if amounts[at] > most]
+                return Decision(False, "refused", refused)
         waited = 0.0
         while True:
             store = self._store()
             try:
-                verdicts = await store.acquire(checks, self.clock(), once_key)
+                if store.immediate:
+                    figures = store.admit_now(plan, amounts, self.clock())
+                else:
+                    figures = await store.admit(plan, amounts, self.clock(), once_key)
             except BackendUnavailable as exc:
                 if exc.maybe_applied and once_key is not None:
-                    store.cancel(checks, once_key)
+                    store.cancel(plan.checks(amounts), once_key)
                 if self.fail_closed:
                     raise ServiceUnavailable(
                         "the proxy cannot check its limits right now (its state backend is unreachable); "
@@ -135,17 +245,9 @@ class Limiter:
                         headers={"retry-after": "1"},
                     ) from None
                 return Decision(True, "fail_open")
-            allowed = True
-            for verdict in verdicts:
-                if not verdict.allowed:
-                    allowed = False
-                    break
-            decision = Decision(allowed, "direct", list(zip(limits, verdicts, strict=True)))
-            if decision.admitted:
-                if waited:
-                    decision.how = "waited"
-                return decision
-            decision.how = "refused"
+            if all(figures[::FIGURES]):
+                return Decision(True, "waited" if waited else "direct", None, limits, amounts, figures)
+            decision = Decision(False, "refused", None, limits, amounts, figures)
             pause = self._pause(decision)
             if pause is None or waited + pause > wait_s:
                 return decision
@@ -170,11 +272,21 @@ class Limiter:
     def hold(self, decision: Decision) -> None:
         """Keep the admitted slots' leases renewed while the response lives."""
         store = self._store()
-        if store.lease_s is None:  # nothing to renew (the memory store)
+        if store.lease_s is None or decision.limits is None:  # nothing to renew (the memory store)
             return
-        for limit, _ in decision.results:
-            if isinstance(limit.check, Slot):
-                store.hold(limit.check)
+        plan, amounts = decision.limits.plan, decision.amounts
+        for index, row in enumerate(plan.rows):
+            if row[0] == SLOT:
+                store.hold(plan.check(index, amounts[index]))  # type: ignore[arg-type]
+
+    async def settle_plan(self, plan: Plan, amounts: Sequence[Any], once_key: str) -> list[float] | None:
+        """`settle` of `plan.changes(amounts)`; an immediate store applies them without their being made."""
+        if not plan.rows:
+            return []
+        store = self._store()
+        if store.immediate:
+            return store.settle_now(plan, amounts, self.clock())
+        return await self.settle(plan.changes(amounts), once_key)
 
     async def settle(self, changes: Sequence[Change], once_key: str) -> list[float] | None:
         """Corrections after the response, never refused and never lost: None when the store could not
@@ -182,6 +294,8 @@ class Limiter:
         if not changes:
             return []
         store = self._store()
+        if store.immediate:
+            return store.adjust_now(changes, self.clock())
         if store.lease_s is not None:  # stop renewing what is released
             for change in changes:
                 if isinstance(change, Release):

@@ -30,18 +30,19 @@ def output_cap(body: Any, fields: tuple[str, ...], default: int, choices: bool) 
     cap = default
     for field in fields:
         value = body.get(field)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        if value is not None and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             cap = value
             break
     n = body.get("n") if choices else None
-    if isinstance(n, int) and not isinstance(n, bool) and n > 1:
+    if n is not None and isinstance(n, int) and not isinstance(n, bool) and n > 1:
         cap *= min(n, MAX_CHOICES)
     return cap
 
 
 def may_hold_media(raw: bytes) -> bool:
-    """False when the body cannot hold a media part: none has a type without one of these words."""
-    return b"image" in raw or b"audio" in raw or b"file" in raw or b"document" in raw
+    """False when the body cannot hold a media part: none has a type without one of these words. (`find`,
+    not `in`: a bytes `in` first tries its operand as an integer, and builds and drops a TypeError.)"""
+    return raw.find(b"image") >= 0 or raw.find(b"audio") >= 0 or raw.find(b"file") >= 0 or raw.find(b"document") >= 0
 
 
 def media_bound(raw: bytes, messages: Iterable[Mapping[str, Any]], media_part_tokens: int) -> int:

@@ -16,31 +16,28 @@ rate-limit headers (which successful responses carry too); a spent budget is 429
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from proxy.errors import ProxyError, QuotaExceeded, RateLimited, ServiceUnavailable
 from proxy.exchange import Exchange, Reply
-from proxy.limits.config import Budget, Limits, RateLimitStageConfig
+from proxy.limits.admission import CallerAdmission, Variant, budget_texts, rate_texts
+from proxy.limits.config import RateLimitStageConfig
 from proxy.limits.context import ANONYMOUS, CallerPlan, LimitsContext, limits_context
 from proxy.limits.estimate import Estimate, actual_cost, actual_tokens, estimate
-from proxy.limits.headers import put_rate_headers, rate_headers, retry_headers, rfc3339
-from proxy.limits.keys import day_period, month_period, new_lease, part
-from proxy.limits.limiter import Decision, Limit
+from proxy.limits.headers import rate_headers, retry_headers, rfc3339
+from proxy.limits.keys import new_lease, part
+from proxy.limits.limiter import Decision
 from proxy.pipeline import Stage, StageFactory
 from proxy.policy.schema import Route
-from proxy.state import Quota, QuotaDelta, Rate, RateDelta, Release, Slot
+from proxy.state import Quota, Rate
+from proxy.state.base import FIGURES
 
 if TYPE_CHECKING:
     from proxy.policy.context import BuildContext
 
-MINUTE = 60.0
 MEMO_ENTRIES = 4096  # callers whose compiled admission a route's factory remembers (then it starts over)
-# A key, reason, refusal text and limit of one limited dimension.
-_RateText = tuple[str, str, str, int]
-_RateTexts = tuple[Limit | None, _RateText | None, _RateText | None]
 # Without leases (the memory store), a slot outlives the route's deadline by this much if its release never came.
 LEASE_MARGIN_S = 60.0
 
@@ -48,31 +45,29 @@ LEASE_MARGIN_S = 60.0
 class RateLimitStage(Stage):
     name: ClassVar[str] = "ratelimit"
 
+    # A request's state: these class-level values stand until the request sets its own (a stage per request).
+    _plan: CallerPlan | None = None
+    _profile = "default"
+    _deferred = False
+    _decision: Decision | None = None
+    _estimate: Estimate | None = None
+    _admission: CallerAdmission | None = None
+    _variant: Variant | None = None  # what the admission checked: its slots are released in on_complete
+    _id = ""  # the admission's own id: its leases and the key that makes its settlement apply once
+    _once_key = ""  # that key
+    _settled = False
+
     def __init__(self, factory: RateLimitFactory):
         super().__init__(factory.mode)
         self._f = factory
-        self._plan: CallerPlan | None = None
-        self._profile = "default"
-        self._deferred = False
-        self._decision: Decision | None = None
-        self._estimate: Estimate | None = None
-        self._releases: list[Release] = []  # slots this request may hold: released once, in on_complete
-        self._token_rates: list[Rate] = []  # the admission's token rates and budget quotas, corrected in on_complete
-        self._quotas: list[tuple[Quota, str]] = []  # with the period each is for (day, month)
-        self._id = ""  # the admission's own id: its leases and the key that makes its settlement apply once
-        self._once_key = ""  # that key
-        self._settled = False
 
     # ---- admission
 
     async def on_request_headers(self, ex: Exchange) -> Reply | None:
-        f = self._f
-        self._profile = ex.caller.profile if ex.caller is not None else "default"
-        self._plan = f.shared.plans.get(self._profile)
-        if self._plan is None and f.route_limit is None:
+        if not self._caller(ex):
             return None
-        needs_body = (self._plan is not None and self._plan.needs_body) or f.route_needs_body
-        if needs_body and ex.protocol.parses_json:
+        plan = self._plan
+        if ((plan is not None and plan.needs_body) or self._f.route_needs_body) and ex.protocol.parses_json:
             self._deferred = True  # one admission, once the body is here
             return None
         await self._admit(ex, None)
@@ -85,74 +80,70 @@ class RateLimitStage(Stage):
             await self._admit(ex, estimate(ex, f.config.default_max_tokens, f.shared.pricing))
         return None
 
+    def _caller(self, ex: Exchange) -> bool:
+        """Finds the caller's profile and plan; False when nothing limits its requests here."""
+        self._profile = ex.caller.profile if ex.caller is not None else "default"
+        self._plan = self._f.shared.plans.get(self._profile)
+        return self._plan is not None or self._f.route_limit is not None
+
     async def _admit(self, ex: Exchange, guess: Estimate | None) -> None:
         f = self._f
-        limits = self._limits(ex, guess)
-        if not limits:
+        variant, amounts = self._limits(ex, guess)
+        if variant is None:
             return
-        metrics = f.shared.metrics
         wait_s = f.config.wait_ms / 1000 if self.enforcing else 0.0
         try:
-            decision = await f.shared.limiter.admit(limits, wait_s, self._once_key)
+            decision = await f.shared.limiter.admit_plan(variant.limits, amounts, wait_s, self._once_key)
         except ServiceUnavailable:  # the slot may have been taken by a call that then timed out: still released
+            metrics = f.shared.metrics
             metrics.limit_refusals.labels(self._profile, "backend_unavailable", self.mode).inc()
             raise
-        if not decision.admitted:
-            self._releases = []  # the store refused: it took nothing
         self._decision = decision
         if decision.admitted:
-            f.shared.limiter.hold(decision)
-            metrics.child(metrics.limit_admissions, self._profile, decision.how).inc()
+            if f.holds:
+                f.shared.limiter.hold(decision)
+            admission = self._admission
+            if decision.how == "direct" and admission is not None:
+                admission.admitted()
+            else:
+                metrics = f.shared.metrics
+                metrics.child(metrics.limit_admissions, self._profile, decision.how).inc()
             if decision.how != "direct":
                 self.decide(ex, f"admitted:{decision.how}")
             self._estimate = guess
-            self._budget_gauge_from(decision)
+            if variant.quotas and decision.figures:
+                self._budget_gauges(variant, decision.figures)
             return
+        self._variant = None  # the store refused: it took nothing
         limit, _ = decision.binding()
-        metrics.limit_refusals.labels(self._profile, limit.reason, self.mode).inc()
+        f.shared.metrics.limit_refusals.labels(self._profile, limit.reason, self.mode).inc()
         raise self._refusal(ex, decision)
 
-    def _limits(self, ex: Exchange, guess: Estimate | None) -> list[Limit]:
+    def _limits(self, ex: Exchange, guess: Estimate | None) -> tuple[Variant | None, Sequence[Any]]:
+        """This request's compiled limits and its amounts (see `Variant.amounts`)."""
         f, plan = self._f, self._plan
         tokens = guess.tokens if guess is not None else 0
-        lease = self._id = new_lease()
-        self._once_key = f"{f.shared.prefix}once:{lease}"
-        limits: list[Limit] = []
-        caller = None
+        model_at = -1
         if plan is not None:
-            caller = f.admission(plan, ex.caller.name if ex.caller is not None else ANONYMOUS)
-            if caller.own is not None:
-                self._rates(caller.own, tokens, lease, limits)
+            name = ex.caller.name if ex.caller is not None else ANONYMOUS
+            admission = self._admission = f.admission(plan, name, self._profile)
             model = guess.model if guess is not None else None
             if model is not None:
-                for pattern, texts in caller.per_model:
+                for at, (pattern, _) in enumerate(admission.per_model):
                     if fnmatchcase(model, pattern):
-                        self._rates(texts, tokens, lease, limits)
+                        model_at = at
                         break
-        if f.route_texts is not None:
-            self._rates(f.route_texts, tokens, lease, limits)
-        if caller is not None and caller.budget and guess is not None:
-            cost, now = guess.cost_usd, f.shared.limiter.clock()
-            for usd, key, reason, text, period, period_name in caller.budget:
-                label, end = period(now)
-                quota = Quota(key + label, usd, cost, end)
-                self._quotas.append((quota, period_name))
-                limits.append(Limit(quota, reason, text))
-        return limits
-
-    def _rates(self, texts: _RateTexts, tokens: int, lease: str, out: list[Limit]) -> None:
-        """Appends one set of limits' checks: the requests limit is built once, tokens and the slot per request."""
-        rpm, tpm, conc = texts
-        if rpm is not None:
-            out.append(rpm)
-        if tpm is not None and tokens > 0:
-            rate = Rate(tpm[0], tpm[3], MINUTE, tokens)
-            self._token_rates.append(rate)
-            out.append(Limit(rate, tpm[1], tpm[2], "tokens"))
-        if conc is not None:
-            slot = Slot(conc[0], conc[3], lease, self._f.shared.limiter.lease_s or self._f.lease_ttl_s)
-            self._releases.append(Release(slot.key, lease))  # before the store call: a cancelled call may have taken it
-            out.append(Limit(slot, conc[1], conc[2]))
+        else:
+            admission = f.route_only
+        budget = bool(admission.budget) and guess is not None
+        now = f.shared.limiter.clock() if budget else 0.0
+        variant = admission.variant(model_at, tokens > 0, budget, now)
+        if not variant.limits.plan.rows:
+            return None, ()
+        lease = self._id = new_lease()
+        self._once_key = f"{f.shared.prefix}once:{lease}"
+        self._variant = variant  # before the store call: a cancelled call may have taken its slots
+        return variant, variant.amounts(tokens, lease, guess.cost_usd if guess is not None else 0.0)
 
     def _refusal(self, ex: Exchange, decision: Decision) -> ProxyError:
         limit, verdict = decision.binding()
@@ -185,98 +176,71 @@ class RateLimitStage(Stage):
     def on_response_headers(self, ex: Exchange) -> None:
         decision = self._decision
         if self.enforcing and decision is not None and decision.admitted:
-            reports = decision.reports()
-            if reports:
-                put_rate_headers(ex.response_headers, ex.protocol.name, reports)
+            decision.put_headers(ex.response_headers, ex.protocol.name)
 
     async def on_complete(self, ex: Exchange) -> None:
         if self._settled:
             return
         self._settled = True
-        changes: list[Release | RateDelta | QuotaDelta] = list(self._releases)
-        self._releases = []
+        variant = self._variant
+        if variant is None:  # nothing taken
+            return
+        self._variant = None
         decision, guess = self._decision, self._estimate
-        quotas: list[tuple[int, Quota, str]] = []
-        # `results` is empty when admitted without the store (fail_open): then nothing was charged to correct.
-        if decision is not None and decision.admitted and decision.results and guess is not None:
-            f = self._f
+        f = self._f
+        # `figures` is empty when admitted without the store (fail_open): then nothing was charged to correct.
+        corrected = decision is not None and decision.admitted and bool(decision.figures) and guess is not None
+        if corrected:
+            assert guess is not None
             token_delta = actual_tokens(ex, guess.tokens) - guess.tokens
             cost_delta = actual_cost(ex, guess, f.shared.pricing) - guess.cost_usd
-            if token_delta:
-                for rate in self._token_rates:
-                    changes.append(RateDelta(rate.key, rate.limit, rate.period_s, token_delta))
-            for quota, period in self._quotas:
-                quotas.append((len(changes), quota, period))
-                changes.append(QuotaDelta(quota.key, cost_delta, quota.expires_at))
-        shared = self._f.shared
-        results = await shared.limiter.settle(changes, self._once_key)
-        if results:
-            metrics = shared.metrics
-            for index, quota, period in quotas:
+            plan, amounts = variant.settlement(self._id, True, token_delta, cost_delta)
+        else:
+            plan, amounts = variant.settlement(self._id, False)
+        results = await f.shared.limiter.settle_plan(plan, amounts, self._once_key)
+        if results and corrected and variant.quotas:
+            for index, (_, _, usd, _, period) in enumerate(variant.quotas, len(results) - len(variant.quotas)):
                 if math.isnan(results[index]):
                     continue  # applied by an earlier attempt
-                metrics.child(metrics.budget_remaining_usd, self._profile, period).set(
-                    max(0.0, quota.limit - results[index])
-                )
+                self._gauge(period)(max(0.0, usd - results[index]))
 
-    def _budget_gauge_from(self, decision: Decision) -> None:
-        """The budget quotas are the admission's last checks (see `_limits`)."""
-        if self._quotas:
-            metrics = self._f.shared.metrics
-            for (_, period), (_, verdict) in zip(self._quotas, decision.results[-len(self._quotas) :], strict=False):
-                metrics.child(metrics.budget_remaining_usd, self._profile, period).set(verdict.remaining)
+    def _budget_gauges(self, variant: Variant, figures: list[float]) -> None:
+        for row, _, _, _, period in variant.quotas:
+            self._gauge(period)(figures[row * FIGURES + 1])
 
-
-# A budget's USD, key (less the period's label), reason, refusal text, period and its name, per period it limits.
-_BudgetTexts = tuple[tuple[float, str, str, str, Callable[[float], tuple[str, float]], str], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CallerAdmission:
-    """One caller's limits, compiled: its own, per model pattern (first match applies), its budget."""
-
-    own: _RateTexts | None
-    per_model: tuple[tuple[str, _RateTexts], ...]
-    budget: _BudgetTexts
+    def _gauge(self, period: str) -> Callable[[float], None]:
+        """Sets the budget gauge of this request's caller profile for `period`."""
+        admission = self._admission
+        if admission is not None:
+            return admission.gauge(period)
+        metrics = self._f.shared.metrics
+        return metrics.child(metrics.budget_remaining_usd, self._profile, period).set  # type: ignore[no-any-return]
 
 
-def rate_texts(limits: Limits, key: str, scope: str, kind: str) -> _RateTexts:
-    """What a set of limits checks for one key: the requests limit whole, the others' keys, reasons, texts."""
-    rpm, tpm, conc = limits.requests_per_minute, limits.tokens_per_minute, limits.concurrent
-    return (
-        None
-        if rpm is None
-        else Limit(
-            Rate(f"{key}:rpm", rpm, MINUTE, 1), f"{kind}requests", f"{scope}: {rpm} requests per minute", "requests"
-        ),
-        None if tpm is None else (f"{key}:tpm", f"{kind}tokens", f"{scope}: {tpm} tokens per minute", tpm),
-        None if conc is None else (f"{key}:conc", f"{kind}concurrent", f"{scope}: {conc} requests in flight", conc),
-    )
+class BodyRateLimitStage(RateLimitStage):
+    """On a route where every admission waits for the body (see `RateLimitFactory.waits_for_body`): no
+    request-header hook, which the chain then skips; the caller is looked up with the body."""
 
+    on_request_headers = Stage.on_request_headers
 
-def budget_texts(budget: Budget, caller_key: str, name: str) -> _BudgetTexts:
-    """What a caller's budget checks, per period it limits."""
-    return tuple(
-        (
-            usd,
-            f"{caller_key}:usd:{period[0]}:",
-            reason,
-            f"the budget of ${usd:.2f} per {period} of caller '{name}'",
-            when,
-            period,
-        )
-        for usd, period, reason, when in (
-            (budget.usd_per_day, "day", "budget_day", day_period),
-            (budget.usd_per_month, "month", "budget_month", month_period),
-        )
-        if usd is not None
-    )
+    async def on_request_body(self, ex: Exchange) -> Reply | None:
+        if self._caller(ex):
+            f = self._f
+            await self._admit(ex, estimate(ex, f.config.default_max_tokens, f.shared.pricing))
+        return None
 
 
 class RateLimitFactory(StageFactory):
     stage = RateLimitStage
 
-    def __init__(self, config: RateLimitStageConfig, route: Route, shared: LimitsContext, lease_ttl_s: float):
+    def __init__(
+        self,
+        config: RateLimitStageConfig,
+        route: Route,
+        shared: LimitsContext,
+        lease_ttl_s: float,
+        speaks_llm: bool = False,
+    ):
         super().__init__(config.mode)
         self.config = config
         self.shared = shared
@@ -291,10 +255,26 @@ class RateLimitFactory(StageFactory):
             else rate_texts(self.route_limit, self.route_key, f"route '{self.label}'", "route_")
         )
         self._admissions: dict[tuple[int, str], CallerAdmission] = {}
+        self.holds = shared.limiter.lease_s is not None  # a store with leases renews them while a response lives
+        self.slot_ttl_s = shared.limiter.lease_s or lease_ttl_s
+        # Callers whose profile limits nothing: the route's limits.
+        self.route_only = CallerAdmission(None, (), (), self.route_texts, self.slot_ttl_s)
+        if self.waits_for_body(speaks_llm):
+            self.stage = BodyRateLimitStage
 
-    def admission(self, plan: CallerPlan, name: str) -> CallerAdmission:
-        """What one caller's admission checks, compiled once per caller (up to `MEMO_ENTRIES`): keys,
-        reasons, refusal texts, the requests limits whole. A reload builds a new factory, so it starts over."""
+    def waits_for_body(self, speaks_llm: bool) -> bool:
+        """Every admission on this route is made once the body is here: its protocol parses the body (an LLM
+        protocol), and the route's limits, if any, count tokens, or else every caller profile with limits
+        needs the body."""
+        if not speaks_llm:
+            return False
+        if self.route_limit is not None:
+            return self.route_needs_body
+        return all(plan.needs_body for plan in self.shared.plans.values())
+
+    def admission(self, plan: CallerPlan, name: str, profile: str = "default") -> CallerAdmission:
+        """What one caller (of `profile`, whose plan `plan` is) checks, compiled once per caller (up to
+        `MEMO_ENTRIES`): keys, reasons, refusal texts, limits. A reload builds a new factory, so it starts over."""
         memo = (id(plan), name)  # `plan` lives in the policy this factory was built from
         found = self._admissions.get(memo)
         if found is None:
@@ -311,6 +291,10 @@ class RateLimitFactory(StageFactory):
                     for pattern, limits in plan.per_model
                 ),
                 () if plan.budget is None else budget_texts(plan.budget, key, name),
+                self.route_texts,
+                self.slot_ttl_s,
+                self.shared.metrics,
+                profile,
             )
         return found
 
@@ -323,4 +307,5 @@ def build(ctx: BuildContext, route: Route) -> StageFactory | None:
     if not shared.plans and (config.route_limit is None or config.route_limit.empty):
         return None  # nothing limited anywhere: no stage, no cost
     deadline = ctx.policy.upstreams[route.upstream].timeouts.total_s
-    return RateLimitFactory(config, route, shared, deadline + config.wait_ms / 1000 + LEASE_MARGIN_S)
+    lease_ttl_s = deadline + config.wait_ms / 1000 + LEASE_MARGIN_S
+    return RateLimitFactory(config, route, shared, lease_ttl_s, ctx.speaks_llm(route))

@@ -10,9 +10,11 @@ Time is passed in (`now`, epoch seconds) rather than read by the store, so the
 arithmetic is tested with an injected clock and replicas share one notion of time
 (their clocks must be NTP-synchronised; a skew of d seconds lets d x rate extra through).
 
-The checks, verdicts and changes are plain slotted dataclasses, never changed once built
-(not `frozen`: several are built per request, and a frozen one costs about three times as
-much to construct).
+A call passes a `Plan` (the checks' rows, compiled once per caller and route) and the
+request's amounts, and an admission answers in flat figures, so the usual request builds no
+check or verdict objects. Those are plain slotted dataclasses, never changed once built (not
+`frozen`: a frozen one costs about three times as much to construct), for the calls still
+made of them (`acquire`, `adjust`, a lost call's undo, lease renewals, tests).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class BackendUnavailable(Exception):
@@ -135,6 +137,78 @@ class Undo:
 
 Change = RateDelta | Release | QuotaDelta | Renew | Once | Undo
 
+# A plan's row kinds; a row is (kind, key, limit, window, strict): the window is a rate's `period_s`, a slot's
+# `ttl_s` or a quota's `expires_at`.
+RATE, SLOT, QUOTA = "r", "s", "q"
+Row = tuple[str, str, Any, float, bool]  # the limit: an int for rates and slots, a float for quotas
+FIGURES = 4  # per row of an admission's answer: allowed (1/0), remaining, reset_s, retry_after_s
+
+
+class Plan:
+    """An admission's checks, compiled once (per caller and route): the rows of what is checked, in order; a
+    call passes only what varies per request, one amount per row (a rate's or quota's cost, a slot's lease).
+    So a request's admission builds no check or verdict objects: the stores walk the rows, and answer in flat
+    figures (`FIGURES` per row)."""
+
+    __slots__ = ("marked", "rates", "rows", "wire")
+
+    def __init__(self, rows: Sequence[Row]):
+        self.rows = tuple(rows)
+        # Rates and quotas need the admission's once-marker in stores whose calls can be lost.
+        self.marked = any(row[0] != SLOT for row in self.rows)
+        self.rates = tuple((index, row[2]) for index, row in enumerate(self.rows) if row[0] == RATE)
+        self.wire: object = None  # a backend's own form of the rows, made by its first call with this plan
+
+    @staticmethod
+    def of(checks: Sequence[Check]) -> tuple[Plan, list[Any]]:
+        """A plan made for one call, and its amounts."""
+        rows: list[Row] = []
+        amounts: list[Any] = []
+        for check in checks:
+            if isinstance(check, Rate):
+                rows.append((RATE, check.key, check.limit, check.period_s, False))
+                amounts.append(check.cost)
+            elif isinstance(check, Slot):
+                rows.append((SLOT, check.key, check.limit, check.ttl_s, False))
+                amounts.append(check.lease)
+            else:
+                rows.append((QUOTA, check.key, check.limit, check.expires_at, check.strict))
+                amounts.append(check.cost)
+        return Plan(rows), amounts
+
+    def changes(self, amounts: Sequence[Any]) -> list[Change]:
+        """The rows as a settlement, with their amounts: a slot's release (of the lease), a rate's or a quota's
+        correction (by the amount)."""
+        changes: list[Change] = []
+        for (kind, key, limit, window, _), amount in zip(self.rows, amounts, strict=True):
+            if kind == SLOT:
+                changes.append(Release(key, amount))
+            elif kind == RATE:
+                changes.append(RateDelta(key, limit, window, amount))
+            else:
+                changes.append(QuotaDelta(key, amount, window))
+        return changes
+
+    def checks(self, amounts: Sequence[Any]) -> list[Check]:
+        """The rows with their amounts as check objects (for what is off the usual path: a lost call, leases)."""
+        return [self.check(index, amounts[index]) for index in range(len(self.rows))]
+
+    def check(self, index: int, amount: Any) -> Check:
+        kind, key, limit, window, strict = self.rows[index]
+        if kind == RATE:
+            return Rate(key, limit, window, amount)
+        if kind == SLOT:
+            return Slot(key, limit, amount, window)
+        return Quota(key, limit, amount, window, strict)
+
+
+def verdicts(figures: Sequence[float]) -> list[Verdict]:
+    """An admission's flat figures as one verdict per row."""
+    return [
+        Verdict(bool(figures[i]), figures[i + 1], figures[i + 2], figures[i + 3])
+        for i in range(0, len(figures), FIGURES)
+    ]
+
 
 class Store(ABC):
     backend: ClassVar[str]
@@ -143,10 +217,29 @@ class Store(ABC):
     # memory store's way: a process that dies takes its slots with it).
     lease_s: float | None = None
 
+    immediate: ClassVar[bool] = False  # answers `admit_now` at once, without a coroutine (nothing to wait for)
+
+    def admit_now(self, plan: Plan, amounts: Sequence[Any], now: float) -> list[float]:
+        """`admit`, for stores that are `immediate`."""
+        raise NotImplementedError
+
+    def adjust_now(self, changes: Sequence[Change], now: float) -> list[float]:
+        """`adjust` (and `settle`, which cannot fail then), for stores that are `immediate`."""
+        raise NotImplementedError
+
+    def settle_now(self, plan: Plan, amounts: Sequence[Any], now: float) -> list[float]:
+        """`adjust_now` of `plan.changes(amounts)`, without making them."""
+        raise NotImplementedError
+
     @abstractmethod
+    async def admit(self, plan: Plan, amounts: Sequence[Any], now: float, once_key: str | None = None) -> list[float]:
+        """All rows or none: every row allowed means every row was applied; `FIGURES` figures per row. With
+        `once_key`, an admission that `cancel` reached first is never applied (stores whose calls can be lost)."""
+
     async def acquire(self, checks: Sequence[Check], now: float, once_key: str | None = None) -> list[Verdict]:
-        """All checks or none: every verdict allowed means every check was applied. With `once_key`, an
-        admission that `cancel` reached first is never applied (stores whose calls can be lost)."""
+        """`admit` of check objects: one verdict per check."""
+        plan, amounts = Plan.of(checks)
+        return verdicts(await self.admit(plan, amounts, now, once_key))
 
     @abstractmethod
     async def adjust(self, changes: Sequence[Change], now: float) -> list[float]:

@@ -11,24 +11,27 @@ than cachetools' TLRUCache: admission is on every request's path, and this is ~5
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import islice
 from typing import Any, ClassVar
 
 from proxy.rounding import round_to
 from proxy.state.arith import quota_check, rate_adjust, rate_check, slot_check
 from proxy.state.base import (
+    QUOTA,
+    RATE,
+    SLOT,
     Change,
-    Check,
+    Plan,
     Quota,
     QuotaDelta,
     Rate,
     RateDelta,
     Release,
     Renew,
+    Row,
     Slot,
     Store,
-    Verdict,
 )
 
 DEFAULT_MAX_KEYS = 200_000
@@ -55,12 +58,15 @@ class _Leases(dict[str, float]):
 
     def put(self, lease: str, deadline: float) -> None:
         deadline = self[lease] = round_to(deadline, 6)  # to the microsecond, as the Redis store keeps it
-        self.soonest = min(self.soonest, deadline)
-        self.latest = max(self.latest, deadline)
+        if deadline < self.soonest:  # min() and max(), without their calls
+            self.soonest = deadline
+        if deadline > self.latest:
+            self.latest = deadline
 
 
 class MemoryStore(Store):
     backend: ClassVar[str] = "memory"
+    immediate: ClassVar[bool] = True
 
     def __init__(self, max_keys: int = DEFAULT_MAX_KEYS):
         self._data: dict[str, tuple[Any, float]] = {}  # key -> (value, expires at)
@@ -68,15 +74,6 @@ class MemoryStore(Store):
 
     def __len__(self) -> int:
         return len(self._data)
-
-    def _get(self, key: str, now: float) -> Any:
-        entry = self._data.get(key)
-        if entry is None:
-            return None
-        if entry[1] <= now:
-            del self._data[key]
-            return None
-        return entry[0]
 
     def _put(self, key: str, value: Any, expires: float, now: float) -> None:
         """Times and totals are kept to the microsecond, as the Redis store keeps them."""
@@ -98,90 +95,99 @@ class MemoryStore(Store):
         for key in list(islice(data, max(0, excess))):
             del data[key]
 
-    async def acquire(self, checks: Sequence[Check], now: float, once_key: str | None = None) -> list[Verdict]:
-        verdicts: list[Verdict] = []
+    async def admit(self, plan: Plan, amounts: Sequence[Any], now: float, once_key: str | None = None) -> list[float]:
+        return self.admit_now(plan, amounts, now)
+
+    def admit_now(self, plan: Plan, amounts: Sequence[Any], now: float) -> list[float]:
+        """`admit` without a coroutine: nothing here waits."""
+        figures: list[float] = []
         writes: list[tuple[str, Any, float]] = []
-        taken: list[tuple[_Leases, str, float | None]] = []  # slots changed in place: undone if refused
+        taken: list[tuple[_Leases, str, float | None]] | None = None  # slots changed in place: undone if refused
         allowed = True
         data = self._data
-        for check in checks:
-            key = check.key
-            held = None  # `_get`, inlined: the key's live value
-            entry = data.get(key)
-            if entry is not None:
-                if entry[1] <= now:
-                    del data[key]
-                else:
-                    held = entry[0]
-            if isinstance(check, Rate):
-                verdict, tat = rate_check(held, now, check.limit, check.period_s, check.cost)
-                writes.append((key, tat, tat))
-            elif isinstance(check, Slot):
+        for (kind, key, limit, window, strict), amount in zip(plan.rows, amounts, strict=True):
+            entry = data.get(key)  # the key's live value, read inline (a call per key costs): an expired one goes
+            held = None if entry is None else entry[0] if entry[1] > now else _gone(data, key)
+            if kind == RATE:
+                verdict, tat = rate_check(held, now, limit, window, amount)
+                figures += verdict
+                ok = verdict[0]
+                writes.append((key, round_to(tat, 6), tat))
+            elif kind == SLOT:
                 leases = held or _Leases()
                 leases.expire(now)
-                before = leases.get(check.lease)
-                verdict = slot_check(leases, now, check.limit, check.lease, check.ttl_s)
-                if verdict.allowed:
-                    leases.put(check.lease, leases[check.lease])
-                    taken.append((leases, check.lease, before))
+                before = leases.get(amount)
+                verdict = slot_check(leases, now, limit, amount, window)
+                figures += verdict
+                ok = verdict[0]
+                if ok:
+                    leases.put(amount, leases[amount])
+                    if taken is None:
+                        taken = []
+                    taken.append((leases, amount, before))
                 writes.append((key, leases, leases.latest))
             else:
                 used = held or 0.0
-                verdict = quota_check(used, now, check.limit, check.cost, check.expires_at, check.strict)
-                writes.append((key, used + check.cost, check.expires_at))
-            verdicts.append(verdict)
-            allowed = allowed and verdict.allowed
-        if allowed:
-            self._put_all(writes, now)
-        else:
+                verdict = quota_check(used, now, limit, amount, window, strict)
+                figures += verdict
+                ok = verdict[0]
+                total = used + amount
+                writes.append((key, round_to(total, 6) if isinstance(total, float) else total, window))
+            if not ok:
+                allowed = False
+        if allowed:  # `_put` of each write, in order (their numbers rounded above)
+            for key, value, expires in writes:
+                data.pop(key, None)
+                if expires <= now:
+                    continue
+                data[key] = (value, expires)
+                if len(data) > self._max_keys:
+                    self._sweep(now)
+        elif taken is not None:
             for leases, lease, before in taken:
                 if before is None:
                     del leases[lease]
                 else:
                     leases[lease] = before
-        return verdicts
-
-    def _put_all(self, writes: list[tuple[str, Any, float]], now: float) -> None:
-        """`_put` of each write, in order, inlined: an admission writes every check it made."""
-        data = self._data
-        for key, value, expires in writes:
-            data.pop(key, None)
-            if expires <= now:
-                continue
-            data[key] = (round_to(value, 6) if isinstance(value, float) else value, expires)
-            if len(data) > self._max_keys:
-                self._sweep(now)
+        return figures
 
     async def adjust(self, changes: Sequence[Change], now: float) -> list[float]:
-        return self._adjust(changes, now)
+        return self.adjust_now(changes, now)
 
     async def settle(self, changes: Sequence[Change], now: float, once_key: str) -> list[float] | None:
         """Never fails here, so never kept for later: `adjust` (one coroutine less per request)."""
-        return self._adjust(changes, now)
+        return self.adjust_now(changes, now)
 
-    def _adjust(self, changes: Sequence[Change], now: float) -> list[float]:
+    def adjust_now(self, changes: Sequence[Change], now: float) -> list[float]:
+        return self._apply([_row(change) for change in changes], now)
+
+    def settle_now(self, plan: Plan, amounts: Sequence[Any], now: float) -> list[float]:
+        return self._apply(zip(plan.rows, amounts, strict=True), now)
+
+    def _apply(self, changes: Iterable[tuple[Row, Any]], now: float) -> list[float]:
+        """Changes as rows and amounts (see `Plan.changes`; RENEW and MARK rows for the other two kinds)."""
         results: list[float] = []
-        for change in changes:
-            if isinstance(change, RateDelta):
-                tat = self._get(change.key, now)
-                tat, remaining = rate_adjust(tat, now, change.limit, change.period_s, change.delta)
-                self._put(change.key, tat, tat, now)
-                results.append(remaining)
-            elif isinstance(change, Release):
-                leases = self._get(change.key, now)
-                if leases is not None and leases.pop(change.lease, None) is not None and not leases:
-                    del self._data[change.key]
+        data = self._data
+        for (kind, key, limit, window, _), amount in changes:
+            entry = data.get(key)  # the key's live value, as in `admit_now`
+            held = None if entry is None else entry[0] if entry[1] > now else _gone(data, key)
+            if kind == SLOT:  # a release
+                if held is not None and held.pop(amount, None) is not None and not held:
+                    del data[key]
                 results.append(0.0)
-            elif isinstance(change, QuotaDelta):
-                used = max(0.0, (self._get(change.key, now) or 0.0) + change.delta)
-                self._put(change.key, used, change.expires_at, now)
+            elif kind == RATE:
+                tat, remaining = rate_adjust(held, now, limit, window, amount)
+                self._put(key, tat, tat, now)
+                results.append(remaining)
+            elif kind == QUOTA:
+                used = max(0.0, (held or 0.0) + amount)
+                self._put(key, used, window, now)
                 results.append(used)
-            elif isinstance(change, Renew):
-                leases = self._get(change.key, now)
-                renewed = leases is not None and leases.get(change.lease, 0.0) > now
+            elif kind == RENEW:
+                renewed = held is not None and held.get(amount, 0.0) > now
                 if renewed:
-                    leases.put(change.lease, now + change.ttl_s)
-                    self._put(change.key, leases, leases.latest, now)
+                    held.put(amount, now + window)
+                    self._put(key, held, held.latest, now)
                 results.append(1.0 if renewed else 0.0)
             else:  # Once, Undo: nothing here is ever lost or retried, so there is nothing to apply twice
                 results.append(0.0)
@@ -189,6 +195,27 @@ class MemoryStore(Store):
 
     async def ping(self) -> bool:
         return True
+
+
+def _gone(data: dict[str, tuple[Any, float]], key: str) -> None:
+    """Deletes an expired entry; it reads as no value."""
+    del data[key]
+
+
+RENEW, MARK = "l", "o"  # `_apply`'s rows for a renewal, and for a marker (Once, Undo)
+
+
+def _row(change: Change) -> tuple[Row, Any]:
+    """A change as the row and amount `_apply` takes."""
+    if isinstance(change, Release):
+        return (SLOT, change.key, 0, 0.0, False), change.lease
+    if isinstance(change, RateDelta):
+        return (RATE, change.key, change.limit, change.period_s, False), change.delta
+    if isinstance(change, QuotaDelta):
+        return (QUOTA, change.key, 0.0, change.expires_at, False), change.delta
+    if isinstance(change, Renew):
+        return (RENEW, change.key, 0, change.ttl_s, False), change.lease
+    return (MARK, change.key, 0, 0.0, False), None
 
 
 __all__ = ["MemoryStore", "Quota", "Rate", "Slot"]

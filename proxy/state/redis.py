@@ -27,20 +27,20 @@ from typing import Any, ClassVar
 from proxy.logs import log_event
 from proxy.metrics import Metrics
 from proxy.state.base import (
+    RATE,
+    SLOT,
     BackendUnavailable,
     Change,
     Check,
     Once,
-    Quota,
+    Plan,
     QuotaDelta,
-    Rate,
     RateDelta,
     Release,
     Renew,
     Slot,
     Store,
     Undo,
-    Verdict,
 )
 from proxy.state.lua import ACQUIRE, ADJUST
 from proxy.state.upkeep import MAX_PENDING, ONCE_TTL_S, Upkeep
@@ -59,6 +59,19 @@ def _num(value: float) -> str:
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
+
+
+def _wire(plan: Plan) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """A plan's keys, and each row's script spec around its amount (see proxy/state/lua.py), made once."""
+    heads: list[tuple[str, str]] = []
+    for kind, _, limit, window, strict in plan.rows:
+        if kind == RATE:
+            heads.append((f"r,{limit},{_num(window)},", ",-"))
+        elif kind == SLOT:
+            heads.append((f"s,{limit},", f",{_num(window)},-"))
+        else:
+            heads.append((f"q,{_num(limit)},", f",{_num(window)},{'1' if strict else '0'}"))
+    return tuple(row[1] for row in plan.rows), tuple(heads)
 
 
 def connect(url: str, timeout_s: float) -> tuple[Any, tuple[type[BaseException], ...]]:
@@ -128,28 +141,25 @@ class RedisStore(Store):
 
     # ---- the calls
 
-    async def acquire(self, checks: Sequence[Check], now: float, once_key: str | None = None) -> list[Verdict]:
-        keys: list[str] = []
-        specs: list[str] = []
-        marked = once_key is not None and any(isinstance(check, Rate | Quota) for check in checks)
+    async def admit(self, plan: Plan, amounts: Sequence[Any], now: float, once_key: str | None = None) -> list[float]:
+        wire = plan.wire
+        if wire is None:
+            wire = plan.wire = _wire(plan)
+        keys, heads = wire  # type: ignore[misc]
+        marked = once_key is not None and plan.marked
         if marked:  # slots alone need no marker: a lost one lapses with its lease, a release is idempotent
-            keys.append(once_key)  # type: ignore[arg-type]
-            specs.append(f"o,{_ms(ONCE_TTL_S)},-,-,-")
-        for check in checks:
-            keys.append(check.key)
-            if isinstance(check, Rate):
-                specs.append(f"r,{check.limit},{_num(check.period_s)},{_num(check.cost)},-")
-            elif isinstance(check, Slot):
-                specs.append(f"s,{check.limit},{check.lease},{_num(check.ttl_s)},-")
-            elif isinstance(check, Quota):
-                strict = "1" if check.strict else "0"
-                specs.append(f"q,{_num(check.limit)},{_num(check.cost)},{_num(check.expires_at)},{strict}")
-        figures = await self._submit(self._acquires, keys, specs, now)
+            keys = [once_key, *keys]
+            specs = [f"o,{_ms(ONCE_TTL_S)},-,-,-"]
+        else:
+            specs = []
+        for (head, tail), amount in zip(heads, amounts, strict=True):
+            specs.append(f"{head}{amount if isinstance(amount, str) else _num(amount)}{tail}")
+        figures = await self._submit(self._acquires, list(keys), specs, now)
         live = not marked or figures[0] == "1"  # else cancelled by an undo: nothing was applied
-        return [
-            Verdict(live and figures[i] == "1", float(figures[i + 1]), float(figures[i + 2]), float(figures[i + 3]))
-            for i in range(4 if marked else 0, len(figures), 4)
-        ]
+        out: list[float] = []
+        for i in range(4 if marked else 0, len(figures), 4):
+            out += (live and figures[i] == "1", float(figures[i + 1]), float(figures[i + 2]), float(figures[i + 3]))
+        return out
 
     async def adjust(self, changes: Sequence[Change], now: float) -> list[float]:
         keys: list[str] = []
