@@ -41,7 +41,7 @@ class SSEEvent:
         """`build` for a payload: orjson writes no newline (it escapes them in strings), so one `data:` line,
         framed without splitting the text again (a rewritten stream does this once per event)."""
         head = f"event: {event}\n".encode() if event else b""
-        built = cls(head + b"data: " + orjson.dumps(payload) + b"\n\n")
+        built = cls(b"".join((head, b"data: ", orjson.dumps(payload), b"\n\n")))  # one copy of the payload, not two
         built._json = payload
         return built
 
@@ -86,7 +86,10 @@ class SSEEvent:
     @property
     def event(self) -> str | None:
         if self._event is _UNSET:
-            self._parse()
+            if self._data is _UNSET and self._one_data_line():
+                self._event = None  # without decoding the data (megabytes, for a huge event)
+            else:
+                self._parse()
         return self._event
 
     @property

@@ -29,8 +29,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from proxy.protocols.sse import SSEEvent
 from proxy.protocols.text_slots import TextSlot
 
@@ -55,10 +53,29 @@ class Entry:
             changed += self.whole
         elif not changed:
             return event
-        fresh = orjson.loads(event.data or "null")  # a copy: the event's own parse may be shared with other stages
+        fresh = _own_paths(event.json(), [slot for slot, _ in changed])
         for slot, new in changed:
             fresh = slot.set(fresh, new)
         return SSEEvent.from_json(fresh, event=event.event)
+
+
+def _own_paths(payload: Any, slots: list[TextSlot]) -> Any:
+    """`payload` with the containers on the slots' paths copied, so that setting the slots changes no one else's
+    parse (the event's own is shared with other stages); the rest is shared, as a continuation event shares its
+    template's values. Parsing the event again would copy all its text: megabytes, for a huge event."""
+    if not isinstance(payload, dict | list):
+        return payload
+    root = payload.copy()
+    own = {id(root)}
+    for slot in slots:
+        target = root
+        for key in slot.path[:-1]:
+            child = target[key]
+            if id(child) not in own:
+                child = target[key] = child.copy()
+                own.add(id(child))
+            target = child
+    return root
 
 
 class Piece:

@@ -69,7 +69,9 @@ def _value_span(match: re.Match[str], group: str | tuple[str, ...]) -> tuple[int
 
 
 class Scanner:
-    __slots__ = ("_any_anchor", "_hinted", "_plan", "_short", "_thresholds", "behind", "detectors", "normalises")
+    __slots__ = (
+        "_any_anchor", "_hinted", "_plan", "_run_reach", "_short", "_thresholds", "behind", "detectors", "normalises",
+    )  # fmt: skip
 
     def __init__(
         self, detectors: Sequence[Detector], thresholds: Mapping[str, float] | None = None, normalises: bool = True
@@ -80,6 +82,8 @@ class Scanner:
         self.behind = max((d.behind for d in self.detectors), default=0) + 1
         """Characters kept before the unreleased text, for lookbehinds and context."""
         self._plan = tuple((d, d.ahead, d.run, _start_parts(d)) for d in self.detectors)
+        # A run only matters within its detector's reach of the end: the tail read backwards for runs is no longer.
+        self._run_reach = max((d.ahead for d in self.detectors if d.run is not None), default=0)
         chosen = thresholds or {}
         self._thresholds = tuple(chosen.get(d.name, d.threshold) for d in self.detectors)
         self.normalises = normalises
@@ -196,7 +200,7 @@ class Scanner:
                 run_start = runs.get(run)
                 if run_start is None:
                     if not tail:
-                        tail = text[base:][::-1]
+                        tail = text[max(base, length - self._run_reach) :][::-1]
                     run_start = runs[run] = length - run.match(tail).end()  # type: ignore[union-attr]
                 if run_start > low:
                     low = run_start

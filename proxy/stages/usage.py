@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -46,8 +46,13 @@ if TYPE_CHECKING:
 
 SESSION_HEADER = "x-session-id"
 MAX_SESSION_ID = 128
-EVENT_HOLD_BYTES = 4 * 1024 * 1024  # beyond this, held events are read into text and let go
+# Held events past this are read into text and let go. A held event costs its raw bytes and about a kilobyte more
+# (its data as text, its parse): a chunk of one character is ~130 raw bytes but ~1.2 KB held.
+EVENT_HOLD_BYTES = 1024 * 1024
+HELD_EVENT_COST = 1024
 ESTIMATE_CHARS = 1024 * 1024  # generated text kept for an estimate; a longer answer's rest counts at its rate
+ESTIMATE_CHUNK = 64 * 1024  # the kept text is counted this many characters at a time: the tokenizer's pieces of
+# a whole 1 Mi characters would take 10-18 MB at once
 TOKEN_KINDS = (
     ("input", "input_tokens"),
     ("cached_input", "cached_input_tokens"),
@@ -92,7 +97,7 @@ class UsageStage(Stage):
         self._last = event
         if self._factory.config.estimate:
             self._events.append(event)
-            self._held += len(event.raw)
+            self._held += len(event.raw) + HELD_EVENT_COST
             if self._held > EVENT_HOLD_BYTES:
                 self._read_texts(protocol)
         return [] if kept is None else [kept]
@@ -166,7 +171,8 @@ class UsageStage(Stage):
         body = ex.request_json if ex.body else None
         prompt = count_request(protocol, body, model)
         text = "".join(self._texts)
-        output = count_tokens(text, model)
+        self._texts = []
+        output = sum(count_tokens(chunk, model) for chunk in _chunks(text, ESTIMATE_CHUNK))
         if self._chars > len(text):  # beyond what was kept, at the rate of what was
             output = -(-output * self._chars // len(text))
         return Usage(input_tokens=prompt, output_tokens=output)
@@ -227,6 +233,20 @@ class UsageStage(Stage):
             tool.tool if tool else None,
             tool.settle(ex) if tool else None,  # tool_outcome
         )
+
+
+def _chunks(text: str, size: int) -> Iterator[str]:
+    """`text` in pieces of at most about `size` characters, each cut before a space where there is one in its
+    second half, so that a cut rarely falls inside a word (the count of the pieces is then the count of the
+    whole, or within a token a cut)."""
+    start, end = 0, len(text)
+    while start < end:
+        stop = start + size
+        if stop < end:
+            space = text.rfind(" ", start + size // 2, stop)
+            stop = space if space > 0 else stop
+        yield text[start:stop]
+        start = stop
 
 
 def _refused_before_identity(ex: Exchange) -> bool:
