@@ -236,15 +236,20 @@ class UsageStage(Stage):
 
 
 def _chunks(text: str, size: int) -> Iterator[str]:
-    """`text` in pieces of at most about `size` characters, each cut before a space where there is one in its
-    second half, so that a cut rarely falls inside a word (the count of the pieces is then the count of the
-    whole, or within a token a cut)."""
+    """`text` in pieces of at most `size` characters, each cut before a space that follows a character other
+    than whitespace, where there is one in its second half. No piece of either encoding's split spans such a
+    cut (a piece may begin with that space; none ends with it or looks past it), so the pieces' counts add up
+    to the whole's; a text with no such space in a window is cut at `size` (within a token or so)."""
     start, end = 0, len(text)
     while start < end:
         stop = start + size
         if stop < end:
-            space = text.rfind(" ", start + size // 2, stop)
-            stop = space if space > 0 else stop
+            low = start + size // 2
+            space = text.rfind(" ", low, stop)
+            while space > low and text[space - 1].isspace():
+                space = text.rfind(" ", low, space - 1)
+            if space > low:
+                stop = space
         yield text[start:stop]
         start = stop
 

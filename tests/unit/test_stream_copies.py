@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import copy
+from itertools import accumulate
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.accounting.tokens import count_tokens
 from proxy.protocols import PROTOCOLS
@@ -52,3 +55,32 @@ def test_the_estimate_text_counted_in_pieces_is_the_whole_texts_count():
     assert sum(count_tokens(piece, "m") for piece in pieces) == count_tokens(text, "m")
     unbroken = "x" * 200_000  # no space to cut before: cut at the size
     assert [len(piece) for piece in _chunks(unbroken, 64 * 1024)] == [65536, 65536, 65536, 3392]
+
+
+def _cuts_before_a_space_after_a_word(text: str, pieces: list[str]) -> bool:
+    cuts = list(accumulate(len(piece) for piece in pieces))[:-1]
+    return all(text[cut] == " " and not text[cut - 1].isspace() for cut in cuts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["word", " ", "  ", "\n", "\t", "42", "'s", "?!", "Über", "日本", "😀", " \n "]), max_size=80
+    ),
+    st.integers(min_value=4, max_value=40),
+    st.sampled_from(["m", "gpt-4"]),  # o200k_base and cl100k_base
+)
+def test_the_estimate_text_cut_before_a_space_after_a_word_counts_as_the_whole(parts, size, model):
+    text = "".join(parts)
+    pieces = list(_chunks(text, size))
+    assert "".join(pieces) == text and all(len(piece) <= size for piece in pieces)
+    if _cuts_before_a_space_after_a_word(text, pieces):
+        assert sum(count_tokens(piece, model) for piece in pieces) == count_tokens(text, model)
+
+
+def test_the_estimate_text_is_never_cut_between_two_spaces():
+    text = "ab  cd \n  ef   " * 40
+    pieces = list(_chunks(text, 16))  # a space after a word at most 6 characters apart: one in each window
+    assert len(pieces) > 30 and _cuts_before_a_space_after_a_word(text, pieces)
+    for model in ("m", "gpt-4"):
+        assert sum(count_tokens(piece, model) for piece in pieces) == count_tokens(text, model)
