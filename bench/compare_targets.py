@@ -146,6 +146,12 @@ def _portkey_headers(upstream: str) -> dict[str, str]:
 BEARER = {"authorization": f"Bearer {BENCH_KEY}"}
 
 
+def _aiohttp_floor(port: int, upstream: str, work: Path) -> list[str]:
+    """bench/bare_forwarder.py: aiohttp's server and client with nothing between them, the least a proxy built
+    on them (as agent-proxy is) can add."""
+    return [sys.executable, str(ROOT / "bench" / "bare_forwarder.py"), upstream, str(port)]
+
+
 def _agent_proxy_target(name: str, label: str, policy: str, workers: int = 1, note: str = "") -> Target:
     return Target(
         name,
@@ -179,6 +185,13 @@ TARGETS = {
             _portkey,
             headers=_portkey_headers,
             env={"NODE_ENV": "production"},
+        ),
+        Target(
+            "aiohttp-floor",
+            "aiohttp floor (server and client, no policy)",
+            lambda: None,
+            _aiohttp_floor,
+            ready_path="/healthz",
         ),
         _agent_proxy_target("auth-only", "agent-proxy, auth only", "auth-only.yaml"),
         _agent_proxy_target("full-chain", "agent-proxy, full chain", "full-chain.yaml"),

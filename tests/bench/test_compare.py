@@ -29,15 +29,16 @@ def compare(results: Path, *args: str, **env: str) -> subprocess.CompletedProces
 
 
 def test_quick_compare_writes_and_prints_a_table(tmp_path):
-    done = compare(tmp_path, "--targets", "auth-only,full-chain")
+    done = compare(tmp_path, "--targets", "aiohttp-floor,auth-only,full-chain")
     assert done.returncode == 0, done.stderr[-3000:]
     written = sorted(tmp_path.glob("compare-*-quick.md"))
     assert len(written) == 1
     table = written[0].read_text()
     assert table in done.stdout  # printed as written
     rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
-    assert set(rows) >= {"upstream alone (direct)", "agent-proxy, auth only", "agent-proxy, full chain"}
-    for name in ("agent-proxy, auth only", "agent-proxy, full chain"):
+    floor = "aiohttp floor (server and client, no policy)"
+    assert set(rows) >= {"upstream alone (direct)", floor, "agent-proxy, auth only", "agent-proxy, full chain"}
+    for name in (floor, "agent-proxy, auth only", "agent-proxy, full chain"):
         assert "fails" not in rows[name], rows[name]
     assert "`taskset`" in table or "no CPU pinning" in table
     raw = orjson.loads(written[0].with_suffix(".json").read_bytes())
