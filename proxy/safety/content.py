@@ -194,7 +194,10 @@ class ExchangeRedaction:
             payload = parse(body)
         except orjson.JSONDecodeError:
             return self._guard(lambda: self._odd_json(protocol, body))
-        payload, changed = self._guard(lambda: self.rewrite_slots(payload, protocol.response_text_slots(payload)))
+        try:  # `_guard` spelled out: the closure and the call cost about 1.6K instructions on every JSON answer
+            payload, changed = self.rewrite_slots(payload, protocol.response_text_slots(payload))
+        except Blocked as blocked:
+            raise blocked_error(blocked.detector) from None
         return exact_size(orjson.dumps(payload)) if changed else body
 
     def _odd_json(self, protocol: Protocol, body: bytes) -> bytes:
