@@ -27,10 +27,11 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, fields
-from operator import attrgetter
 from pathlib import Path
+from typing import Any
 
 from proxy.metrics import Metrics
 
@@ -86,7 +87,17 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);\n"
     "CREATE INDEX IF NOT EXISTS requests_caller_ts ON requests (caller, ts);\n"
 )
-_ROW = attrgetter(*COLUMNS)  # a record's values in column order: dataclasses.astuple deep-copies every value
+
+
+def _row_function() -> Callable[[Record], tuple[object, ...]]:
+    """A record's values in column order, as one spelled-out tuple (as dataclasses writes its own __init__):
+    dataclasses.astuple deep-copies every value, and `attrgetter(*COLUMNS)` costs 2.5 times as much."""
+    namespace: dict[str, Any] = {}
+    exec(f"def row(r):\n    return ({', '.join(f'r.{c}' for c in COLUMNS)},)", namespace)
+    return namespace["row"]
+
+
+_ROW = _row_function()
 INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 # sqlite3 binds None and bools (ten of a usual row's values) only after a search for an adapter that
 # costs more than the insert of the value itself (a failed attribute lookup with its exception, twice).

@@ -80,9 +80,10 @@ class AnthropicProtocol(Protocol):
     def body_usage(self, body: Any) -> Usage | None:
         return _usage(body.get("usage")) if isinstance(body, dict) else None
 
+    # `raw.find(x) >= 0`, not `x in raw`: on bytes, `in` first tries x as an int (a TypeError built and cleared).
     def event_usage(self, event: SSEEvent) -> Usage | None:
         raw = event.raw  # the bytes first: most events are text deltas, not worth parsing here
-        if b"message_start" not in raw and b"message_delta" not in raw:
+        if raw.find(b"message_start") < 0 and raw.find(b"message_delta") < 0:
             return None
         if event.event == "message_start":
             payload = event.json()
@@ -94,10 +95,10 @@ class AnthropicProtocol(Protocol):
         return None
 
     def is_terminal_event(self, event: SSEEvent) -> bool:
-        return b"message_stop" in event.raw and event.event == "message_stop"
+        return event.raw.find(b"message_stop") >= 0 and event.event == "message_stop"
 
     def event_model(self, event: SSEEvent) -> str | None:
-        if b"message_start" not in event.raw or event.event != "message_start":
+        if event.raw.find(b"message_start") < 0 or event.event != "message_start":
             return None
         payload = event.json()
         message = payload.get("message") if isinstance(payload, dict) else None

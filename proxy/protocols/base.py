@@ -338,8 +338,9 @@ class Protocol:
     tool_call_markers: ClassVar[tuple[bytes, ...]] = ()
     """Bytes one of which a body or event proposing a call contains: the rest are never parsed for calls."""
 
+    # `raw.find(x) >= 0`, not `x in raw`: on bytes, `in` first tries x as an int (a TypeError built and cleared).
     def may_propose_calls(self, raw: bytes) -> bool:
-        return any(marker in raw for marker in self.tool_call_markers)
+        return any(raw.find(marker) >= 0 for marker in self.tool_call_markers)
 
     def body_tool_calls(self, body: Any) -> list[str]:
         """The function names a whole answer asks the caller to call ("" for a call without a name)."""

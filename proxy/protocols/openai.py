@@ -204,10 +204,11 @@ class OpenAIProtocol(Protocol):
             return _usage(response.get("usage")) if isinstance(response, dict) else None
         return _usage(payload.get("usage"))
 
+    # `raw.find(x) >= 0`, not `x in raw`: on bytes, `in` first tries x as an int (a TypeError built and cleared).
     def stream_usage(self, event: SSEEvent, strip: bool) -> tuple[Usage | None, SSEEvent | None]:
         """The common case, a chunk with no usage or `"usage":null`, is settled on the raw bytes."""
         raw = event.raw
-        if _USAGE_KEY not in raw:  # one scan: no usage member at all (the upstream was not asked to add it)
+        if raw.find(_USAGE_KEY) < 0:  # one scan: no usage member at all (the upstream was not asked to add it)
             return None, event
         if (cut := _without_null_usage(raw)) is not None:
             return None, SSEEvent(cut) if strip else event
@@ -217,10 +218,10 @@ class OpenAIProtocol(Protocol):
         raw = event.raw  # decoded events end with LF LF, and `[DONE]` is a whole data line
         if raw.endswith(b"[DONE]\n\n") and event.data == "[DONE]":
             return True
-        return b"response.completed" in raw and event.event == "response.completed"
+        return raw.find(b"response.completed") >= 0 and event.event == "response.completed"
 
     def event_model(self, event: SSEEvent) -> str | None:
-        if b'"model"' not in event.raw:
+        if event.raw.find(b'"model"') < 0:
             return None
         payload = event.json()
         if not isinstance(payload, dict):
@@ -251,7 +252,7 @@ class OpenAIProtocol(Protocol):
         """
         if (cut := _without_null_usage(event.raw)) is not None:
             return SSEEvent(cut)
-        if _USAGE_KEY not in event.raw:
+        if event.raw.find(_USAGE_KEY) < 0:
             return event
         payload = event.json()
         if not isinstance(payload, dict) or "usage" not in payload:

@@ -134,13 +134,14 @@ class SSEDecoder:
         self._after_cr = False  # the last chunk ended with CR: a LF opening the next one completes that CRLF
         self._max = max_event_bytes
 
+    # `raw.find(x) >= 0`, not `x in raw`: on bytes, `in` first tries x as an int (a TypeError built and cleared).
     def feed(self, chunk: bytes, limit: int | None = None) -> list[SSEEvent]:
         """The events completed so far, at most `limit` of them: the rest stay buffered for the next call."""
         if chunk:
             if self._after_cr and chunk.startswith(b"\n"):
                 chunk = chunk[1:]
             self._after_cr = chunk.endswith(b"\r")
-            if b"\r" in chunk:
+            if chunk.find(b"\r") >= 0:
                 # A CR is a whole line ending at once, so an event ended by CR CR goes out without waiting for more.
                 chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         data = self._rest + chunk if self._rest else chunk

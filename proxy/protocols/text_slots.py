@@ -58,7 +58,13 @@ def _dict(value: Any) -> dict[str, Any] | None:
 
 
 def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
-    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)] if isinstance(value, list) else []
+    """A plain loop: a list comprehension is a function of its own, a quarter more instructions on a short list."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                out.append((i, item))
+    return out
 
 
 def content_slots(content: Any, path: Path) -> list[TextSlot]:

@@ -35,9 +35,10 @@ _DIGITS_AS_ZERO = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
 _TWENTY_DIGITS = b"0" * 20
 
 
+# `raw.find(x) >= 0`, not `x in raw`: on bytes, `in` first tries x as an int (a TypeError built and cleared).
 def has_big_number(data: bytes) -> bool:
     """`BIG_NUMBER.search(data)`, faster: the regex tries its repeat at every digit."""
-    return _TWENTY_DIGITS in data.translate(_DIGITS_AS_ZERO)
+    return data.translate(_DIGITS_AS_ZERO).find(_TWENTY_DIGITS) >= 0
 
 
 _RESTORE = Scanner([PLACEHOLDER], normalises=False)
@@ -193,7 +194,10 @@ class ExchangeRedaction:
             payload = parse(body)
         except orjson.JSONDecodeError:
             return self._guard(lambda: self._odd_json(protocol, body))
-        payload, changed = self._guard(lambda: self.rewrite_slots(payload, protocol.response_text_slots(payload)))
+        try:  # `_guard` spelled out: the closure and the call cost about 1.6K instructions on every JSON answer
+            payload, changed = self.rewrite_slots(payload, protocol.response_text_slots(payload))
+        except Blocked as blocked:
+            raise blocked_error(blocked.detector) from None
         return exact_size(orjson.dumps(payload)) if changed else body
 
     def _odd_json(self, protocol: Protocol, body: bytes) -> bytes:

@@ -216,7 +216,7 @@ class UsageStage(Stage):
             ex.model_served,
             model_priced,
             ex.status,
-            ex.outcome.value if ex.outcome else None,
+            str(ex.outcome) if ex.outcome else None,  # the plain str: a StrEnum's `.value` costs three times as much
             ex.streaming,
             usage.input_tokens,
             usage.output_tokens,
