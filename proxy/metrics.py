@@ -11,6 +11,8 @@ so cardinality stays bounded whatever callers send.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from time import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -223,6 +225,27 @@ class Metrics:
         combined = CollectorRegistry()
         MultiProcessCollector(combined, directory)
         return generate_latest(combined), CONTENT_TYPE_LATEST
+
+
+# A labelled child's value, added to or set directly (prometheus-client's private `_value`, with a fallback to the
+# public method): what `Counter.inc` and `Gauge.set` add before it is a check that the child is observable, which a
+# labelled child always is, a counter's check that the amount is not negative (callers add counts and prices, never
+# below 0), and a gauge's time for its `mostrecent` multiprocess modes, which `setter` passes too. About a fifth of
+# the public call's cost, on every request.
+
+
+def adder(child: Any) -> Callable[[float], None]:
+    value = getattr(child, "_value", None)
+    return child.inc if value is None else value.inc  # type: ignore[no-any-return]
+
+
+def setter(child: Any) -> Callable[[float], None]:
+    value = getattr(child, "_value", None)
+    if value is None:
+        return child.set  # type: ignore[no-any-return]
+    if getattr(child, "_is_most_recent", False):
+        return lambda amount: value.set(float(amount), time())
+    return lambda amount: value.set(float(amount))
 
 
 def _collector(spec: MetricSpec, registry: CollectorRegistry) -> MetricWrapperBase:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from operator import itemgetter
-from time import time as _now
 from typing import Any
 
 from proxy.limits.config import Budget, Limits
 from proxy.limits.keys import day_period, month_period
 from proxy.limits.limiter import LimitPlan, Meaning
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, adder, setter
 from proxy.state.base import QUOTA, RATE, SLOT, Plan, Row
 
 MINUTE = 60.0
@@ -192,7 +191,7 @@ class CallerAdmission:
         if add is None:
             metrics = self.metrics
             assert metrics is not None
-            add = self._admitted = _adder(metrics.child(metrics.limit_admissions, self.profile, "direct"))
+            add = self._admitted = adder(metrics.child(metrics.limit_admissions, self.profile, "direct"))
         add(1)
 
     def gauge(self, period: str) -> Callable[[float], None]:
@@ -201,28 +200,8 @@ class CallerAdmission:
         if found is None:
             metrics = self.metrics
             assert metrics is not None
-            found = self._gauges[period] = _setter(metrics.child(metrics.budget_remaining_usd, self.profile, period))
+            found = self._gauges[period] = setter(metrics.child(metrics.budget_remaining_usd, self.profile, period))
         return found
-
-
-# A labelled child's value, set or added to directly: what `Gauge.set` and `Counter.inc` add before that
-# (prometheus-client's private `_value`, as proxy/stages/usage.py uses it) is a check that the child is
-# observable, which a labelled child always is, a counter's check that the amount is not negative (it adds 1),
-# and a gauge's time for its `mostrecent` multiprocess modes, which is passed here too.
-
-
-def _adder(child: Any) -> Callable[[float], None]:
-    value = getattr(child, "_value", None)
-    return child.inc if value is None else value.inc
-
-
-def _setter(child: Any) -> Callable[[float], None]:
-    value = getattr(child, "_value", None)
-    if value is None:
-        return child.set  # type: ignore[no-any-return]
-    if getattr(child, "_is_most_recent", False):
-        return lambda amount: value.set(float(amount), _now())
-    return lambda amount: value.set(float(amount))
 
 
 def rate_texts(limits: Limits, key: str, scope: str, kind: str) -> RateTexts:

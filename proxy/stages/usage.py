@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import orjson
 
@@ -33,7 +33,7 @@ from proxy.accounting.tokens import count_request, count_tokens
 from proxy.errors import Forbidden, Unauthorized
 from proxy.exchange import Exchange, Outcome, Reply
 from proxy.logs import logged_model
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, adder
 from proxy.pipeline import Stage, StageFactory
 from proxy.policy.schema import Pricing, Route
 from proxy.protocols.base import Protocol, Usage
@@ -277,7 +277,7 @@ def _merge_estimate(usage: Usage, estimate: Usage, cut_short: bool) -> None:
 class ModelCounters:
     """A caller profile's and model's token and cost series, each looked up once it is first counted: one dict
     hit per request rather than one labelled lookup per series (a series appears when first counted, as before).
-    What it hands out is the series' adder (see `_adder`)."""
+    What it hands out is the series' adder (see `proxy.metrics.adder`)."""
 
     __slots__ = ("_cost", "_labels", "_metrics", "_tokens")
 
@@ -290,21 +290,13 @@ class ModelCounters:
     def tokens(self, kind: str) -> Callable[[float], None]:
         found = self._tokens.get(kind)
         if found is None:
-            found = self._tokens[kind] = _adder(self._metrics.child(self._metrics.tokens, *self._labels, kind))
+            found = self._tokens[kind] = adder(self._metrics.child(self._metrics.tokens, *self._labels, kind))
         return found
 
     def cost(self) -> Callable[[float], None]:
         if self._cost is None:
-            self._cost = _adder(self._metrics.child(self._metrics.cost_usd, *self._labels))
+            self._cost = adder(self._metrics.child(self._metrics.cost_usd, *self._labels))
         return self._cost
-
-
-def _adder(child: Any) -> Callable[[float], None]:
-    """The labelled counter's value's own `inc` (about a fifth of `Counter.inc`'s cost): what `Counter.inc` adds
-    before it are a check that the counter is observable, which a labelled child always is, and a check that the
-    amount is not negative, which token counts (0 or more, see `believable`) and prices (`ge=0`) never are."""
-    value = getattr(child, "_value", None)
-    return value.inc if value is not None else child.inc
 
 
 class UsageFactory(StageFactory):
