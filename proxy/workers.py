@@ -38,6 +38,7 @@ FATAL_EXIT = 2  # what `serve` exits with when its policy, ledger or listening p
 PR_SET_PDEATHSIG = 1  # prctl(2)
 SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 WAKE_S = 1.0  # the parent's longest sleep between signals, to start a restart that was held back
+METRICS_PREFIX = "agent-proxy-metrics-"  # then the parent's pid and a dash: a dead parent's dir is swept
 
 
 @dataclass
@@ -124,7 +125,10 @@ def _worker_signals() -> None:
 def run_workers(count: int, policy: Path, host: str, port: int, log_level: str) -> int:
     """Blocking: supervise `count` workers until SIGTERM/SIGINT; the exit code of the whole."""
     own_dir = MULTIPROC_ENV not in os.environ
-    metrics_dir = Path(tempfile.mkdtemp(prefix="agent-proxy-metrics-") if own_dir else os.environ[MULTIPROC_ENV])
+    if own_dir:
+        sweep_stale_metrics_dirs(Path(tempfile.gettempdir()))
+    prefix = f"{METRICS_PREFIX}{os.getpid()}-"
+    metrics_dir = Path(tempfile.mkdtemp(prefix=prefix) if own_dir else os.environ[MULTIPROC_ENV])
     if not own_dir:  # files of an earlier run would be added to this one's
         metrics_dir.mkdir(parents=True, exist_ok=True)
         for stale in metrics_dir.glob("*.db"):
@@ -137,3 +141,29 @@ def run_workers(count: int, policy: Path, host: str, port: int, log_level: str) 
     finally:
         if own_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def sweep_stale_metrics_dirs(tmp: Path) -> list[Path]:
+    """Remove the metrics dirs of parents that no longer run (killed outright, so their cleanup never ran).
+
+    A dir is named after its parent's pid; one whose pid is alive (ours, another supervisor's, or an
+    unrelated process that took the number) is left alone.
+    """
+    swept = []
+    for path in tmp.glob(f"{METRICS_PREFIX}*-*"):
+        pid = path.name[len(METRICS_PREFIX) :].partition("-")[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        swept.append(path)
+    return swept
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
