@@ -90,6 +90,21 @@ class CompiledRedaction:
             hold_bytes=config.stream_hold_bytes,
         )
 
+    def passes(self, protocol: Protocol, body: bytes, content_type: str, parse: Callable[[bytes], Any]) -> bool:
+        """A JSON answer of one text (`Protocol.plain_answer`) that the output detectors find nothing in: it goes
+        out as it is, settled without an `ExchangeRedaction` (most answers). True only where `redact_body` would
+        give the body back unchanged with nothing counted, to a request that has no pseudonyms to put back: so a
+        number orjson reads as a float (`has_big_number`) does not matter, the body is never written again.
+        False is no verdict: redact it."""
+        scanner = self.output
+        if scanner is None or "json" not in content_type:
+            return False
+        try:
+            text = protocol.plain_answer(parse(body))
+        except orjson.JSONDecodeError:
+            return False
+        return text is not None and scanner.finds_nothing_in(text)
+
     @property
     def restores(self) -> bool:
         return self.input is not None and self.input_action == "pseudonymise"

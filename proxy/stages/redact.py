@@ -80,6 +80,8 @@ class RedactStage(Stage):
         if not self._factory.observes_response or (ex.protocol.parses_json and not 200 <= status < 300):
             return body
         content_type = ex.response_headers.get("content-type", "")
+        if self._redaction is None and self._factory.compiled.passes(ex.protocol, body, content_type, ex.response_json):
+            return body  # nothing found, nothing to put back: no counts, as `_finish` and `on_complete` would find
         try:
             redacted = self._exchange(ex).redact_body(ex.protocol, body, content_type, ex.response_json)
         except Forbidden as err:  # a block hit
