@@ -21,7 +21,7 @@ import orjson
 from proxy.accounting.tokens import count_tokens, ready
 from proxy.errors import BadRequest
 from proxy.exchange import Exchange, Reply
-from proxy.pipeline import Stage, StageFactory
+from proxy.pipeline import SharedStageFactory, Stage, StageFactory
 from proxy.policy.pattern_rules import check_patterns
 from proxy.policy.schema import Route
 from proxy.protocols.text_slots import TextSlot
@@ -138,8 +138,8 @@ class InputChecksStage(Stage):
             )
 
 
-class InputChecksFactory(StageFactory):
-    stage = InputChecksStage
+class InputChecksFactory(SharedStageFactory):
+    stage = InputChecksStage  # keeps nothing per request: one serves them all
 
     def __init__(self, config: InputConfig):
         super().__init__(config.mode)

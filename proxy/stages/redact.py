@@ -32,15 +32,17 @@ if TYPE_CHECKING:
 
 class RedactStage(Stage):
     name: ClassVar[str] = "redaction"
+    # The per-request state starts as these class defaults, set on the instance when it changes: a clean answer
+    # changes none of it, and is spared five stores per request.
+    _redaction: ExchangeRedaction | None = None
+    _stream: StreamRewriter | None = None
+    _done = False
+    _counts: dict[tuple[str, str], int]  # as `_finish` took them (nothing redacts after it; read once `_done`)
+    _block_noted = False
 
     def __init__(self, factory: RedactFactory):
         super().__init__(factory.mode)
         self._factory = factory
-        self._redaction: ExchangeRedaction | None = None
-        self._stream: StreamRewriter | None = None
-        self._done = False
-        self._counts: dict[tuple[str, str], int] = {}  # as `_finish` took them (nothing redacts after it)
-        self._block_noted = False
 
     def _exchange(self, ex: Exchange) -> ExchangeRedaction:
         if self._redaction is None:
