@@ -90,20 +90,19 @@ class CompiledRedaction:
             hold_bytes=config.stream_hold_bytes,
         )
 
-    def passes(self, protocol: Protocol, body: bytes, content_type: str, parse: Callable[[bytes], Any]) -> bool:
-        """A JSON answer of one text (`Protocol.plain_answer`) that the output detectors find nothing in: it goes
-        out as it is, settled without an `ExchangeRedaction` (most answers). True only where `redact_body` would
-        give the body back unchanged with nothing counted, to a request that has no pseudonyms to put back: so a
-        number orjson reads as a float (`has_big_number`) does not matter, the body is never written again.
-        False is no verdict: redact it."""
-        scanner = self.output
-        if scanner is None or "json" not in content_type:
-            return False
+    @staticmethod
+    def plain_text(protocol: Protocol, body: bytes, content_type: str, parse: Callable[[bytes], Any]) -> str | None:
+        """The text of a JSON answer of one text (`Protocol.plain_answer`, most answers), or None (then:
+        `redact_body`). If the output detectors find nothing in it (`Scanner.finds_nothing_in`), it goes out as it
+        is, with no `ExchangeRedaction`: `redact_body` would give the same bytes back and count nothing, to a
+        request with no pseudonyms to put back. A number orjson reads as a float (`has_big_number`) does not
+        matter there: the body is never written again."""
+        if "json" not in content_type:
+            return None
         try:
-            text = protocol.plain_answer(parse(body))
+            return protocol.plain_answer(parse(body))
         except orjson.JSONDecodeError:
-            return False
-        return text is not None and scanner.finds_nothing_in(text)
+            return None
 
     @property
     def restores(self) -> bool:
@@ -116,6 +115,9 @@ class CompiledRedaction:
 
 class ExchangeRedaction:
     """The redaction of one request: its pseudonyms, its counts, and fresh pipelines for each text."""
+
+    anchored: str | None = None
+    """A text searched already and found to hold an anchor (`plain_text`'s, redacted next): not searched again."""
 
     def __init__(self, compiled: CompiledRedaction, tenant: str):
         self.compiled = compiled
@@ -178,7 +180,7 @@ class ExchangeRedaction:
         to put back (most answers, in one search)."""
         scanner = self.compiled.output
         restores = self.pseudonyms is not None and self.pseudonyms.originals
-        return scanner is not None and not restores and scanner.finds_nothing_in(text)
+        return scanner is not None and not restores and text is not self.anchored and scanner.finds_nothing_in(text)
 
     def rewrite_slots(self, payload: Any, slots: list[TextSlot]) -> tuple[Any, bool]:
         changed = False

@@ -82,8 +82,13 @@ class RedactStage(Stage):
         if not self._factory.observes_response or (ex.protocol.parses_json and not 200 <= status < 300):
             return body
         content_type = ex.response_headers.get("content-type", "")
-        if self._redaction is None and self._factory.compiled.passes(ex.protocol, body, content_type, ex.response_json):
-            return body  # nothing found, nothing to put back: no counts, as `_finish` and `on_complete` would find
+        # No pseudonyms to put back: a clean answer of one text needs nothing built (CompiledRedaction.plain_text).
+        if self._redaction is None and (scanner := self._factory.compiled.output) is not None:
+            text = CompiledRedaction.plain_text(ex.protocol, body, content_type, ex.response_json)
+            if text is not None:
+                if scanner.finds_nothing_in(text):
+                    return body  # no counts, as `_finish` and `on_complete` would have found
+                self._exchange(ex).anchored = text  # searched: `redact_body` does not search it again
         try:
             redacted = self._exchange(ex).redact_body(ex.protocol, body, content_type, ex.response_json)
         except Forbidden as err:  # a block hit
