@@ -1,7 +1,8 @@
 """Stages and the chain runner.
 
 A stage's factory is built once per policy load from its slice of the policy; it
-makes a fresh `Stage` per request, so a reload never touches an in-flight request.
+makes a fresh `Stage` per request, so a reload never touches an in-flight request
+(a stage that keeps nothing per request is made once: `SharedStageFactory`).
 Request hooks run in chain order, response hooks in reverse (usage sees the
 upstream's events first, redaction rewrites them, the cache stores the result).
 
@@ -103,6 +104,19 @@ class StageFactory:
         """Load what the first requests would otherwise wait for (a model, say): runs when the policy loads."""
 
 
+class SharedStageFactory(StageFactory):
+    """For a stage that keeps nothing per request (its hooks read only the factory and the exchange): one
+    instance, made on the first request, serves every request of this policy, sparing a construction each."""
+
+    _made: Stage | None = None
+
+    def create(self) -> Stage:
+        made = self._made
+        if made is None:
+            made = self._made = self.stage(self)
+        return made
+
+
 class Chain:
     """The enabled factories of one route, in the proxy's fixed order."""
 
@@ -137,7 +151,7 @@ _SKIPPED = ("on_request_headers", "on_request_body", "on_response_headers", "on_
 
 def _overrides(factory: StageFactory, hook: str) -> bool:
     """False only when the factory makes its declared stage class and that class keeps the pass-through hook."""
-    stage = factory.stage if type(factory).create is StageFactory.create else None
+    stage = factory.stage if type(factory).create in (StageFactory.create, SharedStageFactory.create) else None
     return not isinstance(stage, type) or getattr(stage, hook) is not getattr(Stage, hook)
 
 

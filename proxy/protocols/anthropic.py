@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import orjson
 
 from proxy.errors import ProxyError
-from proxy.protocols import cached, prompt_size, text_slots, tool_calls
+from proxy.protocols import cached, plain, prompt_size, text_slots, tool_calls
 from proxy.protocols.base import Protocol, Usage, reported
 from proxy.protocols.conversation import Conversation, anthropic_messages
 from proxy.protocols.shape import anthropic_shape_problem
@@ -127,6 +127,10 @@ class AnthropicProtocol(Protocol):
         if not isinstance(body, dict):
             return "the request body must be a JSON object"
         return anthropic_shape_problem(body, path)
+
+    # The functions themselves, not methods calling them: one call less on every request.
+    plain_prompt = staticmethod(plain.anthropic_prompt)
+    plain_answer = staticmethod(plain.anthropic_answer)
 
     # ---- agent runs (proxy/limits/run_identity.py)
 

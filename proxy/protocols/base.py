@@ -245,6 +245,15 @@ class Protocol:
         """The first structural problem of a request body, in words for the caller, or None."""
         return None
 
+    def plain_prompt(self, body: Any) -> list[str] | None:
+        """The usual request's prompt texts, read in one pass (proxy/protocols/plain.py): its shape has no problem and
+        these are its text slots' values. None for any other body: ask `request_shape_problem` and the slots."""
+        return None
+
+    def plain_answer(self, body: Any) -> str | None:
+        """The text of an answer whose one text slot is a `text` slot (the usual answer), or None."""
+        return None
+
     # ---- agent runs (proxy/limits/run_identity.py)
 
     def last_tool_calls(self, body: Any) -> list[tuple[Any, Any]]:

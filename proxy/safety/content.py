@@ -90,6 +90,20 @@ class CompiledRedaction:
             hold_bytes=config.stream_hold_bytes,
         )
 
+    @staticmethod
+    def plain_text(protocol: Protocol, body: bytes, content_type: str, parse: Callable[[bytes], Any]) -> str | None:
+        """The text of a JSON answer of one text (`Protocol.plain_answer`, most answers), or None (then:
+        `redact_body`). If the output detectors find nothing in it (`Scanner.finds_nothing_in`), it goes out as it
+        is, with no `ExchangeRedaction`: `redact_body` would give the same bytes back and count nothing, to a
+        request with no pseudonyms to put back. A number orjson reads as a float (`has_big_number`) does not
+        matter there: the body is never written again."""
+        if "json" not in content_type:
+            return None
+        try:
+            return protocol.plain_answer(parse(body))
+        except orjson.JSONDecodeError:
+            return None
+
     @property
     def restores(self) -> bool:
         return self.input is not None and self.input_action == "pseudonymise"
@@ -101,6 +115,9 @@ class CompiledRedaction:
 
 class ExchangeRedaction:
     """The redaction of one request: its pseudonyms, its counts, and fresh pipelines for each text."""
+
+    anchored: str | None = None
+    """A text searched already and found to hold an anchor (`plain_text`'s, redacted next): not searched again."""
 
     def __init__(self, compiled: CompiledRedaction, tenant: str):
         self.compiled = compiled
@@ -163,7 +180,7 @@ class ExchangeRedaction:
         to put back (most answers, in one search)."""
         scanner = self.compiled.output
         restores = self.pseudonyms is not None and self.pseudonyms.originals
-        return scanner is not None and not restores and scanner.finds_nothing_in(text)
+        return scanner is not None and not restores and text is not self.anchored and scanner.finds_nothing_in(text)
 
     def rewrite_slots(self, payload: Any, slots: list[TextSlot]) -> tuple[Any, bool]:
         changed = False

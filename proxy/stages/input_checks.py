@@ -21,7 +21,7 @@ import orjson
 from proxy.accounting.tokens import count_tokens, ready
 from proxy.errors import BadRequest
 from proxy.exchange import Exchange, Reply
-from proxy.pipeline import Stage, StageFactory
+from proxy.pipeline import SharedStageFactory, Stage, StageFactory
 from proxy.policy.pattern_rules import check_patterns
 from proxy.policy.schema import Route
 from proxy.protocols.text_slots import TextSlot
@@ -78,12 +78,16 @@ class InputChecksStage(Stage):
         protocol = ex.protocol
         config = self._factory.config
         body = ex.request_json
-        if config.check_structure and (problem := protocol.request_shape_problem(body, ex.path)) is not None:
+        # The usual chat, read in one pass, has no shape problem; any other body is checked and walked for its slots.
+        texts = protocol.plain_prompt(body)
+        if texts is None and config.check_structure and (problem := protocol.request_shape_problem(body, ex.path)):
             raise BadRequest(f"malformed request: {problem}", code="invalid_request_shape")
-        slots = protocol.request_text_slots(body)
         if config.strip_control_chars and _may_hold_control(ex.body) and CONTROL_IN_JSON.search(ex.body):
+            slots = protocol.request_text_slots(body)
             body = self._strip(ex, body, slots)
-        texts = [_text(slot, slot.get(body)) for slot in slots]
+            texts = [_text(slot, slot.get(body)) for slot in slots]
+        elif texts is None:
+            texts = [_text(slot, slot.get(body)) for slot in protocol.request_text_slots(body)]
         if config.max_chars is not None:
             chars = sum(map(len, texts))
             if chars > config.max_chars:
@@ -134,8 +138,8 @@ class InputChecksStage(Stage):
             )
 
 
-class InputChecksFactory(StageFactory):
-    stage = InputChecksStage
+class InputChecksFactory(SharedStageFactory):
+    stage = InputChecksStage  # keeps nothing per request: one serves them all
 
     def __init__(self, config: InputConfig):
         super().__init__(config.mode)

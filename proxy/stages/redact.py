@@ -32,15 +32,17 @@ if TYPE_CHECKING:
 
 class RedactStage(Stage):
     name: ClassVar[str] = "redaction"
+    # The per-request state starts as these class defaults, set on the instance when it changes: a clean answer
+    # changes none of it, and is spared five stores per request.
+    _redaction: ExchangeRedaction | None = None
+    _stream: StreamRewriter | None = None
+    _done = False
+    _counts: dict[tuple[str, str], int]  # as `_finish` took them (nothing redacts after it; read once `_done`)
+    _block_noted = False
 
     def __init__(self, factory: RedactFactory):
         super().__init__(factory.mode)
         self._factory = factory
-        self._redaction: ExchangeRedaction | None = None
-        self._stream: StreamRewriter | None = None
-        self._done = False
-        self._counts: dict[tuple[str, str], int] = {}  # as `_finish` took them (nothing redacts after it)
-        self._block_noted = False
 
     def _exchange(self, ex: Exchange) -> ExchangeRedaction:
         if self._redaction is None:
@@ -80,6 +82,13 @@ class RedactStage(Stage):
         if not self._factory.observes_response or (ex.protocol.parses_json and not 200 <= status < 300):
             return body
         content_type = ex.response_headers.get("content-type", "")
+        # No pseudonyms to put back: a clean answer of one text needs nothing built (CompiledRedaction.plain_text).
+        if self._redaction is None and (scanner := self._factory.compiled.output) is not None:
+            text = CompiledRedaction.plain_text(ex.protocol, body, content_type, ex.response_json)
+            if text is not None:
+                if scanner.finds_nothing_in(text):
+                    return body  # no counts, as `_finish` and `on_complete` would have found
+                self._exchange(ex).anchored = text  # searched: `redact_body` does not search it again
         try:
             redacted = self._exchange(ex).redact_body(ex.protocol, body, content_type, ex.response_json)
         except Forbidden as err:  # a block hit

@@ -12,7 +12,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.errors import Forbidden
 from proxy.exchange import Exchange, Reply
-from proxy.pipeline import Chain, Stage, StageFactory
+from proxy.pipeline import Chain, SharedStageFactory, Stage, StageFactory
 from proxy.policy.compile import compile_policy
 from proxy.policy.load import policy_from_text
 from proxy.protocols.sse import SSEEvent
@@ -287,3 +287,29 @@ def test_a_rewritten_body_is_kept_at_its_own_size(ex):
         tracemalloc.stop()
     assert orjson.loads(body)["messages"][0]["content"] == prompt
     assert held < 1.5 * len(body)  # orjson 3.13 alone keeps 8.3 MB for this 1 MB body
+
+
+class BodyOnly(Stage):
+    """Keeps nothing per request and does something on the request body only."""
+
+    name: ClassVar[str] = "body_only"
+
+    def __init__(self, factory: StageFactory):
+        super().__init__(factory.mode)
+
+    async def on_request_body(self, ex):
+        ex.decisions.append((self.name, "read", self.mode))
+
+
+class SharedBodyOnly(SharedStageFactory):
+    stage = BodyOnly
+
+
+async def test_a_shared_stage_serves_every_request_and_its_pass_through_hooks_are_still_skipped(ex):
+    built = Chain([SharedBodyOnly()])
+    first, second = built.start(), built.start()
+    assert first.stages[0] is second.stages[0]
+    assert (first.admitting, first.heading, first.completing) == ([], [], [])
+    assert first.reading == first.stages
+    await second.request_body(ex)
+    assert ex.decisions == [("body_only", "read", "enforce")]
