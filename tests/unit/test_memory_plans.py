@@ -18,7 +18,8 @@ LEASES = st.sampled_from(["l1", "l2", "l3"])
 def _rows(kind: str, keys: list[str]):
     key = st.sampled_from([f"{kind}:{k}" for k in keys])  # a key holds one kind of value
     if kind == RATE:
-        return st.tuples(st.just(RATE), key, st.integers(1, 10**9), st.sampled_from([1.0, 60.0, 86400.0]), st.just(False))
+        periods = st.sampled_from([1.0, 60.0, 86400.0])
+        return st.tuples(st.just(RATE), key, st.integers(1, 10**9), periods, st.just(False))
     if kind == SLOT:
         return st.tuples(st.just(SLOT), key, st.integers(1, 3), st.floats(0.5, 600), st.just(False))
     return st.tuples(st.just(QUOTA), key, st.floats(0, 100), st.floats(T0 - 50, T0 + 1e5), st.booleans())
