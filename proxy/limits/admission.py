@@ -18,7 +18,7 @@ from proxy.limits.config import Budget, Limits
 from proxy.limits.keys import day_period, month_period
 from proxy.limits.limiter import LimitPlan, Meaning
 from proxy.metrics import Metrics, adder, setter
-from proxy.state.base import QUOTA, RATE, SLOT, Plan, Row
+from proxy.state.base import FIGURES, QUOTA, RATE, SLOT, Plan, Row
 
 MINUTE = 60.0
 # A key, reason, refusal text and limit of one limited dimension.
@@ -43,8 +43,10 @@ class Variant:
     __slots__ = (
         "_pick",
         "_releases",
+        "_setters",
         "_with_quotas",
         "_with_rates",
+        "gauges",
         "limits",
         "quotas",
         "since",
@@ -59,6 +61,9 @@ class Variant:
         self.token_rates: list[tuple[str, int]] = []  # key, limit
         self.slots: list[str] = []  # keys
         self.quotas: tuple[QuotaRow, ...] = ()
+        # Per quota, in order: where its remaining USD is in the admission's figures, its USD, and its period.
+        self.gauges: tuple[tuple[int, float, str], ...] = ()
+        self._setters: tuple[Callable[[float], None], ...] | None = None
         self.since, self.until = -math.inf, math.inf
         self.limits = LimitPlan(Plan(()), ())
         self._pick: Callable[[tuple[Any, ...]], Sequence[Any]] = tuple
@@ -81,6 +86,14 @@ class Variant:
         if not token_delta:
             return self._with_quotas, leases + quotas
         return self._with_rates, leases + (token_delta,) * len(self.token_rates) + quotas
+
+    def setters(self, admission: CallerAdmission) -> tuple[Callable[[float], None], ...]:
+        """Per quota, the setter of the budget gauge of `admission`'s profile for its period (found at the first
+        admission: a gauge's series appears once there is something to show)."""
+        found = self._setters
+        if found is None:
+            found = self._setters = tuple(admission.gauge(period) for _, _, period in self.gauges)
+        return found
 
     def compiled(self, rows: list[Row], meanings: list[Meaning]) -> Variant:
         self.limits = LimitPlan(Plan(rows), meanings)
@@ -147,7 +160,7 @@ class CallerAdmission:
 
     def _compile(self, model_at: int, tokens: bool, budget: bool, now: float) -> Variant:
         """The rows in the order admission has always checked them: the caller's own, its model pattern's,
-        the route's, then the budget's (last: see `_budget_gauges`)."""
+        the route's, then the budget's (last: their settlement's results are the last, see `settlement`)."""
         variant = Variant()
         rows: list[Row] = []
         meanings: list[Meaning] = []
@@ -183,6 +196,10 @@ class CallerAdmission:
                 add((QUOTA, key + label, usd, end, False), (reason, text, None), _COST)
                 variant.until = min(variant.until, end)
             variant.quotas = tuple(quotas)
+            if self.metrics is not None:
+                variant.gauges = tuple(
+                    (row * FIGURES + 1, usd, self.gauge(period)) for row, _, usd, _, period in quotas
+                )
         return variant.compiled(rows, meanings)
 
     def admitted(self) -> None:

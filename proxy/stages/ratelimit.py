@@ -16,7 +16,7 @@ rate-limit headers (which successful responses carry too); a spent budget is 429
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,7 +32,6 @@ from proxy.limits.limiter import Decision
 from proxy.pipeline import Stage, StageFactory
 from proxy.policy.schema import Route
 from proxy.state import Quota, Rate
-from proxy.state.base import FIGURES
 
 if TYPE_CHECKING:
     from proxy.policy.context import BuildContext
@@ -111,8 +110,10 @@ class RateLimitStage(Stage):
             if decision.how != "direct":
                 self.decide(ex, f"admitted:{decision.how}")
             self._estimate = guess
-            if variant.quotas and decision.figures:
-                self._budget_gauges(variant, decision.figures)
+            figures = decision.figures
+            if variant.gauges and figures and admission is not None:
+                for (at, _, _), set_gauge in zip(variant.gauges, variant.setters(admission), strict=True):
+                    set_gauge(figures[at])
             return
         self._variant = None  # the store refused: it took nothing
         limit, _ = decision.binding()
@@ -198,23 +199,13 @@ class RateLimitStage(Stage):
         else:
             plan, amounts = variant.settlement(self._id, False)
         results = await f.shared.limiter.settle_plan(plan, amounts, self._once_key)
-        if results and corrected and variant.quotas:
-            for index, (_, _, usd, _, period) in enumerate(variant.quotas, len(results) - len(variant.quotas)):
-                if math.isnan(results[index]):
-                    continue  # applied by an earlier attempt
-                self._gauge(period)(max(0.0, usd - results[index]))
-
-    def _budget_gauges(self, variant: Variant, figures: list[float]) -> None:
-        for row, _, _, _, period in variant.quotas:
-            self._gauge(period)(figures[row * FIGURES + 1])
-
-    def _gauge(self, period: str) -> Callable[[float], None]:
-        """Sets the budget gauge of this request's caller profile for `period`."""
-        admission = self._admission
-        if admission is not None:
-            return admission.gauge(period)
-        metrics = self._f.shared.metrics
-        return metrics.child(metrics.budget_remaining_usd, self._profile, period).set  # type: ignore[no-any-return]
+        gauges, admission = variant.gauges, self._admission
+        if results and corrected and gauges and admission is not None:
+            # The quotas' new totals are the results' last (see `Variant.settlement`).
+            totals = results[len(results) - len(gauges) :]
+            for (_, usd, _), set_gauge, total in zip(gauges, variant.setters(admission), totals, strict=False):
+                if not math.isnan(total):  # NaN: applied by an earlier attempt
+                    set_gauge(max(0.0, usd - total))
 
 
 class BodyRateLimitStage(RateLimitStage):
