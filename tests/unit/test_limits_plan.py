@@ -159,6 +159,17 @@ def test_a_callers_compiled_limits_keep_admissions_order_and_amounts():
     assert [key for _, key, *_ in fewer.limits.plan.rows] == [rows[0][1], rows[2][1], rows[5][1]]
     assert fewer.amounts(700, "lease-1", 0.25) == (1, "lease-1", 1)
     assert f.route_only.variant(-1, False, False, now).amounts(700, "lease-1", 0.25) == (1,)  # one row: a tuple too
+    # The completion releases the slots, then corrects the token rates (unless the estimate was right) and quotas.
+    slots, rates, quotas = [rows[2], rows[4]], [rows[1], rows[6]], [rows[7], rows[8]]
+    for corrected, tokens, expected_rows, expected_amounts in (
+        (False, 0, slots, ("l", "l")),
+        (True, 0, slots + quotas, ("l", "l", 0.5, 0.5)),
+        (True, -7, slots + rates + quotas, ("l", "l", -7, -7, 0.5, 0.5)),
+    ):
+        plan, amounts = variant.settlement("l", corrected, tokens, 0.5)
+        assert (list(plan.rows), amounts) == (expected_rows, expected_amounts)
+    assert fewer.settlement("l", True, -7, 0.5)[1] == ("l",)
+    assert f.route_only.variant(-1, False, False, now).settlement("l", True, -7, 0.5)[1] == ()
 
 
 def test_a_budget_variant_serves_within_its_periods_and_is_compiled_again_after():
