@@ -4,12 +4,15 @@ bounds), whatever came before: live and expired entries, held leases, refusals, 
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+import math
+import struct
+
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proxy.state import MemoryStore
 from proxy.state.base import QUOTA, RATE, SLOT, Plan
-from proxy.state.memory_plans import _Leases, admission, settlement
+from proxy.state.memory_plans import _Leases, _rounded, admission, settlement
 
 T0 = 1_765_000_000.123456
 LEASES = st.sampled_from(["l1", "l2", "l3"])
@@ -115,3 +118,36 @@ def test_the_usual_admission_and_settlement_are_written_out_and_answer_without_t
     assert admission(Plan([rows[0], rows[0]])) is None
     assert admission(Plan([(RATE, "z", 0, 60.0, False)])) is None
     assert admission(Plan([])) is None and settlement(Plan([])) is None
+
+
+def _written_rounding():
+    namespace: dict = {}
+    exec("def rounded(x):\n" + "".join(f"    {line}\n" for line in _rounded("r", "x")) + "    return r\n", namespace)
+    return namespace["rounded"]
+
+
+ROUNDED = _written_rounding()
+_HALF = st.integers(0, 2**51).map(lambda k: (k + 0.5) / 1e6)  # a half of a microsecond, a hair either side in binary
+_TIE = st.integers(0, 2**37).map(lambda j: (2 * j + 1) / 128)  # exactly a half of a microsecond: odd/128 only
+
+
+@settings(max_examples=3000)
+@given(
+    st.floats()
+    | st.floats(1.7e9, 2.3e9)
+    | st.floats(0, 1e7)
+    | _HALF
+    | _TIE
+    | _HALF.flatmap(lambda x: st.sampled_from([math.nextafter(x, 0), math.nextafter(x, math.inf)]))
+)
+@example(0.0078125)  # 7812.5 microseconds exactly: to the even 7812
+@example(0.0234375)  # 23437.5: to 23438
+@example(0.0000025)  # a half in decimal, just under in binary
+@example(0.0000035)
+@example(2.0**51 / 1e6)
+@example(-0.0)
+@example(5e-324)
+def test_the_written_out_rounding_is_round_bit_for_bit(x):
+    """Where `round_to` would call `round` (a scaled value within 1/8 of a half), the written-out code finds the
+    side of the half exactly: the same double as `round(x, 6)`, ties to even included."""
+    assert struct.pack("<d", ROUNDED(x)) == struct.pack("<d", round(x, 6))
