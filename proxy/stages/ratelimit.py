@@ -193,7 +193,8 @@ class RateLimitStage(Stage):
         corrected = decision is not None and decision.admitted and bool(decision.figures) and guess is not None
         if corrected:
             assert guess is not None
-            token_delta = actual_tokens(ex, guess.tokens) - guess.tokens
+            tokens = guess.tokens
+            token_delta = actual_tokens(ex, tokens) - tokens
             cost_delta = actual_cost(ex, guess, f.shared.pricing) - guess.cost_usd
             plan, amounts = variant.settlement(self._id, True, token_delta, cost_delta)
         else:

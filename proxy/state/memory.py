@@ -76,11 +76,9 @@ class MemoryStore(Store):
         (see proxy/state/memory_plans.py); a refusal, or a store near `max_keys`, takes `_admit_rows`."""
         admit = plan.admits
         if admit is None:
-            admit = plan.admits = admission(plan) or False
-        if admit:
-            figures = admit(self._data, amounts, now, self._max_keys)
-            if figures is not None:
-                return figures
+            admit = admission(plan)  # kept on the plan
+        if admit and (figures := admit(self._data, amounts, now, self._max_keys)) is not None:
+            return figures
         return self._admit_rows(plan, amounts, now)
 
     def _admit_rows(self, plan: Plan, amounts: Sequence[Any], now: float) -> list[float]:
@@ -149,11 +147,9 @@ class MemoryStore(Store):
     def settle_now(self, plan: Plan, amounts: Sequence[Any], now: float) -> list[float]:
         settle = plan.settles
         if settle is None:
-            settle = plan.settles = settlement(plan) or False
-        if settle:
-            results = settle(self._data, amounts, now, self._max_keys)
-            if results is not None:
-                return results
+            settle = settlement(plan)  # kept on the plan
+        if settle and (results := settle(self._data, amounts, now, self._max_keys)) is not None:
+            return results
         return self._apply(zip(plan.rows, amounts, strict=True), now)
 
     def _apply(self, changes: Iterable[tuple[Row, Any]], now: float) -> list[float]:

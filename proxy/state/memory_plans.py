@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from proxy import rounding
 from proxy.state.arith import EPS, UNIT_EPS
@@ -244,9 +244,22 @@ def _make(which: str, shape: object, source: Callable[[], str]) -> Callable[...,
     return found
 
 
-def admission(plan: Plan) -> Admit | None:
-    """`plan`'s admission written out, bound to its keys and limits; None for a plan the generic loop keeps: one
-    that checks a key twice (its rows would see each other's changes), a rate of limit 0, or no rows."""
+def admission(plan: Plan) -> Admit | Literal[False]:
+    """`plan`'s admission written out, bound to its keys and limits, and kept on the plan (`Plan.admits`); False
+    for a plan the generic loop keeps: one that checks a key twice (its rows would see each other's changes), a
+    rate of limit 0, or no rows."""
+    plan.admits = _admission(plan) or False
+    return plan.admits  # type: ignore[no-any-return]
+
+
+def settlement(plan: Plan) -> Settle | Literal[False]:
+    """`plan`'s rows as a settlement written out (see `Plan.changes`), kept on the plan (`Plan.settles`); False for
+    a rate of limit 0, or no rows."""
+    plan.settles = _settlement(plan) or False
+    return plan.settles  # type: ignore[no-any-return]
+
+
+def _admission(plan: Plan) -> Admit | None:
     rows = plan.rows
     if not rows or len({row[1] for row in rows}) != len(rows) or any(row[0] == RATE and not row[2] for row in rows):
         return None
@@ -260,8 +273,7 @@ def admission(plan: Plan) -> Admit | None:
     return _make("admit", shape, lambda: _admit_source(shape))(*values)  # type: ignore[no-any-return]
 
 
-def settlement(plan: Plan) -> Settle | None:
-    """`plan`'s rows as a settlement written out (see `Plan.changes`); None for a rate of limit 0, or no rows."""
+def _settlement(plan: Plan) -> Settle | None:
     rows = plan.rows
     if not rows or any(row[0] == RATE and not row[2] for row in rows):
         return None
