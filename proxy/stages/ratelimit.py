@@ -129,7 +129,7 @@ class RateLimitStage(Stage):
             name = ex.caller.name if ex.caller is not None else ANONYMOUS
             admission = self._admission = f.admission(plan, name, self._profile)
             model = guess.model if guess is not None else None
-            if model is not None:
+            if model is not None and admission.per_model:
                 for at, (pattern, _) in enumerate(admission.per_model):
                     if fnmatchcase(model, pattern):
                         model_at = at
@@ -142,7 +142,7 @@ class RateLimitStage(Stage):
         if not variant.limits.plan.rows:
             return None, ()
         lease = self._id = new_lease()
-        self._once_key = f"{f.shared.prefix}once:{lease}"
+        self._once_key = f.once_prefix + lease
         self._variant = variant  # before the store call: a cancelled call may have taken its slots
         return variant, variant.amounts(tokens, lease, guess.cost_usd if guess is not None else 0.0)
 
@@ -239,6 +239,7 @@ class RateLimitFactory(StageFactory):
         self.label = route.label
         self.route_limit = config.route_limit if config.route_limit and not config.route_limit.empty else None
         self.route_key = f"{shared.prefix}r:{part(route.label)}"
+        self.once_prefix = f"{shared.prefix}once:"  # and a lease: the key an admission is applied once under
         self.route_needs_body = self.route_limit is not None and self.route_limit.tokens_per_minute is not None
         self.lease_ttl_s = lease_ttl_s
         self.route_texts = (
