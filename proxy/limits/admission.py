@@ -210,10 +210,7 @@ class CallerAdmission:
                 add((QUOTA, key + label, usd, end, False), (reason, text, None), _COST)
                 variant.until = min(variant.until, end)
             variant.quotas = tuple(quotas)
-            if self.metrics is not None:
-                variant.gauges = tuple(
-                    (row * FIGURES + 1, usd, self.gauge(period)) for row, _, usd, _, period in quotas
-                )
+            variant.gauges = tuple((row * FIGURES + 1, usd, period) for row, _, usd, _, period in quotas)
         return variant.compiled(rows, meanings)
 
     def admitted(self) -> None:

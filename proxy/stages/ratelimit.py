@@ -90,9 +90,8 @@ class RateLimitStage(Stage):
         variant, amounts = self._limits(ex, guess)
         if variant is None:
             return
-        wait_s = f.config.wait_ms / 1000 if self.enforcing else 0.0
         try:
-            decision = await f.shared.limiter.admit_plan(variant.limits, amounts, wait_s, self._once_key)
+            decision = await f.shared.limiter.admit_plan(variant.limits, amounts, f.wait_s, self._once_key)
         except ServiceUnavailable:  # the slot may have been taken by a call that then timed out: still released
             metrics = f.shared.metrics
             metrics.limit_refusals.labels(self._profile, "backend_unavailable", self.mode).inc()
@@ -176,7 +175,7 @@ class RateLimitStage(Stage):
 
     def on_response_headers(self, ex: Exchange) -> None:
         decision = self._decision
-        if self.enforcing and decision is not None and decision.admitted:
+        if self.mode == "enforce" and decision is not None and decision.admitted:
             decision.put_headers(ex.response_headers, ex.protocol.name)
 
     async def on_complete(self, ex: Exchange) -> None:
@@ -242,6 +241,7 @@ class RateLimitFactory(StageFactory):
         self.once_prefix = f"{shared.prefix}once:"  # and a lease: the key an admission is applied once under
         self.route_needs_body = self.route_limit is not None and self.route_limit.tokens_per_minute is not None
         self.lease_ttl_s = lease_ttl_s
+        self.wait_s = config.wait_ms / 1000 if config.mode == "enforce" else 0.0  # a shadow stage never waits
         self.route_texts = (
             None
             if self.route_limit is None

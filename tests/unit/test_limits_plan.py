@@ -154,6 +154,7 @@ def test_a_callers_compiled_limits_keep_admissions_order_and_amounts():
     assert variant.slots == [rows[2][1], rows[4][1]]
     assert variant.token_rates == [(rows[1][1], 1000), (rows[6][1], 9000)]
     assert [(row, key) for row, key, *_ in variant.quotas] == [(7, rows[7][1]), (8, rows[8][1])]
+    assert variant.gauges == ((7 * FIGURES + 1, 5, "day"), (8 * FIGURES + 1, 100, "month"))  # remaining USD, per period
     # Without an estimate of tokens, or of the budget, those rows are not there.
     fewer = admission.variant(-1, False, False, now)
     assert [key for _, key, *_ in fewer.limits.plan.rows] == [rows[0][1], rows[2][1], rows[5][1]]
