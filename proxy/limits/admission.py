@@ -18,7 +18,7 @@ from proxy.limits.config import Budget, Limits
 from proxy.limits.keys import day_period, month_period
 from proxy.limits.limiter import LimitPlan, Meaning
 from proxy.metrics import Metrics, adder, setter
-from proxy.state.base import QUOTA, RATE, SLOT, Plan, Row
+from proxy.state.base import FIGURES, QUOTA, RATE, SLOT, Plan, Row
 
 MINUTE = 60.0
 # A key, reason, refusal text and limit of one limited dimension.
@@ -42,9 +42,14 @@ class Variant:
 
     __slots__ = (
         "_pick",
+        "_pick_quotas",
+        "_pick_rates",
+        "_pick_releases",
         "_releases",
+        "_setters",
         "_with_quotas",
         "_with_rates",
+        "gauges",
         "limits",
         "quotas",
         "since",
@@ -59,10 +64,14 @@ class Variant:
         self.token_rates: list[tuple[str, int]] = []  # key, limit
         self.slots: list[str] = []  # keys
         self.quotas: tuple[QuotaRow, ...] = ()
+        # Per quota, in order: where its remaining USD is in the admission's figures, its USD, and its period.
+        self.gauges: tuple[tuple[int, float, str], ...] = ()
+        self._setters: tuple[Callable[[float], None], ...] | None = None
         self.since, self.until = -math.inf, math.inf
         self.limits = LimitPlan(Plan(()), ())
         self._pick: Callable[[tuple[Any, ...]], Sequence[Any]] = tuple
         self._releases = self._with_quotas = self._with_rates = Plan(())
+        self._pick_releases = self._pick_quotas = self._pick_rates = _picker([])
 
     def amounts(self, tokens: int, lease: str, cost_usd: float) -> Sequence[Any]:
         """One amount per row: a requests rate's 1, a token rate's estimate, the slot's lease, the estimated cost."""
@@ -74,28 +83,46 @@ class Variant:
         """What the completion settles, as a plan of changes (`Plan.changes`) and its amounts: the slots'
         releases, then, if `corrected`, the token rates' corrections (unless `token_delta` is 0) and the budget
         quotas' (last, so the quotas' new totals are the results' last)."""
-        leases = (lease,) * len(self.slots)
+        values = (lease, token_delta, cost_delta)  # a settlement's amounts are picked from these (see `compiled`)
         if not corrected:
-            return self._releases, leases
-        quotas = (cost_delta,) * len(self.quotas)
+            return self._releases, self._pick_releases(values)
         if not token_delta:
-            return self._with_quotas, leases + quotas
-        return self._with_rates, leases + (token_delta,) * len(self.token_rates) + quotas
+            return self._with_quotas, self._pick_quotas(values)
+        return self._with_rates, self._pick_rates(values)
+
+    def setters(self, admission: CallerAdmission) -> tuple[Callable[[float], None], ...]:
+        """Per quota, the setter of the budget gauge of `admission`'s profile for its period (found at the first
+        admission: a gauge's series appears once there is something to show)."""
+        found = self._setters
+        if found is None:
+            found = self._setters = tuple(admission.gauge(period) for _, _, period in self.gauges)
+        return found
 
     def compiled(self, rows: list[Row], meanings: list[Meaning]) -> Variant:
         self.limits = LimitPlan(Plan(rows), meanings)
         sources = self.sources
-        if len(sources) > 1:
-            self._pick = itemgetter(*sources)  # a tuple of those items, taken in C
-        else:
-            self._pick = lambda values: tuple(values[source] for source in sources)
+        self._pick = _picker(sources)
         slots = [row for row, source in zip(rows, sources, strict=True) if source == _LEASE]
         rates = [row for row, source in zip(rows, sources, strict=True) if source == _TOKENS]
         quotas = [row for row, source in zip(rows, sources, strict=True) if source == _COST]
         self._releases = Plan(slots)
         self._with_quotas = Plan(slots + quotas)
         self._with_rates = Plan(slots + rates + quotas)
+        # A settlement's amounts, from (lease, token delta, cost delta): the slots' lease, the rates' or quotas' delta.
+        self._pick_releases = _picker([0] * len(slots))
+        self._pick_quotas = _picker([0] * len(slots) + [2] * len(quotas))
+        self._pick_rates = _picker([0] * len(slots) + [1] * len(rates) + [2] * len(quotas))
         return self
+
+
+def _picker(sources: list[int]) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    """A tuple of the items at `sources` of a tuple of values."""
+    if len(sources) > 1:
+        return itemgetter(*sources)  # taken in C
+    if sources:
+        (source,) = sources
+        return lambda values: (values[source],)
+    return lambda values: ()
 
 
 class CallerAdmission:
@@ -147,7 +174,7 @@ class CallerAdmission:
 
     def _compile(self, model_at: int, tokens: bool, budget: bool, now: float) -> Variant:
         """The rows in the order admission has always checked them: the caller's own, its model pattern's,
-        the route's, then the budget's (last: see `_budget_gauges`)."""
+        the route's, then the budget's (last: their settlement's results are the last, see `settlement`)."""
         variant = Variant()
         rows: list[Row] = []
         meanings: list[Meaning] = []
@@ -183,6 +210,7 @@ class CallerAdmission:
                 add((QUOTA, key + label, usd, end, False), (reason, text, None), _COST)
                 variant.until = min(variant.until, end)
             variant.quotas = tuple(quotas)
+            variant.gauges = tuple((row * FIGURES + 1, usd, period) for row, _, usd, _, period in quotas)
         return variant.compiled(rows, meanings)
 
     def admitted(self) -> None:

@@ -15,11 +15,12 @@ on the request path. After the response, limits are corrected with the real usag
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from proxy.accounting.pricing import cost_usd, price_tokens, resolve
+from proxy.accounting.pricing import PER_TOKENS, cost_usd, price_tokens, resolve
 from proxy.exchange import Exchange
 from proxy.policy.schema import Pricing
 from proxy.protocols import PROTOCOLS
@@ -54,43 +55,71 @@ def estimate(ex: Exchange, default_output: int, pricing: Mapping[str, Pricing]) 
     prompt = ex.protocol.prompt_bound(ex.body, body, MEDIA_PART_TOKENS)
     output = ex.protocol.output_cap(body, default_output)
     # The prompt at the dearest input-side rate: uncached, a cache read or a cache write (the model looked up once).
-    found = resolve(model, pricing)
-    if found is None:
+    priced = _priced(model, pricing)
+    if priced is None:
         return Estimate(model, prompt, output, 0.0)
-    rates = found[1]
-    # Rates are finite and non-negative, so the dearest rate gives the dearest of the three prices; only a
-    # price too large to be finite (then None) needs the other two.
+    return Estimate(model, prompt, output, _dearest_price(priced, prompt, output))
+
+
+def _dearest_price(priced: tuple[Pricing, int, float, float], prompt: int, output: int) -> float:
+    """The largest of the three prices, the prompt counted uncached, as a cache read or as a cache write."""
+    rates, slot, prompt_rate, output_rate = priced
+    # `price_tokens` with the prompt's count in the dearest slot: rates are finite and non-negative, so the other
+    # two slots' products are zeros, which add nothing.
+    cost = (prompt * prompt_rate + output * output_rate) / PER_TOKENS
+    if 0.0 <= cost < math.inf:
+        return cost
+    # The dearest rate gives the dearest of the three prices; only a price too large to be finite (then None)
+    # needs the other two.
     counts = [0, 0, 0]
-    counts[_dearest_slot(rates)] = prompt
+    counts[slot] = prompt
     dearest = price_tokens(rates, *counts, output)
     if dearest is None:
         dearest = 0.0  # the largest of the three that is not None (a price is never negative)
-        for cost in (
+        for price in (
             price_tokens(rates, prompt, 0, 0, output),
             price_tokens(rates, 0, prompt, 0, output),
             price_tokens(rates, 0, 0, prompt, output),
         ):
-            if cost is not None and cost > dearest:
-                dearest = cost
-    return Estimate(model, prompt, output, dearest)
+            if price is not None and price > dearest:
+                dearest = price
+    return dearest
 
 
-_DEAREST: dict[int, tuple[Pricing, int]] = {}  # id(rates) -> (rates, its dearest input-side slot)
-_DEAREST_ENTRIES = 1024  # price entries remembered (then it starts over: a reload brings new ones)
+# (id(price table), model) -> (the table, and the model's rates, dearest input-side slot, that slot's rate and the
+# output rate; or None when no table prices it): `resolve` and `_dearest_slot` once per model.
+_PRICED: dict[tuple[int, str | None], tuple[Mapping[str, Pricing], tuple[Pricing, int, float, float] | None]] = {}
+_PRICED_ENTRIES = 1024  # models remembered (then it starts over: names come from requests, a reload brings new tables)
+_PRICED_NAME_CHARS = 200  # a longer model name (from a request, so bounded here) is looked up each time
+
+
+def _priced(model: str | None, pricing: Mapping[str, Pricing]) -> tuple[Pricing, int, float, float] | None:
+    key = (id(pricing), model)
+    found = _PRICED.get(key)
+    if found is not None and found[0] is pricing:
+        return found[1]
+    resolved = resolve(model, pricing)
+    priced = None
+    if resolved is not None:
+        rates = resolved[1]
+        slot = _dearest_slot(rates)
+        priced = rates, slot, _input_rates(rates)[slot], rates.output
+    if model is None or len(model) <= _PRICED_NAME_CHARS:
+        if len(_PRICED) >= _PRICED_ENTRIES:
+            _PRICED.clear()
+        _PRICED[key] = (pricing, priced)
+    return priced
+
+
+def _input_rates(rates: Pricing) -> list[float]:
+    """Uncached, cache read and cache write, as `price_tokens` applies them (an unset cache rate is the input rate)."""
+    return [rates.input if rate is None else rate for rate in (rates.input, rates.cached_input, rates.cache_write)]
 
 
 def _dearest_slot(rates: Pricing) -> int:
-    """Which input-side count (uncached, cache read, cache write) `rates` prices highest: their rates
-    compared as `price_tokens` applies them (an unset cache rate is the input rate)."""
-    found = _DEAREST.get(id(rates))
-    if found is not None and found[0] is rates:
-        return found[1]
-    per_token = [rates.input if rate is None else rate for rate in (rates.input, rates.cached_input, rates.cache_write)]
-    slot = per_token.index(max(per_token))
-    if len(_DEAREST) >= _DEAREST_ENTRIES:
-        _DEAREST.clear()
-    _DEAREST[id(rates)] = (rates, slot)
-    return slot
+    """Which input-side count (uncached, cache read, cache write) `rates` prices highest."""
+    per_token = _input_rates(rates)
+    return per_token.index(max(per_token))
 
 
 def actual_tokens(ex: Exchange, guess: int) -> int:

@@ -84,15 +84,16 @@ class LimitPlan:
         self._headers: dict[str, HeaderRows] = {}
 
     def headers(self, protocol: str) -> HeaderRows:
-        """Per dimension, in `reports`' order: its header names in `protocol`'s convention, and its rows (where
-        their figures start, and their limit as a header value); empty for a protocol without a convention."""
+        """Per dimension, in `reports`' order: its header names in `protocol`'s convention, where its first row's
+        figures start and its limit as a header value, and its other rows alike; empty for a protocol without a
+        convention."""
         found = self._headers.get(protocol)
         if found is None:
             groups: dict[str, list[tuple[int, str]]] = {}
             for dimension, index, limit in self.reported:
                 groups.setdefault(dimension, []).append((index * FIGURES, str(limit)))
             found = self._headers[protocol] = tuple(
-                (names, tuple(rows))
+                (names, *rows[0], tuple(rows[1:]))
                 for dimension, rows in groups.items()
                 if (names := header_names(protocol, dimension)) is not None
             )
@@ -157,10 +158,9 @@ class Decision:
         if not groups:
             return
         figures, openai = self.figures, protocol == "openai"
-        for names, rows in groups:
-            at, limit = rows[0]
+        for names, at, limit, others in groups:
             remaining = figures[at + 1]
-            for other, other_limit in rows[1:]:  # the tightest: the first with the fewest units left
+            for other, other_limit in others:  # the tightest: the first with the fewest units left
                 if figures[other + 1] < remaining:
                     at, limit, remaining = other, other_limit, figures[other + 1]
             put_rate_header(target, openai, names, limit, remaining, figures[at + 2], now)

@@ -16,7 +16,7 @@ rate-limit headers (which successful responses carry too); a spent budget is 429
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -32,7 +32,6 @@ from proxy.limits.limiter import Decision
 from proxy.pipeline import Stage, StageFactory
 from proxy.policy.schema import Route
 from proxy.state import Quota, Rate
-from proxy.state.base import FIGURES
 
 if TYPE_CHECKING:
     from proxy.policy.context import BuildContext
@@ -91,9 +90,8 @@ class RateLimitStage(Stage):
         variant, amounts = self._limits(ex, guess)
         if variant is None:
             return
-        wait_s = f.config.wait_ms / 1000 if self.enforcing else 0.0
         try:
-            decision = await f.shared.limiter.admit_plan(variant.limits, amounts, wait_s, self._once_key)
+            decision = await f.shared.limiter.admit_plan(variant.limits, amounts, f.wait_s, self._once_key)
         except ServiceUnavailable:  # the slot may have been taken by a call that then timed out: still released
             metrics = f.shared.metrics
             metrics.limit_refusals.labels(self._profile, "backend_unavailable", self.mode).inc()
@@ -111,8 +109,10 @@ class RateLimitStage(Stage):
             if decision.how != "direct":
                 self.decide(ex, f"admitted:{decision.how}")
             self._estimate = guess
-            if variant.quotas and decision.figures:
-                self._budget_gauges(variant, decision.figures)
+            figures = decision.figures
+            if variant.gauges and figures and admission is not None:
+                for (at, _, _), set_gauge in zip(variant.gauges, variant.setters(admission), strict=True):
+                    set_gauge(figures[at])
             return
         self._variant = None  # the store refused: it took nothing
         limit, _ = decision.binding()
@@ -128,7 +128,7 @@ class RateLimitStage(Stage):
             name = ex.caller.name if ex.caller is not None else ANONYMOUS
             admission = self._admission = f.admission(plan, name, self._profile)
             model = guess.model if guess is not None else None
-            if model is not None:
+            if model is not None and admission.per_model:
                 for at, (pattern, _) in enumerate(admission.per_model):
                     if fnmatchcase(model, pattern):
                         model_at = at
@@ -141,7 +141,7 @@ class RateLimitStage(Stage):
         if not variant.limits.plan.rows:
             return None, ()
         lease = self._id = new_lease()
-        self._once_key = f"{f.shared.prefix}once:{lease}"
+        self._once_key = f.once_prefix + lease
         self._variant = variant  # before the store call: a cancelled call may have taken its slots
         return variant, variant.amounts(tokens, lease, guess.cost_usd if guess is not None else 0.0)
 
@@ -175,7 +175,7 @@ class RateLimitStage(Stage):
 
     def on_response_headers(self, ex: Exchange) -> None:
         decision = self._decision
-        if self.enforcing and decision is not None and decision.admitted:
+        if self.mode == "enforce" and decision is not None and decision.admitted:
             decision.put_headers(ex.response_headers, ex.protocol.name)
 
     async def on_complete(self, ex: Exchange) -> None:
@@ -192,29 +192,20 @@ class RateLimitStage(Stage):
         corrected = decision is not None and decision.admitted and bool(decision.figures) and guess is not None
         if corrected:
             assert guess is not None
-            token_delta = actual_tokens(ex, guess.tokens) - guess.tokens
+            tokens = guess.tokens
+            token_delta = actual_tokens(ex, tokens) - tokens
             cost_delta = actual_cost(ex, guess, f.shared.pricing) - guess.cost_usd
             plan, amounts = variant.settlement(self._id, True, token_delta, cost_delta)
         else:
             plan, amounts = variant.settlement(self._id, False)
         results = await f.shared.limiter.settle_plan(plan, amounts, self._once_key)
-        if results and corrected and variant.quotas:
-            for index, (_, _, usd, _, period) in enumerate(variant.quotas, len(results) - len(variant.quotas)):
-                if math.isnan(results[index]):
-                    continue  # applied by an earlier attempt
-                self._gauge(period)(max(0.0, usd - results[index]))
-
-    def _budget_gauges(self, variant: Variant, figures: list[float]) -> None:
-        for row, _, _, _, period in variant.quotas:
-            self._gauge(period)(figures[row * FIGURES + 1])
-
-    def _gauge(self, period: str) -> Callable[[float], None]:
-        """Sets the budget gauge of this request's caller profile for `period`."""
-        admission = self._admission
-        if admission is not None:
-            return admission.gauge(period)
-        metrics = self._f.shared.metrics
-        return metrics.child(metrics.budget_remaining_usd, self._profile, period).set  # type: ignore[no-any-return]
+        gauges, admission = variant.gauges, self._admission
+        if results and corrected and gauges and admission is not None:
+            # The quotas' new totals are the results' last (see `Variant.settlement`).
+            totals = results[len(results) - len(gauges) :]
+            for (_, usd, _), set_gauge, total in zip(gauges, variant.setters(admission), totals, strict=False):
+                if not math.isnan(total):  # NaN: applied by an earlier attempt
+                    set_gauge(max(0.0, usd - total))
 
 
 class BodyRateLimitStage(RateLimitStage):
@@ -247,8 +238,10 @@ class RateLimitFactory(StageFactory):
         self.label = route.label
         self.route_limit = config.route_limit if config.route_limit and not config.route_limit.empty else None
         self.route_key = f"{shared.prefix}r:{part(route.label)}"
+        self.once_prefix = f"{shared.prefix}once:"  # and a lease: the key an admission is applied once under
         self.route_needs_body = self.route_limit is not None and self.route_limit.tokens_per_minute is not None
         self.lease_ttl_s = lease_ttl_s
+        self.wait_s = config.wait_ms / 1000 if config.mode == "enforce" else 0.0  # a shadow stage never waits
         self.route_texts = (
             None
             if self.route_limit is None

@@ -150,7 +150,7 @@ class Plan:
     So a request's admission builds no check or verdict objects: the stores walk the rows, and answer in flat
     figures (`FIGURES` per row)."""
 
-    __slots__ = ("marked", "rates", "rows", "wire")
+    __slots__ = ("admits", "marked", "rates", "rows", "settles", "wire")
 
     def __init__(self, rows: Sequence[Row]):
         self.rows = tuple(rows)
@@ -158,6 +158,10 @@ class Plan:
         self.marked = any(row[0] != SLOT for row in self.rows)
         self.rates = tuple((index, row[2]) for index, row in enumerate(self.rows) if row[0] == RATE)
         self.wire: object = None  # a backend's own form of the rows, made by its first call with this plan
+        # The memory store's admission and settlement of these rows, written out (proxy/state/memory_plans.py) by
+        # its first call of each with this plan; False where it keeps its generic loop.
+        self.admits: Any = None
+        self.settles: Any = None
 
     @staticmethod
     def of(checks: Sequence[Check]) -> tuple[Plan, list[Any]]:

@@ -10,7 +10,6 @@ than cachetools' TLRUCache: admission is on every request's path, and this is ~5
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from itertools import islice
 from typing import Any, ClassVar
@@ -33,35 +32,9 @@ from proxy.state.base import (
     Slot,
     Store,
 )
+from proxy.state.memory_plans import _gone, _Leases, admission, settlement
 
 DEFAULT_MAX_KEYS = 200_000
-
-
-class _Leases(dict[str, float]):
-    """A concurrency slot's leases and their deadlines, with bounds on those deadlines, so that admitting and
-    releasing cost the same with 10 or 10,000 requests in flight: the leases are only looked through when the
-    earliest deadline may have passed (a lease whose release never came)."""
-
-    __slots__ = ("latest", "soonest")
-
-    def __init__(self) -> None:  # empty, as dict.__new__ made it: no dict.__init__ to call
-        self.soonest = math.inf  # at most the earliest deadline
-        self.latest = -math.inf  # at least the latest: when the whole entry can go
-
-    def expire(self, now: float) -> None:
-        if self.soonest > now:
-            return
-        for lease in [lease for lease, deadline in self.items() if deadline <= now]:
-            del self[lease]
-        self.soonest = min(self.values(), default=math.inf)
-        self.latest = max(self.values(), default=-math.inf)
-
-    def put(self, lease: str, deadline: float) -> None:
-        deadline = self[lease] = round_to(deadline, 6)  # to the microsecond, as the Redis store keeps it
-        if deadline < self.soonest:  # min() and max(), without their calls
-            self.soonest = deadline
-        if deadline > self.latest:
-            self.latest = deadline
 
 
 class MemoryStore(Store):
@@ -99,7 +72,17 @@ class MemoryStore(Store):
         return self.admit_now(plan, amounts, now)
 
     def admit_now(self, plan: Plan, amounts: Sequence[Any], now: float) -> list[float]:
-        """`admit` without a coroutine: nothing here waits."""
+        """`admit` without a coroutine: nothing here waits. The plan's rows written out answer the usual case
+        (see proxy/state/memory_plans.py); a refusal, or a store near `max_keys`, takes `_admit_rows`."""
+        admit = plan.admits
+        if admit is None:
+            admit = admission(plan)  # kept on the plan
+        if admit and (figures := admit(self._data, amounts, now, self._max_keys)) is not None:
+            return figures
+        return self._admit_rows(plan, amounts, now)
+
+    def _admit_rows(self, plan: Plan, amounts: Sequence[Any], now: float) -> list[float]:
+        """The reference admission: every row read and checked in turn; all written, in order, if all pass."""
         figures: list[float] = []
         writes: list[tuple[str, Any, float]] = []
         taken: list[tuple[_Leases, str, float | None]] | None = None  # slots changed in place: undone if refused
@@ -162,6 +145,11 @@ class MemoryStore(Store):
         return self._apply([_row(change) for change in changes], now)
 
     def settle_now(self, plan: Plan, amounts: Sequence[Any], now: float) -> list[float]:
+        settle = plan.settles
+        if settle is None:
+            settle = settlement(plan)  # kept on the plan
+        if settle and (results := settle(self._data, amounts, now, self._max_keys)) is not None:
+            return results
         return self._apply(zip(plan.rows, amounts, strict=True), now)
 
     def _apply(self, changes: Iterable[tuple[Row, Any]], now: float) -> list[float]:
@@ -195,11 +183,6 @@ class MemoryStore(Store):
 
     async def ping(self) -> bool:
         return True
-
-
-def _gone(data: dict[str, tuple[Any, float]], key: str) -> None:
-    """Deletes an expired entry; it reads as no value."""
-    del data[key]
 
 
 RENEW, MARK = "l", "o"  # `_apply`'s rows for a renewal, and for a marker (Once, Undo)

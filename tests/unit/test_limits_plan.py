@@ -154,11 +154,23 @@ def test_a_callers_compiled_limits_keep_admissions_order_and_amounts():
     assert variant.slots == [rows[2][1], rows[4][1]]
     assert variant.token_rates == [(rows[1][1], 1000), (rows[6][1], 9000)]
     assert [(row, key) for row, key, *_ in variant.quotas] == [(7, rows[7][1]), (8, rows[8][1])]
+    assert variant.gauges == ((7 * FIGURES + 1, 5, "day"), (8 * FIGURES + 1, 100, "month"))  # remaining USD, per period
     # Without an estimate of tokens, or of the budget, those rows are not there.
     fewer = admission.variant(-1, False, False, now)
     assert [key for _, key, *_ in fewer.limits.plan.rows] == [rows[0][1], rows[2][1], rows[5][1]]
     assert fewer.amounts(700, "lease-1", 0.25) == (1, "lease-1", 1)
     assert f.route_only.variant(-1, False, False, now).amounts(700, "lease-1", 0.25) == (1,)  # one row: a tuple too
+    # The completion releases the slots, then corrects the token rates (unless the estimate was right) and quotas.
+    slots, rates, quotas = [rows[2], rows[4]], [rows[1], rows[6]], [rows[7], rows[8]]
+    for corrected, tokens, expected_rows, expected_amounts in (
+        (False, 0, slots, ("l", "l")),
+        (True, 0, slots + quotas, ("l", "l", 0.5, 0.5)),
+        (True, -7, slots + rates + quotas, ("l", "l", -7, -7, 0.5, 0.5)),
+    ):
+        plan, amounts = variant.settlement("l", corrected, tokens, 0.5)
+        assert (list(plan.rows), amounts) == (expected_rows, expected_amounts)
+    assert fewer.settlement("l", True, -7, 0.5)[1] == ("l",)
+    assert f.route_only.variant(-1, False, False, now).settlement("l", True, -7, 0.5)[1] == ()
 
 
 def test_a_budget_variant_serves_within_its_periods_and_is_compiled_again_after():
