@@ -64,18 +64,20 @@ TOKEN_KINDS = (
 
 class UsageStage(Stage):
     name: ClassVar[str] = "usage"
+    # Where a request starts, as class attributes: one stage is made per request, and an instance sets them only
+    # when they change.
+    _strip = False  # we asked for stream usage: remove it from what the caller gets
+    _chars = 0  # characters of the generated text, kept or not
+    _held = 0  # bytes of streamed events held (HELD_EVENT_COST each on top)
+    _complete = False  # the response was seen whole (terminal event or full body)
+    _last: SSEEvent | None = None  # the last streamed event seen
 
     def __init__(self, factory: UsageFactory):
         super().__init__(factory.mode)
         self._factory = factory
-        self._strip = False  # we asked for stream usage: remove it from what the caller gets
         self._texts: list[str] = []  # generated text, for an estimate if no final usage comes
-        self._chars = 0  # characters of it, kept or not
         # Streamed events kept for that estimate, read only if it is needed (rarely: most upstreams report usage).
         self._events: list[SSEEvent] = []
-        self._held = 0
-        self._complete = False  # the response was seen whole (terminal event or full body)
-        self._last: SSEEvent | None = None  # the last streamed event seen
 
     async def on_request_body(self, ex: Exchange) -> Reply | None:
         if self.enforcing and self._factory.config.stream_usage and ex.has_llm_body:
@@ -108,17 +110,19 @@ class UsageStage(Stage):
         return []
 
     def on_response_body(self, ex: Exchange, body: bytes) -> bytes:
-        if not ex.protocol.parses_json or not _success(ex) or not body:
+        protocol = ex.protocol
+        status = ex.status
+        if not protocol.parses_json or status is None or not 200 <= status < 300 or not body:  # `_success`, inline
             return body
         try:
             payload = ex.response_json(body)
         except orjson.JSONDecodeError:
             return body
-        ex.model_served = ex.protocol.response_model(payload) or ex.model_served
-        if (usage := ex.protocol.body_usage(payload)) is not None:
+        ex.model_served = protocol.response_model(payload) or ex.model_served
+        if (usage := protocol.body_usage(payload)) is not None:
             self._take(ex, usage)
         elif self._factory.config.estimate:
-            self._keep_text(ex.protocol.body_text(payload))
+            self._keep_text(protocol.body_text(payload))
         self._complete = True
         return body
 
