@@ -89,19 +89,43 @@ SCHEMA = (
 )
 
 
-def _row_function() -> Callable[[Record], tuple[object, ...]]:
-    """A record's values in column order, as one spelled-out tuple (as dataclasses writes its own __init__):
-    dataclasses.astuple deep-copies every value, and `attrgetter(*COLUMNS)` costs 2.5 times as much."""
-    namespace: dict[str, Any] = {}
-    exec(f"def row(r):\n    return ({', '.join(f'r.{c}' for c in COLUMNS)},)", namespace)
-    return namespace["row"]
+_NEVER_NULL = frozenset({"request_id", "ts", "route", "latency_ms"})  # bound as they are, whatever they hold
+_BOOLEAN = frozenset({"stream", "cache_hit", "estimated"})
+# How a row is bound, cheaper than sqlite3's own way for its commonest values and stored the same. sqlite3 binds an
+# exact int, float or str at once, but None and booleans only after a search for an adapter (about 1.1K
+# instructions each, ten of a usual row's values). So None is bound as a float NaN, which SQLite stores as NULL
+# (sqlite3VdbeMemSetDouble: it has no NaN), and True / False as the integers 1 / 0, what their adapter gives.
+# tests/unit/test_ledger_binding.py holds every column's stored value and type to the plain binding's.
+_NULL = float("nan")
 
 
-_ROW = _row_function()
+def _bound(column: str, value: str) -> str:
+    if column in _NEVER_NULL:
+        return value
+    if column in _BOOLEAN:
+        return f"(1 if {value} is True else 0 if {value} is False else {value})"
+    return f"(_NULL if {value} is None else {value})"
+
+
+def _row_functions() -> tuple[Callable[..., tuple[object, ...]], Callable[[Record], tuple[object, ...]]]:
+    """`make_row(*values)`: a record's values (in column order, positionally) as bound; `row_of(record)`: the same from
+    a Record. Spelled-out tuples (as dataclasses writes its own __init__): dataclasses.astuple deep-copies every
+    value, and `attrgetter(*COLUMNS)` costs 2.5 times as much. The usage stage builds its rows with `make_row` rather
+    than a Record first: 27 attributes stored and read again cost more than the row itself."""
+    namespace: dict[str, Any] = {"_NULL": _NULL}
+    bound = ", ".join(_bound(c, c) for c in COLUMNS)
+    exec(f"def make_row({', '.join(COLUMNS)}):\n    return ({bound},)", namespace)
+    exec(f"def row_of(r):\n    return make_row({', '.join(f'r.{c}' for c in COLUMNS)})", namespace)
+    return namespace["make_row"], namespace["row_of"]
+
+
+make_row, row_of = _row_functions()
+Row = tuple[object, ...]
+"""A record as `make_row` binds it: what the ledger queues and writes."""
+_REQUEST_ID = COLUMNS.index("request_id")
 INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
-# sqlite3 binds None and bools (ten of a usual row's values) only after a search for an adapter that
-# costs more than the insert of the value itself (a failed attribute lookup with its exception, twice).
-# Registered adapters make that search one dict hit; what is stored is the same: NULL, and 0 or 1.
+# What a row's values other than `make_row`'s cover: None bound through a registered adapter is one dict hit, not the
+# search for one (a failed attribute lookup with its exception, twice); stored the same, NULL and 0 or 1.
 sqlite3.register_adapter(type(None), {}.get)  # None -> None, bound as NULL
 sqlite3.register_adapter(bool, int)
 
@@ -180,9 +204,9 @@ class Ledger:
         self.flush_timeout_s = flush_timeout_s
         self._conn = conn
         self._metrics = metrics
-        self._records: deque[Record] = deque()  # append and popleft are atomic: no lock on the event loop
+        self._records: deque[Row] = deque()  # append and popleft are atomic: no lock on the event loop
         self._control: queue.SimpleQueue[object] = queue.SimpleQueue()  # flush waiters and the stop mark
-        self._pending: list[Record] = []  # taken from the queue, not yet committed
+        self._pending: list[Row] = []  # taken from the queue, not yet committed
         self._closed = False
         self._wake = threading.Event()
         self._started_at = -RESTART_PAUSE_S
@@ -204,19 +228,24 @@ class Ledger:
 
     def record(self, record: Record) -> None:
         """Called on the event loop: never blocks, never raises."""
+        self.record_row(row_of(record))
+
+    def record_row(self, row: Row) -> None:
+        """`record` of a record's `row`: what the usage stage calls."""
         if self._closed:
             self._metrics.ledger_records.labels("dropped").inc()
-            log.error("ledger record after close dropped", extra={"fields": {"request_id": record.request_id}})
+            log.error("ledger record after close dropped", extra={"fields": {"request_id": row[_REQUEST_ID]}})
             return
         queued = len(self._records)
         if queued >= self.max_queued:
             self._metrics.ledger_records.labels("dropped").inc()
-            log.error("ledger queue full; record dropped", extra={"fields": {"request_id": record.request_id}})
+            log.error("ledger queue full; record dropped", extra={"fields": {"request_id": row[_REQUEST_ID]}})
             return
-        self._records.append(record)
+        self._records.append(row)
         if queued + 1 == self.max_queued // 2:  # don't let a burst wait for the interval
             self._wake.set()
-        self._supervise()
+        if not self._writing:  # `_supervise`'s first test, without its call on every record
+            self._supervise()
 
     async def flush(self) -> bool:
         """Commit everything recorded so far, waiting at most `flush_timeout_s`; False if that ran out.
@@ -307,7 +336,7 @@ class Ledger:
         except sqlite3.Error:
             log.exception("closing the ledger failed")
 
-    def _write(self, pending: list[Record], final: bool) -> list[Record]:
+    def _write(self, pending: list[Row], final: bool) -> list[Row]:
         """Commit `pending` in one transaction; return what is still to be written."""
         if not pending:
             return pending
@@ -325,30 +354,30 @@ class Ledger:
         self._metrics.ledger_records.labels("written").inc(len(pending))
         return []
 
-    def _commit(self, pending: list[Record]) -> None:
+    def _commit(self, pending: list[Row]) -> None:
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")  # the write lock at once: other workers wait (busy timeout)
-            self._conn.executemany(INSERT, map(_ROW, pending))
+            self._conn.executemany(INSERT, pending)
 
-    def _commit_rows(self, pending: list[Record]) -> int:
+    def _commit_rows(self, pending: list[Row]) -> int:
         """One transaction, each row on its own: a refused row is counted and left out."""
         written = 0
         with self._conn:
             self._conn.execute("BEGIN IMMEDIATE")  # the write lock at once: other workers wait (busy timeout)
             for row in pending:
                 try:
-                    self._conn.execute(INSERT, _ROW(row))
+                    self._conn.execute(INSERT, row)
                 except sqlite3.OperationalError:
                     raise
                 except BaseException as exc:  # even SystemExit from a value's adapter is one bad row
                     self._metrics.ledger_records.labels("refused").inc()
-                    fields = {"request_id": row.request_id, "error": type(exc).__name__}
+                    fields = {"request_id": row[_REQUEST_ID], "error": type(exc).__name__}
                     log.error("ledger row refused by the database; left out", extra={"fields": fields})
                 else:
                     written += 1
         return written
 
-    def _keep(self, pending: list[Record], final: bool, exc: Exception) -> list[Record]:
+    def _keep(self, pending: list[Row], final: bool, exc: Exception) -> list[Row]:
         self._metrics.ledger_errors.labels("write").inc()
         log.error("ledger write failed; retrying at the next flush", extra={"fields": {"error": str(exc)}})
         excess = len(pending) if final else max(0, len(pending) - self.max_pending)

@@ -9,7 +9,7 @@ import orjson
 
 from proxy.errors import ProxyError
 from proxy.protocols import cached, plain, prompt_size, text_slots, tool_calls
-from proxy.protocols.base import Protocol, Usage, reported
+from proxy.protocols.base import Protocol, Usage, reported_counts
 from proxy.protocols.conversation import Conversation, anthropic_messages
 from proxy.protocols.shape import anthropic_shape_problem
 from proxy.protocols.sse import SSEEvent
@@ -36,11 +36,12 @@ _ERROR_TYPES = {
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
-    return reported(
-        input_tokens=raw.get("input_tokens"),
-        output_tokens=raw.get("output_tokens"),
-        cached_input_tokens=raw.get("cache_read_input_tokens"),
-        cache_write_tokens=raw.get("cache_creation_input_tokens"),
+    return reported_counts(
+        raw.get("input_tokens"),
+        raw.get("output_tokens"),
+        raw.get("cache_read_input_tokens"),
+        raw.get("cache_creation_input_tokens"),
+        None,  # reasoning_tokens: not in Anthropic's usage
     )
 
 

@@ -124,6 +124,38 @@ def reported(**raw: Any) -> Usage:
     return usage
 
 
+def reported_counts(
+    input_tokens: Any, output_tokens: Any, cached_input_tokens: Any, cache_write_tokens: Any, reasoning_tokens: Any
+) -> Usage:
+    """`reported` positionally, in the order of COUNTS: what the adapters call on every answer. When every value
+    is None or an exact int in range (what an upstream's JSON holds), that is the Usage, without `reported`'s
+    keyword call and its loop; anything else takes `reported` itself."""
+    if (
+        (input_tokens is None or (input_tokens.__class__ is int and 0 <= input_tokens <= MAX_REPORTED_TOKENS))
+        and (output_tokens is None or (output_tokens.__class__ is int and 0 <= output_tokens <= MAX_REPORTED_TOKENS))
+        and (
+            cached_input_tokens is None
+            or (cached_input_tokens.__class__ is int and 0 <= cached_input_tokens <= MAX_REPORTED_TOKENS)
+        )
+        and (
+            cache_write_tokens is None
+            or (cache_write_tokens.__class__ is int and 0 <= cache_write_tokens <= MAX_REPORTED_TOKENS)
+        )
+        and (
+            reasoning_tokens is None
+            or (reasoning_tokens.__class__ is int and 0 <= reasoning_tokens <= MAX_REPORTED_TOKENS)
+        )
+    ):
+        return Usage(input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens)
+    return reported(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_input_tokens=cached_input_tokens,
+        cache_write_tokens=cache_write_tokens,
+        reasoning_tokens=reasoning_tokens,
+    )
+
+
 class Protocol:
     """Pass-through defaults: a plain HTTP body has no model, messages or usage."""
 

@@ -11,7 +11,7 @@ import orjson
 
 from proxy.errors import ProxyError
 from proxy.protocols import cached, plain, text_slots, tool_calls
-from proxy.protocols.base import Protocol, Usage, reported
+from proxy.protocols.base import Protocol, Usage, reported_counts
 from proxy.protocols.conversation import Conversation, openai_chat
 from proxy.protocols.shape import openai_shape_problem
 from proxy.protocols.sse import SSEEvent
@@ -94,11 +94,12 @@ def _usage(raw: Any) -> Usage | None:
     in_details = raw.get("prompt_tokens_details") or raw.get("input_tokens_details") or {}
     out_details = raw.get("completion_tokens_details") or raw.get("output_tokens_details") or {}
     completion = raw.get("completion_tokens", raw.get("output_tokens"))
-    usage = reported(
-        input_tokens=raw.get("prompt_tokens", raw.get("input_tokens")),
-        output_tokens=completion,
-        cached_input_tokens=in_details.get("cached_tokens") if isinstance(in_details, dict) else None,
-        reasoning_tokens=out_details.get("reasoning_tokens") if isinstance(out_details, dict) else None,
+    usage = reported_counts(
+        raw.get("prompt_tokens", raw.get("input_tokens")),
+        completion,
+        in_details.get("cached_tokens") if isinstance(in_details, dict) else None,
+        None,  # cache_write_tokens: OpenAI reports none
+        out_details.get("reasoning_tokens") if isinstance(out_details, dict) else None,
     )
     if usage.input_tokens is not None and usage.cached_input_tokens:  # OpenAI counts cached tokens inside the prompt
         usage.input_tokens = max(0, usage.input_tokens - usage.cached_input_tokens)

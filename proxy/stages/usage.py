@@ -22,17 +22,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
 from proxy.accounting.config import UsageConfig
-from proxy.accounting.ledger import Record
+from proxy.accounting.ledger import Row, make_row
 from proxy.accounting.pricing import OTHER, price, resolve
 from proxy.accounting.tokens import count_request, count_tokens
 from proxy.errors import Forbidden, Unauthorized
 from proxy.exchange import Exchange, Outcome, Reply
-from proxy.logs import logged_model
+from proxy.logs import MAX_MODEL_CHARS, logged_model
 from proxy.metrics import Metrics, adder
 from proxy.pipeline import Stage, StageFactory
 from proxy.policy.schema import Pricing, Route
@@ -64,18 +64,20 @@ TOKEN_KINDS = (
 
 class UsageStage(Stage):
     name: ClassVar[str] = "usage"
+    # Where a request starts, as class attributes: one stage is made per request, and an instance sets them only
+    # when they change.
+    _strip = False  # we asked for stream usage: remove it from what the caller gets
+    _chars = 0  # characters of the generated text, kept or not
+    _held = 0  # bytes of streamed events held (HELD_EVENT_COST each on top)
+    _complete = False  # the response was seen whole (terminal event or full body)
+    _last: SSEEvent | None = None  # the last streamed event seen
 
     def __init__(self, factory: UsageFactory):
         super().__init__(factory.mode)
         self._factory = factory
-        self._strip = False  # we asked for stream usage: remove it from what the caller gets
         self._texts: list[str] = []  # generated text, for an estimate if no final usage comes
-        self._chars = 0  # characters of it, kept or not
         # Streamed events kept for that estimate, read only if it is needed (rarely: most upstreams report usage).
         self._events: list[SSEEvent] = []
-        self._held = 0
-        self._complete = False  # the response was seen whole (terminal event or full body)
-        self._last: SSEEvent | None = None  # the last streamed event seen
 
     async def on_request_body(self, ex: Exchange) -> Reply | None:
         if self.enforcing and self._factory.config.stream_usage and ex.has_llm_body:
@@ -108,17 +110,19 @@ class UsageStage(Stage):
         return []
 
     def on_response_body(self, ex: Exchange, body: bytes) -> bytes:
-        if not ex.protocol.parses_json or not _success(ex) or not body:
+        protocol = ex.protocol
+        status = ex.status
+        if not protocol.parses_json or status is None or not 200 <= status < 300 or not body:  # `_success`, inline
             return body
         try:
             payload = ex.response_json(body)
         except orjson.JSONDecodeError:
             return body
-        ex.model_served = ex.protocol.response_model(payload) or ex.model_served
-        if (usage := ex.protocol.body_usage(payload)) is not None:
+        ex.model_served = protocol.response_model(payload) or ex.model_served
+        if (usage := protocol.body_usage(payload)) is not None:
             self._take(ex, usage)
         elif self._factory.config.estimate:
-            self._keep_text(ex.protocol.body_text(payload))
+            self._keep_text(protocol.body_text(payload))
         self._complete = True
         return body
 
@@ -130,27 +134,33 @@ class UsageStage(Stage):
 
     async def on_complete(self, ex: Exchange) -> None:
         factory = self._factory
-        if factory.config.estimate and self._needs_estimate(ex):
+        usage = ex.usage
+        missing = usage.input_tokens is None or usage.output_tokens is None or not self._complete
+        if missing and factory.config.estimate and self._estimable(ex):
             estimate = await asyncio.to_thread(self._estimate, ex)
-            _merge_estimate(ex.usage, estimate, cut_short=not self._complete)
+            _merge_estimate(usage, estimate, cut_short=not self._complete)
             ex.usage_estimated = True
-        found = resolve(ex.model_served, factory.pricing) or resolve(ex.model_requested, factory.pricing)
+        requested = _UNREAD  # the request's model, read at most once
+        found = factory.resolve(ex.model_served)
+        if found is None:
+            found = factory.resolve(requested := ex.model_requested)
         if ex.cache_hit:
             ex.cost_usd = 0.0
-        elif found is not None and ex.usage.known:
-            ex.cost_usd = price(ex.usage, found[1])
+        elif found is not None and usage.known:
+            ex.cost_usd = price(usage, found[1])
         ledger = factory.services.ledger
-        if ledger is not None and not _refused_before_identity(ex):  # first: the metrics cannot lose it
-            ledger.record(self._record(ex, found[0] if found else None))
+        # First: the metrics cannot lose it. None for a request refused before its caller was identified.
+        if ledger is not None and (ex.caller is not None or not _refused_before_identity(ex)):
+            if requested is _UNREAD:
+                requested = ex.model_requested
+            ledger.record_row(self._record(ex, found[0] if found else None, requested))
         self._count(ex, found[0] if found else OTHER)
 
     # ---- estimates
 
-    def _needs_estimate(self, ex: Exchange) -> bool:
-        if not ex.protocol.parses_json or not _success(ex) or ex.outcome is Outcome.LOCAL_REPLY:
-            return False
-        usage = ex.usage
-        return usage.input_tokens is None or usage.output_tokens is None or not self._complete
+    def _estimable(self, ex: Exchange) -> bool:
+        """Whether a response whose usage is not all known, or that was cut short, is estimated."""
+        return ex.protocol.parses_json and _success(ex) and ex.outcome is not Outcome.LOCAL_REPLY
 
     def _read_texts(self, protocol: Protocol) -> None:
         self._keep_text("".join(text for event in self._events if (text := protocol.event_text(event))))
@@ -180,31 +190,25 @@ class UsageStage(Stage):
     # ---- metrics and the record
 
     def _count(self, ex: Exchange, model_label: str) -> None:
-        metrics = self._factory.services.metrics
         caller = ex.caller.profile if ex.caller else "none"
-        upstream = ex.upstream_name or "none"
         usage = ex.usage
         if ex.usage_estimated:
-            metrics.child(metrics.usage_estimated, caller, upstream).inc()
+            metrics = self._factory.services.metrics
+            metrics.child(metrics.usage_estimated, caller, ex.upstream_name or "none").inc()
         if ex.cache_hit or not usage.known:
             return
-        counters = self._factory.counters(caller, model_label)
-        for kind, attr in TOKEN_KINDS:
-            if value := getattr(usage, attr):
-                counters.tokens(kind)(value)
-        if ex.cost_usd is not None:
-            counters.cost()(ex.cost_usd)
-        elif usage.total_tokens:
-            metrics.child(metrics.unpriced, caller, upstream).inc()
+        factory = self._factory
+        counters = factory.model_counters.get((caller, model_label)) or factory.counters(caller, model_label)
+        if not counters.count(usage, ex.cost_usd) and usage.total_tokens:
+            metrics = factory.services.metrics
+            metrics.child(metrics.unpriced, caller, ex.upstream_name or "none").inc()
 
-    @staticmethod
-    def _record(ex: Exchange, model_priced: str | None) -> Record:
+    def _record(self, ex: Exchange, model_priced: str | None, model_requested: str | None) -> Row:
+        """The ledger row (proxy/accounting/ledger.py `make_row`, positionally, in the order of its columns)."""
         caller, usage, tool = ex.caller, ex.usage, ex.tool_call
         session = ex.headers.get(SESSION_HEADER)
         ttfb = ex.ttfb_s
-        # Positional, in the order of Record's fields: a keyword call of a class builds a dict of them on the
-        # way to __init__, three times the cost of the record itself.
-        return Record(
+        return make_row(
             ex.request_id,
             time.time() - (time.perf_counter() - ex.started),  # ts
             caller.name if caller else None,
@@ -212,7 +216,7 @@ class UsageStage(Stage):
             caller.profile if caller else None,
             ex.route.label,
             ex.upstream_name,
-            logged_model(ex.model_requested),  # bounded, as in the log line
+            self._factory.logged_model(model_requested),  # bounded, as in the log line
             ex.model_served,
             model_priced,
             ex.status,
@@ -277,26 +281,51 @@ def _merge_estimate(usage: Usage, estimate: Usage, cut_short: bool) -> None:
 class ModelCounters:
     """A caller profile's and model's token and cost series, each looked up once it is first counted: one dict
     hit per request rather than one labelled lookup per series (a series appears when first counted, as before).
-    What it hands out is the series' adder (see `proxy.metrics.adder`)."""
+    Each holds the series' adder (see `proxy.metrics.adder`), None until then."""
 
-    __slots__ = ("_cost", "_labels", "_metrics", "_tokens")
+    __slots__ = ("_labels", "_metrics", *(f"_{kind}" for kind, _ in TOKEN_KINDS), "_cost")
 
     def __init__(self, metrics: Metrics, caller: str, model: str):
         self._metrics = metrics
         self._labels = (caller, model)
-        self._tokens: dict[str, Callable[[float], None]] = {}
+        self._input: Callable[[float], None] | None = None
+        self._cached_input: Callable[[float], None] | None = None
+        self._cache_write: Callable[[float], None] | None = None
+        self._output: Callable[[float], None] | None = None
+        self._reasoning: Callable[[float], None] | None = None
         self._cost: Callable[[float], None] | None = None
 
-    def tokens(self, kind: str) -> Callable[[float], None]:
-        found = self._tokens.get(kind)
-        if found is None:
-            found = self._tokens[kind] = adder(self._metrics.child(self._metrics.tokens, *self._labels, kind))
-        return found
-
-    def cost(self) -> Callable[[float], None]:
+    def count(self, usage: Usage, cost: float | None) -> bool:
+        """Adds the request's tokens by kind (those it has, in TOKEN_KINDS' order) and its cost; False if it
+        has no cost. Spelled out per kind: a loop with getattr costs three times as much."""
+        if value := usage.input_tokens:
+            (self._input or self._tokens("input"))(value)
+        if value := usage.cached_input_tokens:
+            (self._cached_input or self._tokens("cached_input"))(value)
+        if value := usage.cache_write_tokens:
+            (self._cache_write or self._tokens("cache_write"))(value)
+        if value := usage.output_tokens:
+            (self._output or self._tokens("output"))(value)
+        if value := usage.reasoning_tokens:
+            (self._reasoning or self._tokens("reasoning"))(value)
+        if cost is None:
+            return False
         if self._cost is None:
             self._cost = adder(self._metrics.child(self._metrics.cost_usd, *self._labels))
-        return self._cost
+        self._cost(cost)
+        return True
+
+    def _tokens(self, kind: str) -> Callable[[float], None]:
+        add = adder(self._metrics.child(self._metrics.tokens, *self._labels, kind))
+        setattr(self, f"_{kind}", add)
+        return add
+
+
+_UNREAD: Any = object()
+# Model names (of at most MAX_MODEL_CHARS) a factory remembers the logged form and the price-table entry (or none)
+# of: the first ones seen; past that, the others are worked out on every request, as before.
+LOGGED_MODELS = 256
+RESOLVED_MODELS = 256
 
 
 class UsageFactory(StageFactory):
@@ -309,13 +338,34 @@ class UsageFactory(StageFactory):
         self.pricing = pricing
         self.services = services
         # Bounded as the labels are: caller profiles and price-table names (or `other`) from the policy.
-        self._counters: dict[tuple[str, str], ModelCounters] = {}
+        self.model_counters: dict[tuple[str, str], ModelCounters] = {}
+        # Bounded by count and length (model names come from callers and upstreams).
+        self._resolved: dict[str | None, tuple[str, Pricing] | None] = {}
+        self._logged: dict[str | None, str | None] = {}
 
     def counters(self, caller: str, model: str) -> ModelCounters:
-        found = self._counters.get((caller, model))
+        found = self.model_counters.get((caller, model))
         if found is None:
-            found = self._counters[caller, model] = ModelCounters(self.services.metrics, caller, model)
+            found = self.model_counters[caller, model] = ModelCounters(self.services.metrics, caller, model)
         return found
+
+    def resolve(self, model: str | None) -> tuple[str, Pricing] | None:
+        """`pricing.resolve` with the policy's table, remembered: the tables are fixed while the policy is."""
+        found = self._resolved.get(model, _UNREAD)
+        if found is _UNREAD:
+            found = resolve(model, self.pricing)
+            if len(self._resolved) < RESOLVED_MODELS and (model is None or len(model) <= MAX_MODEL_CHARS):
+                self._resolved[model] = found
+        return found  # type: ignore[no-any-return]
+
+    def logged_model(self, model: str | None) -> str | None:
+        """`proxy.logs.logged_model`, remembered (the log line computes its own)."""
+        logged = self._logged.get(model, _UNREAD)
+        if logged is _UNREAD:
+            logged = logged_model(model)
+            if len(self._logged) < LOGGED_MODELS and (model is None or len(model) <= MAX_MODEL_CHARS):
+                self._logged[model] = logged
+        return logged  # type: ignore[no-any-return]
 
 
 class RecordOnlyFactory(UsageFactory):

@@ -1,14 +1,18 @@
-"""What the ledger stores for None and booleans (NULL, the integers 0/1: as sqlite3 binds them), and a writer
-thread that ended started again."""
+"""What the ledger stores for None and booleans (NULL, the integers 0/1: as sqlite3 binds them), the same through
+its own binding (`make_row`) as through sqlite3's, and a writer thread that ended started again."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
+import typing
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from proxy.accounting.ledger import RESTART_PAUSE_S, Ledger, Record, connect
+from proxy.accounting.ledger import COLUMNS, INSERT, RESTART_PAUSE_S, SCHEMA, Ledger, Record, connect, row_of
 from proxy.metrics import Metrics
 
 
@@ -30,6 +34,43 @@ async def test_none_is_stored_as_null_and_booleans_as_integers(tmp_path):
     assert stored["tool_outcome"] == ("null", None)
     assert stored["stream"] == ("integer", 1) and stored["cache_hit"] == ("integer", 0)
     assert stored["estimated"] == ("integer", 1)
+
+
+_TEXT = st.text(max_size=8)
+_INTEGER = st.integers(-(2**63), 2**63 - 1)  # what SQLite binds; a larger one is a refused row either way
+_REAL = st.floats(allow_nan=True, allow_infinity=True)
+_BY_TYPE = {str: _TEXT, int: _INTEGER, float: _REAL, bool: st.booleans()}
+
+
+def _values(annotation: object) -> st.SearchStrategy[object]:
+    """A column's values by its Record annotation: `T` or `T | None`."""
+    kinds = [k for k in typing.get_args(annotation) if k is not type(None)] or [annotation]
+    strategy = _BY_TYPE[kinds[0]]  # type: ignore[index]
+    return st.none() | strategy if len(typing.get_args(annotation)) > 1 else strategy
+
+
+_RECORDS = st.builds(Record, **{name: _values(kind) for name, kind in typing.get_type_hints(Record).items()})
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=_RECORDS)
+def test_the_ledger_binding_stores_what_sqlite3_binding_stores(record):
+    """Every column's stored type and value, or the row's refusal: a row bound by `make_row` (None as a NaN,
+    booleans as 1 / 0) against the record's own values bound by sqlite3 (its adapters)."""
+    assert _stored(row_of(record)) == _stored(tuple(getattr(record, c) for c in COLUMNS))
+
+
+def _stored(values: tuple[object, ...]) -> object:
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(SCHEMA)
+        try:
+            conn.execute(INSERT, values)
+        except sqlite3.Error as exc:  # e.g. a NaN `ts`: NULL in a NOT NULL column
+            return type(exc)
+        return conn.execute(f"SELECT {', '.join(f'typeof({c}), {c}' for c in COLUMNS)} FROM requests").fetchall()
+    finally:
+        conn.close()
 
 
 def _record(request_id: str) -> Record:
