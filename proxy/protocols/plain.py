@@ -20,29 +20,39 @@ _OPENAI_ROLES = ("user", "assistant", "system", "developer", "function")
 _ANTHROPIC_ROLES = ("user", "assistant")
 
 
-def openai_prompt(body: Any) -> list[str] | None:
-    """A chat completion request whose messages are all plain text: their contents; None for any other body."""
+def _chat_messages(body: Any) -> list[Any] | None:
+    """The messages of a chat request that names its model and whose `stream`, if given, is a boolean."""
     if type(body) is not dict:
         return None
     messages = body.get("messages")
     model = body.get("model")
     if type(messages) is not list or not messages or type(model) is not str or not model.strip():
         return None
-    if ("stream" in body and type(body["stream"]) is not bool) or "instructions" in body or "input" in body:
+    if "stream" in body and type(body["stream"]) is not bool:
         return None
-    if "prompt" in body:
-        return None
-    texts: list[str] = []
+    return messages
+
+
+def _plain_texts(messages: list[Any], roles: tuple[str, ...], texts: list[str]) -> list[str] | None:
+    """`texts` plus each message's string content, or None at a message of another role, content or any call."""
     for message in messages:
         if type(message) is not dict:
             return None
         content = message.get("content")
-        if type(content) is not str or message.get("role") not in _OPENAI_ROLES:
+        if type(content) is not str or message.get("role") not in roles:
             return None
         if "tool_calls" in message or "function_call" in message:
             return None
         texts.append(content)
     return texts
+
+
+def openai_prompt(body: Any) -> list[str] | None:
+    """A chat completion request whose messages are all plain text: their contents; None for any other body."""
+    messages = _chat_messages(body)
+    if messages is None or "instructions" in body or "input" in body or "prompt" in body:
+        return None
+    return _plain_texts(messages, _OPENAI_ROLES, [])
 
 
 def openai_answer(body: Any) -> str | None:
@@ -64,14 +74,11 @@ def openai_answer(body: Any) -> str | None:
 
 def anthropic_prompt(body: Any) -> list[str] | None:
     """A messages request with a string system prompt (or none) and messages of plain text: those texts."""
-    if type(body) is not dict:
-        return None
-    messages = body.get("messages")
-    model = body.get("model")
-    if type(messages) is not list or not messages or type(model) is not str or not model.strip():
+    messages = _chat_messages(body)
+    if messages is None:
         return None
     tokens = body.get("max_tokens")
-    if type(tokens) is not int or tokens < 1 or ("stream" in body and type(body["stream"]) is not bool):
+    if type(tokens) is not int or tokens < 1:
         return None
     texts: list[str] = []
     if "system" in body:
@@ -79,14 +86,7 @@ def anthropic_prompt(body: Any) -> list[str] | None:
         if type(system) is not str:
             return None
         texts.append(system)
-    for message in messages:
-        if type(message) is not dict:
-            return None
-        content = message.get("content")
-        if type(content) is not str or message.get("role") not in _ANTHROPIC_ROLES:
-            return None
-        texts.append(content)
-    return texts
+    return _plain_texts(messages, _ANTHROPIC_ROLES, texts)
 
 
 def anthropic_answer(body: Any) -> str | None:
