@@ -45,13 +45,18 @@ def changed(body: dict[str, Any], changes: list[tuple[bool, str | None, int, Any
             continue
         else:
             target = messages[at % len(messages)]
-            if not isinstance(target, dict):
-                continue
-        if value is GONE:
-            target.pop(key, None)
-        else:
-            target[key] = value
+        put(target, key, value)
     return body
+
+
+def put(target: Any, key: str, value: Any) -> None:
+    """One change: `key` set to `value` in `target`, or removed (GONE); nothing when `target` is not a dict."""
+    if not isinstance(target, dict):
+        return
+    if value is GONE:
+        target.pop(key, None)
+    else:
+        target[key] = value
 
 
 CHANGES = st.lists(
@@ -146,13 +151,7 @@ def answer_changed(body: dict[str, Any], changes: list[tuple[int, str, Any]]) ->
         items = body.get("choices", body.get("content"))
         first = items[0] if isinstance(items, list) and items else None
         message = first.get("message") if isinstance(first, dict) else None
-        target = [body, first, message][level]
-        if not isinstance(target, dict):
-            continue
-        if value is GONE:
-            target.pop(key, None)
-        else:
-            target[key] = value
+        put([body, first, message][level], key, value)
     return body
 
 
